@@ -1,0 +1,36 @@
+"""Dependency providers for the auth feature."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.password_policy import BreachedPasswordChecker
+from app.auth.passwords import PasswordHasher
+from app.auth.services import AuthService
+from app.auth.tokens import TokenIssuer
+from app.settings import Settings
+from app.users.services import UserService
+
+
+async def provide_users_service(db_session: AsyncSession) -> AsyncGenerator[UserService, None]:
+    async with UserService.new(session=db_session) as service:
+        yield service
+
+
+def provide_auth_service(db_session: AsyncSession, users_service: UserService, state: State) -> AuthService:
+    settings: Settings = state.settings
+    hasher: PasswordHasher = state.password_hasher
+    tokens: TokenIssuer = state.token_issuer
+    breach_checker: BreachedPasswordChecker = state.breach_checker
+    return AuthService(
+        db=db_session,
+        users=users_service,
+        hasher=hasher,
+        tokens=tokens,
+        password_settings=settings.passwords,
+        breach_checker=breach_checker,
+        refresh_ttl_seconds=settings.tokens.refresh_ttl_seconds,
+    )

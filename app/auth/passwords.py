@@ -1,0 +1,137 @@
+"""argon2id hashing on a bounded thread pool, so the event loop never hashes.
+
+argon2-cffi releases the GIL while it works, so ``pool_size`` threads use that many
+cores. Admission is counted on the event loop: when ``pool_size`` hashes run and
+``queue_size`` more wait, the next caller gets :class:`HashingCapacityExceeded` at
+once (503 with Retry-After) instead of a queue that grows until every client times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from argon2 import PasswordHasher as Argon2Hasher
+from argon2 import Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from app.errors import HashingCapacityExceeded
+from app.settings import PasswordSettings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    matches: bool
+    needs_rehash: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HashTiming:
+    """What one pooled job cost: time waiting for a worker, and time hashing."""
+
+    queue_wait_seconds: float
+    run_seconds: float
+
+
+HashObserver = Callable[[str, HashTiming], None]
+
+
+class PasswordHasher:
+    def __init__(self, settings: PasswordSettings, observer: HashObserver | None = None) -> None:
+        self._argon2 = Argon2Hasher(
+            time_cost=settings.time_cost,
+            memory_cost=settings.memory_cost_kib,
+            parallelism=settings.parallelism,
+            hash_len=settings.hash_length,
+            salt_len=settings.salt_length,
+            type=Type.ID,
+        )
+        self._pool_size = settings.pool_size
+        self._capacity = settings.pool_size + settings.queue_size
+        self._retry_after = settings.retry_after_seconds
+        self._observer = observer
+        self._executor: ThreadPoolExecutor | None = None
+        self._admitted = 0
+        self._dummy_hash: str | None = None
+
+    @property
+    def admitted(self) -> int:
+        """Hashes running or waiting right now."""
+        return self._admitted
+
+    @property
+    def queued(self) -> int:
+        return max(0, self._admitted - self._pool_size)
+
+    @property
+    def pool_size(self) -> int:
+        return self._pool_size
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="argon2")
+        # The hash that unknown users are verified against, so that "no such user" costs
+        # exactly what "wrong password" costs, with the current parameters.
+        self._dummy_hash = await self._run("hash", self._argon2.hash, secrets.token_urlsafe(24))
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    async def hash(self, password: str) -> str:
+        return await self._run("hash", self._argon2.hash, password)
+
+    async def verify(self, stored_hash: str, password: str) -> VerifyResult:
+        return await self._run("verify", self._verify_sync, stored_hash, password)
+
+    async def verify_against_nothing(self, password: str) -> None:
+        """Spend one verify's work on a user that does not exist (timing parity)."""
+        assert self._dummy_hash is not None, "PasswordHasher.start() was not awaited"
+        await self._run("verify", self._verify_sync, self._dummy_hash, password)
+
+    def _verify_sync(self, stored_hash: str, password: str) -> VerifyResult:
+        try:
+            self._argon2.verify(stored_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return VerifyResult(matches=False)
+        return VerifyResult(matches=True, needs_rehash=self._argon2.check_needs_rehash(stored_hash))
+
+    async def _run(self, operation: str, fn: Callable[..., T], *args: str) -> T:
+        if self._executor is None:
+            raise RuntimeError("PasswordHasher is not started")
+        if self._admitted >= self._capacity:
+            raise HashingCapacityExceeded(self._retry_after)
+        loop = asyncio.get_running_loop()
+        self._admitted += 1
+        submitted = time.perf_counter()
+        started: list[float] = []
+
+        def timed() -> T:
+            started.append(time.perf_counter())
+            return fn(*args)
+
+        future: Future[T] = self._executor.submit(timed)
+        # Release the slot when the worker is really done, not when the awaiting request
+        # goes away: a cancelled request's hash keeps its core busy until it finishes.
+        future.add_done_callback(lambda _: self._release_soon(loop))
+        result = await asyncio.wrap_future(future)
+        if self._observer is not None and started:
+            begun = started[0]
+            self._observer(operation, HashTiming(begun - submitted, time.perf_counter() - begun))
+        return result
+
+    def _release_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.call_soon_threadsafe(self._release)
+        except RuntimeError:  # the loop closed first (shutdown): nobody counts any more
+            pass
+
+    def _release(self) -> None:
+        self._admitted -= 1

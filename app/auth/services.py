@@ -1,0 +1,145 @@
+"""Registration, login, refresh, logout and password change: the account use cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.password_policy import BreachedPasswordChecker, normalize_password, validate_new_password
+from app.auth.passwords import PasswordHasher
+from app.auth.sessions import LoginSessions, RevokeReason, RotationOutcome
+from app.auth.tokens import TokenIssuer
+from app.db.models import User
+from app.errors import (
+    AlreadyRegistered,
+    FieldError,
+    InvalidCredentials,
+    InvalidInput,
+    InvalidRefreshToken,
+    WrongCurrentPassword,
+)
+from app.settings import PasswordSettings
+from app.users.services import UserService
+from app.users.validation import normalize_email, normalize_full_name, normalize_username, username_problems
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    username: str
+    email: str
+    password: str
+    full_name: str | None = None
+
+
+class AuthService:
+    def __init__(
+        self,
+        *,
+        db: AsyncSession,
+        users: UserService,
+        hasher: PasswordHasher,
+        tokens: TokenIssuer,
+        password_settings: PasswordSettings,
+        breach_checker: BreachedPasswordChecker,
+        refresh_ttl_seconds: int,
+    ) -> None:
+        self._db = db
+        self._users = users
+        self._hasher = hasher
+        self._tokens = tokens
+        self._password_settings = password_settings
+        self._breach_checker = breach_checker
+        self._sessions = LoginSessions(db, refresh_ttl_seconds)
+
+    @property
+    def sessions(self) -> LoginSessions:
+        return self._sessions
+
+    async def register(self, data: Registration) -> User:
+        """Create a user. Every field problem is reported at once; uniqueness is checked
+        before hashing (no work spent on a taken name) and again by the database."""
+        username = normalize_username(data.username)
+        errors: list[FieldError] = username_problems(username)
+        email, email_errors = normalize_email(data.email)
+        full_name, name_errors = normalize_full_name(data.full_name)
+        errors += email_errors + name_errors
+        password = normalize_password(data.password)
+        try:
+            password = await validate_new_password(
+                password, username=username, settings=self._password_settings, breach_checker=self._breach_checker
+            )
+        except InvalidInput as exc:
+            errors += exc.errors
+        if errors:
+            raise InvalidInput(errors=errors)
+        assert email is not None
+        if taken := await self._users.taken_fields(username=username, email=email):
+            raise AlreadyRegistered(errors=taken)
+        password_hash = await self._hasher.hash(password)
+        return await self._users.insert_new(
+            User(username=username, email=email, full_name=full_name, password_hash=password_hash)
+        )
+
+    async def login(self, identifier: str, password: str) -> IssuedTokens:
+        """Unknown user, wrong password and inactive user all cost one verify and raise
+        the same InvalidCredentials."""
+        user = await self._users.find_for_login(normalize_username(identifier))
+        password = normalize_password(password)
+        if user is None:
+            await self._hasher.verify_against_nothing(password)
+            raise InvalidCredentials()
+        result = await self._hasher.verify(user.password_hash, password)
+        if not result.matches or not user.can_authenticate:
+            raise InvalidCredentials()
+        if result.needs_rehash:
+            # Parameters were raised since this hash was made: upgrade it while we have the password.
+            user.password_hash = await self._hasher.hash(password)
+        return await self._start_session(user)
+
+    async def refresh(self, presented: str) -> IssuedTokens:
+        rotation = await self._sessions.rotate(presented)
+        if rotation.outcome is RotationOutcome.REUSED:
+            # The revocation must survive the 401 that follows (which rolls back otherwise).
+            await self._db.commit()
+        if rotation.outcome is not RotationOutcome.ROTATED:
+            raise InvalidRefreshToken()
+        assert rotation.user is not None and rotation.session_id is not None and rotation.refresh_token is not None
+        access = self._tokens.issue_access(user_id=rotation.user.id, role=rotation.user.role, session_id=rotation.session_id)
+        return IssuedTokens(access.token, rotation.refresh_token, access.expires_in, rotation.session_id)
+
+    async def logout(self, presented: str) -> None:
+        """End the session the refresh token belongs to; unknown tokens are silently accepted."""
+        session_id = await self._sessions.find_session_of(presented)
+        if session_id is not None:
+            await self._sessions.revoke(session_id, RevokeReason.LOGOUT)
+
+    async def change_password(self, user: User, current_session: UUID, current: str, new: str) -> None:
+        """Replace the password and end every other session of the user."""
+        new_password = await validate_new_password(
+            new,
+            username=user.username,
+            settings=self._password_settings,
+            breach_checker=self._breach_checker,
+            field="new_password",
+        )
+        result = await self._hasher.verify(user.password_hash, normalize_password(current))
+        if not result.matches:
+            raise WrongCurrentPassword()
+        user.password_hash = await self._hasher.hash(new_password)
+        await self._users.repository.update(user)
+        await self._sessions.revoke_all_of(user.id, RevokeReason.PASSWORD_CHANGE, keep=current_session)
+
+    async def _start_session(self, user: User) -> IssuedTokens:
+        session_id, refresh_token = await self._sessions.start(user)
+        access = self._tokens.issue_access(user_id=user.id, role=user.role, session_id=session_id)
+        return IssuedTokens(access.token, refresh_token, access.expires_in, session_id)

@@ -1,0 +1,77 @@
+"""Engine, session and Alembic configuration for advanced-alchemy's Litestar plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from advanced_alchemy.extensions.litestar import (
+    AlembicAsyncConfig,
+    AsyncSessionConfig,
+    EngineConfig,
+    SQLAlchemyAsyncConfig,
+)
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from app.settings import DatabaseSettings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _engine_config(settings: DatabaseSettings, application_name: str) -> EngineConfig:
+    if settings.is_embedded:
+        return EngineConfig(echo=settings.echo)
+    connect_args: dict[str, Any] = {
+        "server_settings": {
+            "application_name": application_name,
+            "statement_timeout": str(settings.statement_timeout_ms),
+        },
+        # Fail fast when the server is unreachable instead of hanging a request.
+        "timeout": settings.pool_timeout_seconds,
+    }
+    return EngineConfig(
+        echo=settings.echo,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_seconds,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
+
+
+def database_config(settings: DatabaseSettings, application_name: str = "user-service") -> SQLAlchemyAsyncConfig:
+    if settings.is_embedded:
+        _ensure_sqlite_directory(settings.url)
+    config = SQLAlchemyAsyncConfig(
+        connection_string=settings.url,
+        engine_config=_engine_config(settings, application_name),
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        before_send_handler="autocommit",
+        create_all=False,
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(MIGRATIONS_DIR),
+            version_table_name="alembic_version",
+            render_as_batch=True,
+        ),
+    )
+    if settings.is_embedded:
+        _enable_sqlite_foreign_keys(config)
+    return config
+
+
+def _ensure_sqlite_directory(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _enable_sqlite_foreign_keys(config: SQLAlchemyAsyncConfig) -> None:
+    engine = config.get_engine()
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

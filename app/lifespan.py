@@ -1,0 +1,66 @@
+"""Start-up and shutdown: hashing pool, schema (migrated or checked), draining."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from litestar import Litestar
+
+from app.auth.password_policy import BreachedPasswordChecker
+from app.auth.passwords import PasswordHasher
+from app.db.migrate import pending_revisions, upgrade_to_head
+from app.settings import Settings
+from app.system.health import Lifecycle
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_RETRY_SECONDS = 2.0
+
+
+async def _await_current_schema(config: SQLAlchemyAsyncConfig, lifecycle: Lifecycle) -> None:
+    """Mark start-up done once the database answers at the migrations' head revision.
+
+    Retries rather than exits: the migration job may still be running, or the database
+    may come up after the pod; the startup probe reports what is missing meanwhile.
+    """
+    engine = config.get_engine()
+    while True:
+        try:
+            missing = await pending_revisions(engine)
+        except Exception as exc:  # noqa: BLE001 - unreachable database: report and retry
+            lifecycle.startup_problem = f"database unreachable ({type(exc).__name__})"
+        else:
+            if not missing:
+                lifecycle.startup_problem = None
+                lifecycle.started = True
+                return
+            lifecycle.startup_problem = f"schema not migrated (run `litestar database upgrade`; missing {sorted(missing)})"
+        logger.warning("start-up waiting: %s", lifecycle.startup_problem)
+        await asyncio.sleep(SCHEMA_RETRY_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+    settings: Settings = app.state.settings
+    hasher: PasswordHasher = app.state.password_hasher
+    breach_checker: BreachedPasswordChecker = app.state.breach_checker
+    db_config: SQLAlchemyAsyncConfig = app.state.db_config
+    lifecycle: Lifecycle = app.state.lifecycle
+
+    await hasher.start()
+    if settings.db.should_migrate_on_start:
+        await upgrade_to_head(db_config.get_engine())
+    schema_watch = asyncio.create_task(_await_current_schema(db_config, lifecycle))
+    try:
+        yield
+    finally:
+        lifecycle.draining = True
+        schema_watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await schema_watch
+        await breach_checker.aclose()
+        hasher.shutdown()

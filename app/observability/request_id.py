@@ -1,0 +1,47 @@
+"""X-Request-ID: echo a sane incoming id or make one; on every response, errors included."""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from uuid import uuid4
+
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = "X-Request-ID"
+_HEADER_KEY = HEADER.lower().encode()
+# Printable, no spaces, bounded: anything else could forge log lines or bloat them.
+_SANE = re.compile(r"[A-Za-z0-9._:/+=\-]{1,128}")
+
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+
+def request_id_of(scope: Scope) -> str:
+    state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    request_id = state.get("request_id")
+    if request_id is None:
+        incoming = next((value for key, value in scope.get("headers", ()) if key == _HEADER_KEY), b"")
+        text = incoming.decode("latin-1")
+        request_id = text if _SANE.fullmatch(text) else uuid4().hex
+        state["request_id"] = request_id
+    return str(request_id)
+
+
+class RequestIdMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        token = current_request_id.set(request_id_of(scope))
+        try:
+            await next_app(scope, receive, send)
+        finally:
+            current_request_id.reset(token)
+
+
+async def add_request_id_header(message: Message, scope: Scope) -> None:
+    """App-level before-send hook: also covers 404s and errors raised before any middleware."""
+    if message["type"] == "http.response.start":
+        MutableScopeHeaders.from_message(message)[HEADER] = request_id_of(scope)

@@ -1,0 +1,78 @@
+"""Probes for Kubernetes: live (process), ready (database and not draining), startup."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.errors import problem_response
+
+READY_DB_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass
+class Lifecycle:
+    started: bool = False
+    draining: bool = False
+    startup_problem: str | None = "starting"
+
+
+async def database_problem(engine: AsyncEngine) -> str | None:
+    try:
+        async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    except TimeoutError:
+        return "timeout"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", and says which
+        return type(exc).__name__
+    return None
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["operations"]
+    opt = {"exclude_from_auth": True}
+    include_in_schema = True
+
+    @get("/live", sync_to_thread=False, summary="Liveness: the process can serve")
+    def live(self) -> dict[str, str]:
+        # Never touches the database or the hashing pool: a saturated login path or a
+        # database outage must not get healthy pods killed.
+        return {"status": "ok"}
+
+    @get("/ready", summary="Readiness: database reachable and not draining")
+    async def ready(self, state: State, db_engine: AsyncEngine) -> Response[dict[str, Any]]:
+        lifecycle: Lifecycle = state.lifecycle
+        checks: dict[str, str] = {}
+        checks["startup"] = "ok" if lifecycle.started else (lifecycle.startup_problem or "starting")
+        checks["draining"] = "fail: shutting down" if lifecycle.draining else "ok"
+        problem = await database_problem(db_engine)
+        checks["database"] = "ok" if problem is None else f"fail: {problem}"
+        if all(value == "ok" for value in checks.values()):
+            return Response({"status": "ok", "checks": checks})
+        failed = ", ".join(name for name, value in checks.items() if value != "ok")
+        response = problem_response(
+            status=503, kind="not-ready", title="Not ready", detail=f"Failing checks: {failed}", instance="/health/ready"
+        )
+        response.content["checks"] = checks
+        return response
+
+    @get("/startup", sync_to_thread=False, summary="Start-up finished: schema current, keys loaded, pools open")
+    def startup(self, state: State) -> Response[dict[str, Any]]:
+        lifecycle: Lifecycle = state.lifecycle
+        if lifecycle.started:
+            return Response({"status": "ok"})
+        return problem_response(
+            status=503,
+            kind="starting",
+            title="Starting",
+            detail=f"Start-up not finished: {lifecycle.startup_problem}",
+            instance="/health/startup",
+        )

@@ -1,0 +1,111 @@
+"""/api/v1/users: the caller's own account, and user management for admins and moderators."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, put
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from app.auth.dependencies import provide_auth_service, provide_users_service
+from app.auth.guards import requires_role
+from app.auth.services import AuthService
+from app.auth.sessions import RevokeReason
+from app.auth.tokens import AccessClaims
+from app.db.models import Role, User
+from app.users.schemas import PasswordChange, ProfileUpdate, UserAdminUpdate, UserPage, UserRead
+from app.users.services import UserFilter, UserService
+
+AuthedRequest = Request[User, AccessClaims, Any]
+STAFF = {"roles": [Role.ADMIN, Role.MODERATOR]}
+ADMINS = {"roles": [Role.ADMIN]}
+
+
+class MeController(Controller):
+    path = "/api/v1/users/me"
+    tags = ["users"]
+    dependencies = {
+        "users_service": Provide(provide_users_service),
+        "auth_service": Provide(provide_auth_service, sync_to_thread=False),
+    }
+
+    @get(summary="The caller's account")
+    async def read_me(self, request: AuthedRequest) -> UserRead:
+        return UserRead.of(request.user)
+
+    @patch(summary="Change the caller's email or full name")
+    async def update_me(self, request: AuthedRequest, data: ProfileUpdate, users_service: UserService) -> UserRead:
+        user = await users_service.update_profile(
+            request.user,
+            email=None if data.email is msgspec.UNSET else data.email,
+            full_name=None if data.full_name is msgspec.UNSET else data.full_name,
+            set_full_name=data.full_name is not msgspec.UNSET,
+        )
+        return UserRead.of(user)
+
+    @put("/password", status_code=HTTP_204_NO_CONTENT, summary="Change the caller's password")
+    async def change_password(self, request: AuthedRequest, data: PasswordChange, auth_service: AuthService) -> None:
+        await auth_service.change_password(
+            request.user, request.auth.session_id, data.current_password, data.new_password
+        )
+
+
+class UsersController(Controller):
+    path = "/api/v1/users"
+    tags = ["users"]
+    guards = [requires_role]
+    dependencies = {
+        "users_service": Provide(provide_users_service),
+        "auth_service": Provide(provide_auth_service, sync_to_thread=False),
+    }
+
+    @get(opt=STAFF, summary="List users (admin, moderator)")
+    async def list_users(
+        self,
+        users_service: UserService,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, Parameter(ge=0, le=1_000_000)] = 0,
+        role: Role | None = None,
+        is_active: bool | None = None,
+        q: Annotated[str | None, Parameter(min_length=1, max_length=100, description="Substring of username or email")] = None,
+    ) -> UserPage:
+        users, total = await users_service.search(
+            UserFilter(limit=limit, offset=offset, role=role, is_active=is_active, query=q)
+        )
+        return UserPage(items=[UserRead.of(u) for u in users], total=total, limit=limit, offset=offset)
+
+    @get("/{user_id:uuid}", opt=STAFF, summary="One user (admin, moderator)")
+    async def get_user(self, user_id: UUID, users_service: UserService) -> UserRead:
+        return UserRead.of(await users_service.get_live(user_id))
+
+    @patch("/{user_id:uuid}", opt=STAFF, summary="Change role (admin) or activation (admin; moderator for plain users)")
+    async def administer_user(
+        self,
+        request: AuthedRequest,
+        user_id: UUID,
+        data: UserAdminUpdate,
+        users_service: UserService,
+        auth_service: AuthService,
+    ) -> UserRead:
+        target = await users_service.get_live(user_id)
+        user = await users_service.administer(
+            request.user,
+            target,
+            role=None if data.role is msgspec.UNSET else data.role,
+            is_active=None if data.is_active is msgspec.UNSET else data.is_active,
+        )
+        if not user.is_active:
+            await auth_service.sessions.revoke_all_of(user.id, RevokeReason.DEACTIVATED)
+        return UserRead.of(user)
+
+    @delete("/{user_id:uuid}", opt=ADMINS, status_code=HTTP_204_NO_CONTENT, summary="Soft-delete a user (admin)")
+    async def delete_user(
+        self, request: AuthedRequest, user_id: UUID, users_service: UserService, auth_service: AuthService
+    ) -> None:
+        target = await users_service.get_live(user_id)
+        await users_service.soft_delete(request.user, target)
+        await auth_service.sessions.revoke_all_of(target.id, RevokeReason.DELETED)

@@ -1,0 +1,168 @@
+"""Users: look-ups, registration-time uniqueness, profile and administrative changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from advanced_alchemy.exceptions import IntegrityError as RepositoryIntegrityError
+from advanced_alchemy.filters import LimitOffset, OrderBy
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
+
+from app.db.models import Role, User
+from app.errors import AlreadyRegistered, FieldError, InvalidInput, PermissionDenied, UserNotFound
+from app.users.validation import normalize_email, normalize_full_name
+
+
+@dataclass(frozen=True, slots=True)
+class UserFilter:
+    limit: int = 20
+    offset: int = 0
+    role: Role | None = None
+    is_active: bool | None = None
+    query: str | None = None
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def duplicate_fields(exc: Exception) -> list[FieldError]:
+    """Which unique index a failed insert hit, from the database's own message."""
+    message = str(getattr(exc, "orig", None) or exc.__cause__ or exc)
+    fields = [
+        FieldError(field, f"this {field} is already registered")
+        for field, index in (("username", "uq_users_username_lower"), ("email", "uq_users_email_lower"))
+        if index in message
+    ]
+    return fields or [FieldError("username", "this username or email is already registered")]
+
+
+class UserService(SQLAlchemyAsyncRepositoryService[User]):
+    class Repo(SQLAlchemyAsyncRepository[User]):
+        model_type = User
+
+    repository_type = Repo
+
+    async def get_live(self, user_id: UUID) -> User:
+        """The user with this id, unless soft-deleted (then UserNotFound)."""
+        user = await self.get_one_or_none(User.id == user_id, User.deleted_at.is_(None))
+        if user is None:
+            raise UserNotFound()
+        return user
+
+    async def find_for_login(self, identifier: str) -> User | None:
+        """The user whose username or email equals ``identifier``, case-insensitively."""
+        folded = identifier.lower()
+        statement = select(User).where(
+            or_(func.lower(User.username) == folded, func.lower(User.email) == folded)
+        ).limit(1)
+        return (await self.repository.session.execute(statement)).scalar_one_or_none()
+
+    async def taken_fields(self, *, username: str | None, email: str | None, exclude: UUID | None = None) -> list[FieldError]:
+        """Fields whose value another account (deleted ones included) already uses."""
+        conditions: list[ColumnElement[bool]] = []
+        if username is not None:
+            conditions.append(func.lower(User.username) == username.lower())
+        if email is not None:
+            conditions.append(func.lower(User.email) == email.lower())
+        if not conditions:
+            return []
+        statement = select(User.username, User.email).where(or_(*conditions))
+        if exclude is not None:
+            statement = statement.where(User.id != exclude)
+        rows = (await self.repository.session.execute(statement)).all()
+        errors: list[FieldError] = []
+        if username is not None and any(row.username.lower() == username.lower() for row in rows):
+            errors.append(FieldError("username", "this username is already registered"))
+        if email is not None and any(row.email.lower() == email.lower() for row in rows):
+            errors.append(FieldError("email", "this email is already registered"))
+        return errors
+
+    async def insert_new(self, user: User) -> User:
+        """Insert; a race lost on a unique index becomes AlreadyRegistered, never a 500."""
+        try:
+            return await self.repository.add(user)
+        except (RepositoryIntegrityError, SQLAlchemyIntegrityError) as exc:
+            raise AlreadyRegistered(errors=duplicate_fields(exc)) from exc
+
+    async def search(self, criteria: UserFilter) -> tuple[Sequence[User], int]:
+        """Live users matching the filters, oldest first (stable for offset pagination)."""
+        filters: list[ColumnElement[bool]] = [User.deleted_at.is_(None)]
+        if criteria.role is not None:
+            filters.append(User.role == criteria.role)
+        if criteria.is_active is not None:
+            filters.append(User.is_active.is_(criteria.is_active))
+        if criteria.query:
+            pattern = f"%{_escape_like(criteria.query.lower())}%"
+            filters.append(
+                or_(
+                    func.lower(User.username).like(pattern, escape="\\"),
+                    func.lower(User.email).like(pattern, escape="\\"),
+                )
+            )
+        return await self.get_many_and_count(
+            *filters,
+            LimitOffset(limit=criteria.limit, offset=criteria.offset),
+            OrderBy(field_name="created_at", sort_order="asc"),
+            OrderBy(field_name="id", sort_order="asc"),
+        )
+
+    async def update_profile(self, user: User, *, email: str | None, full_name: str | None, set_full_name: bool) -> User:
+        """Change email and/or full name; a changed email must be verified again."""
+        errors: list[FieldError] = []
+        new_email: str | None = None
+        if email is not None:
+            new_email, email_errors = normalize_email(email)
+            errors += email_errors
+        new_name: str | None = None
+        if set_full_name:
+            new_name, name_errors = normalize_full_name(full_name)
+            errors += name_errors
+        if errors:
+            raise InvalidInput(errors=errors)
+        if new_email is not None and new_email.lower() != user.email.lower():
+            if taken := await self.taken_fields(username=None, email=new_email, exclude=user.id):
+                raise AlreadyRegistered(errors=taken)
+            user.email = new_email
+            user.is_verified = False
+        elif new_email is not None:
+            user.email = new_email  # same address, maybe other letter case: still verified
+        if set_full_name:
+            user.full_name = new_name
+        try:
+            return await self.repository.update(user)
+        except (RepositoryIntegrityError, SQLAlchemyIntegrityError) as exc:
+            raise AlreadyRegistered(errors=duplicate_fields(exc)) from exc
+
+    async def administer(self, actor: User, target: User, *, role: Role | None, is_active: bool | None) -> User:
+        """Apply an admin's or moderator's change, with API.md's rules for who may do what."""
+        if actor.role is Role.MODERATOR:
+            if role is not None:
+                raise PermissionDenied("Moderators cannot change roles.")
+            if target.role is not Role.USER:
+                raise PermissionDenied("Moderators can only activate or deactivate plain users.")
+        elif actor.role is not Role.ADMIN:
+            raise PermissionDenied()
+        if actor.id == target.id and (
+            (role is not None and role is not actor.role) or is_active is False
+        ):
+            # An admin locking themselves out could leave the service with no admin at all.
+            raise PermissionDenied("You cannot change your own role or deactivate yourself.")
+        if role is not None:
+            target.role = role
+        if is_active is not None:
+            target.is_active = is_active
+        return await self.repository.update(target)
+
+    async def soft_delete(self, actor: User, target: User) -> User:
+        if actor.id == target.id:
+            raise PermissionDenied("You cannot delete your own account here.")
+        target.deleted_at = dt.datetime.now(dt.UTC)
+        target.is_active = False
+        return await self.repository.update(target)

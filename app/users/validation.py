@@ -1,0 +1,46 @@
+"""Normalisation and rules for usernames, emails and names (API.md, "Validation")."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from email_validator import EmailNotValidError, validate_email
+
+from app.errors import FieldError
+
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+FULL_NAME_MAX = 200
+
+
+def normalize_username(raw: str) -> str:
+    # NFKC folds full-width and compatibility forms onto ASCII ("ａｌｉｃｅ" -> "alice").
+    return unicodedata.normalize("NFKC", raw).strip()
+
+
+def username_problems(username: str) -> list[FieldError]:
+    if not USERNAME_PATTERN.fullmatch(username):
+        return [FieldError("username", "must be 3-32 characters of ASCII letters, digits, '_', '.' or '-'")]
+    return []
+
+
+def normalize_email(raw: str) -> tuple[str | None, list[FieldError]]:
+    """Return the normalised address, or the problem with it. No DNS look-up happens."""
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        return None, [FieldError("email", str(exc))]
+    if len(result.normalized) > 320:
+        return None, [FieldError("email", "must be at most 320 characters")]
+    return result.normalized, []
+
+
+def normalize_full_name(raw: str | None) -> tuple[str | None, list[FieldError]]:
+    if raw is None:
+        return None, []
+    name = unicodedata.normalize("NFC", raw).strip()
+    if len(name) > FULL_NAME_MAX:
+        return None, [FieldError("full_name", f"must be at most {FULL_NAME_MAX} characters")]
+    if any(unicodedata.category(ch) in {"Cc", "Cf"} for ch in name):
+        return None, [FieldError("full_name", "must not contain control characters")]
+    return name or None, []
