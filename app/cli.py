@@ -19,7 +19,7 @@ from app.errors import DomainError
 from app.settings import Settings
 from app.users.services import UserService
 
-ADMIN_PASSWORD_ENV = "USER_SERVICE_ADMIN_PASSWORD"
+ADMIN_PASSWORD_ENV = "USER_SERVICE_ADMIN_PASSWORD"  # noqa: S105 - the variable's name
 
 
 async def create_admin(settings: Settings, *, username: str, email: str, password: str) -> str:
@@ -60,7 +60,7 @@ class UserAdminCLIPlugin(CLIPluginProtocol):
         @click.option("--username", required=True, help="Username of the new admin.")
         @click.option("--email", required=True, help="Email of the new admin.")
         def create_admin_command(app: Litestar, username: str, email: str) -> None:
-            f"""Create an admin account. The password comes from ${ADMIN_PASSWORD_ENV} or a prompt, never argv."""
+            """Create an admin account. The password comes from $USER_SERVICE_ADMIN_PASSWORD or a prompt, never argv."""
             password = os.environ.get(ADMIN_PASSWORD_ENV)
             if not password:
                 password = click.prompt("Password", hide_input=True, confirmation_prompt=True)

@@ -211,7 +211,9 @@ def _field_error(item: Mapping[str, Any]) -> FieldError:
 
 def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     """Litestar's schema validation: a type, a missing field, an out-of-range query parameter."""
-    errors = [_field_error(item) for item in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(item, dict)]
+    errors = [
+        _field_error(item) for item in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(item, dict)
+    ]
     if not errors:
         # Litestar raises a bare ValidationException (no per-field list) when the body is not JSON.
         return problem_response(
@@ -236,7 +238,7 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     if status >= HTTP_500_INTERNAL_SERVER_ERROR:
         return internal_error_handler(request, exc)
     kind, title = _HTTP_KINDS.get(status, ("http-error", "Request failed"))
-    headers = {k: v for k, v in (exc.headers or {}).items()}
+    headers = dict(exc.headers or {})
     return problem_response(
         status=status,
         kind=kind,

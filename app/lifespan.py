@@ -38,7 +38,9 @@ async def _await_current_schema(config: SQLAlchemyAsyncConfig, lifecycle: Lifecy
                 lifecycle.startup_problem = None
                 lifecycle.started = True
                 return
-            lifecycle.startup_problem = f"schema not migrated (run `litestar database upgrade`; missing {sorted(missing)})"
+            lifecycle.startup_problem = (
+                f"schema not migrated (run `litestar database upgrade`; missing {sorted(missing)})"
+            )
         logger.warning("start-up waiting: %s", lifecycle.startup_problem)
         await asyncio.sleep(SCHEMA_RETRY_SECONDS)
 

@@ -31,7 +31,7 @@ class DatabaseSettings(BaseModel):
     )
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=5, ge=0)
-    pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    pool_timeout_seconds: int = Field(default=5, ge=1)
     # How long one SQL statement may run before PostgreSQL cancels it; keeps a stuck
     # query from holding a pooled connection (and a client) forever.
     statement_timeout_ms: int = Field(default=10_000, ge=0)

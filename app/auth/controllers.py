@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.datastructures import CacheControlHeader, State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app.auth.dependencies import provide_auth_service, provide_users_service
@@ -30,22 +31,22 @@ class AuthController(Controller):
     }
 
     @post("/register", status_code=HTTP_201_CREATED, summary="Create an account")
-    async def register(self, data: UserCreate, auth_service: AuthService) -> UserRead:
+    async def register(self, data: JSONBody[UserCreate], auth_service: NamedDependency[AuthService]) -> UserRead:
         user = await auth_service.register(
             Registration(username=data.username, email=data.email, password=data.password, full_name=data.full_name)
         )
         return UserRead.of(user)
 
     @post("/login", status_code=HTTP_200_OK, cache_control=NO_STORE, summary="Exchange credentials for tokens")
-    async def login(self, data: LoginRequest, auth_service: AuthService) -> TokenPair:
+    async def login(self, data: JSONBody[LoginRequest], auth_service: NamedDependency[AuthService]) -> TokenPair:
         return _pair(await auth_service.login(data.username, data.password))
 
     @post("/refresh", status_code=HTTP_200_OK, cache_control=NO_STORE, summary="Rotate a refresh token")
-    async def refresh(self, data: RefreshRequest, auth_service: AuthService) -> TokenPair:
+    async def refresh(self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]) -> TokenPair:
         return _pair(await auth_service.refresh(data.refresh_token))
 
     @post("/logout", status_code=HTTP_204_NO_CONTENT, summary="End the session of a refresh token")
-    async def logout(self, data: RefreshRequest, auth_service: AuthService) -> None:
+    async def logout(self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]) -> None:
         await auth_service.logout(data.refresh_token)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.password_policy import BreachedPasswordChecker
@@ -15,12 +16,14 @@ from app.settings import Settings
 from app.users.services import UserService
 
 
-async def provide_users_service(db_session: AsyncSession) -> AsyncGenerator[UserService, None]:
+async def provide_users_service(db_session: NamedDependency[AsyncSession]) -> AsyncGenerator[UserService, None]:
     async with UserService.new(session=db_session) as service:
         yield service
 
 
-def provide_auth_service(db_session: AsyncSession, users_service: UserService, state: State) -> AuthService:
+def provide_auth_service(
+    db_session: NamedDependency[AsyncSession], users_service: NamedDependency[UserService], state: State
+) -> AuthService:
     settings: Settings = state.settings
     hasher: PasswordHasher = state.password_hasher
     tokens: TokenIssuer = state.token_issuer

@@ -9,6 +9,7 @@ import unicodedata
 from functools import lru_cache
 
 import httpx
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from app.errors import FieldError, InvalidInput
 from app.settings import PasswordSettings
@@ -19,8 +20,6 @@ logger = logging.getLogger(__name__)
 @lru_cache(maxsize=1)
 def common_passwords() -> frozenset[str]:
     """The 30,000 most common passwords from zxcvbn's frequency lists (maintained upstream)."""
-    from zxcvbn.frequency_lists import FREQUENCY_LISTS
-
     return frozenset(word.lower() for word in FREQUENCY_LISTS["passwords"])
 
 

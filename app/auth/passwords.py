@@ -9,6 +9,7 @@ once (503 with Retry-After) instead of a queue that grows until every client tim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -93,7 +94,8 @@ class PasswordHasher:
 
     async def verify_against_nothing(self, password: str) -> None:
         """Spend one verify's work on a user that does not exist (timing parity)."""
-        assert self._dummy_hash is not None, "PasswordHasher.start() was not awaited"
+        if self._dummy_hash is None:
+            raise RuntimeError("PasswordHasher.start() was not awaited")
         await self._run("verify", self._verify_sync, self._dummy_hash, password)
 
     def _verify_sync(self, stored_hash: str, password: str) -> VerifyResult:
@@ -128,10 +130,9 @@ class PasswordHasher:
         return result
 
     def _release_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
+        # RuntimeError: the loop closed first (shutdown), so nobody counts any more.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._release)
-        except RuntimeError:  # the loop closed first (shutdown): nobody counts any more
-            pass
 
     def _release(self) -> None:
         self._admitted -= 1

@@ -34,7 +34,7 @@ class TokenPair(msgspec.Struct):
     access_token: str
     refresh_token: str
     expires_in: Annotated[int, msgspec.Meta(description="Lifetime of the access token in seconds")]
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a secret
 
 
 class JsonWebKey(msgspec.Struct):

@@ -80,9 +80,8 @@ class AuthService:
             )
         except InvalidInput as exc:
             errors += exc.errors
-        if errors:
+        if errors or email is None:
             raise InvalidInput(errors=errors)
-        assert email is not None
         if taken := await self._users.taken_fields(username=username, email=email):
             raise AlreadyRegistered(errors=taken)
         password_hash = await self._hasher.hash(password)
@@ -113,8 +112,11 @@ class AuthService:
             await self._db.commit()
         if rotation.outcome is not RotationOutcome.ROTATED:
             raise InvalidRefreshToken()
-        assert rotation.user is not None and rotation.session_id is not None and rotation.refresh_token is not None
-        access = self._tokens.issue_access(user_id=rotation.user.id, role=rotation.user.role, session_id=rotation.session_id)
+        if rotation.user is None or rotation.session_id is None or rotation.refresh_token is None:
+            raise InvalidRefreshToken()
+        access = self._tokens.issue_access(
+            user_id=rotation.user.id, role=rotation.user.role, session_id=rotation.session_id
+        )
         return IssuedTokens(access.token, rotation.refresh_token, access.expires_in, rotation.session_id)
 
     async def logout(self, presented: str) -> None:

@@ -18,7 +18,7 @@ from app.db.models import AuthSession, RefreshToken, User, utcnow
 class RevokeReason(StrEnum):
     LOGOUT = "logout"
     REUSE = "refresh_reuse"
-    PASSWORD_CHANGE = "password_change"
+    PASSWORD_CHANGE = "password_change"  # noqa: S105 - a revocation reason
     DEACTIVATED = "deactivated"
     DELETED = "deleted"
 

@@ -25,7 +25,7 @@ from app.errors import NotAuthenticated
 from app.settings import DEV_SIGNING_KEY_PATH, TokenSettings
 
 ALGORITHM = "EdDSA"
-ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068: stops an ID token or other JWT being replayed as access token
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068: stops an ID token or other JWT being replayed as access token
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti", "sid", "role"]
 
 
@@ -155,7 +155,7 @@ class TokenIssuer:
             # The algorithm is pinned: "none", HS256 with the public key as secret, or any
             # other alg in the header is refused before a signature is looked at.
             if key is None or header.get("alg") != ALGORITHM or header.get("typ") != ACCESS_TOKEN_TYPE:
-                raise NotAuthenticated()
+                raise NotAuthenticated()  # noqa: TRY301 - one place decides that a token is unusable
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
@@ -181,7 +181,14 @@ class TokenIssuer:
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {
             "keys": [
-                {"kty": "OKP", "crv": "Ed25519", "x": _b64url(_raw_public(key)), "kid": kid, "alg": ALGORITHM, "use": "sig"}
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": _b64url(_raw_public(key)),
+                    "kid": kid,
+                    "alg": ALGORITHM,
+                    "use": "sig",
+                }
                 for kid, key in self._verification_keys.items()
             ]
         }

@@ -34,8 +34,14 @@ class User(UUIDv7AuditBase):
     full_name: Mapped[str | None] = mapped_column(String(200), default=None)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(
-        Enum(Role, native_enum=False, length=16, create_constraint=True, name="role",
-             values_callable=lambda roles: [r.value for r in roles]),
+        Enum(
+            Role,
+            native_enum=False,
+            length=16,
+            create_constraint=True,
+            name="role",
+            values_callable=lambda roles: [r.value for r in roles],
+        ),
         default=Role.USER,
     )
     is_active: Mapped[bool] = mapped_column(default=True)

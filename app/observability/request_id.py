@@ -20,7 +20,7 @@ current_request_id: ContextVar[str | None] = ContextVar("current_request_id", de
 
 
 def request_id_of(scope: Scope) -> str:
-    state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    state = scope.setdefault("state", {})
     request_id = state.get("request_id")
     if request_id is None:
         incoming = next((value for key, value in scope.get("headers", ()) if key == _HEADER_KEY), b"")

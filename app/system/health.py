@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,7 +49,7 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", summary="Readiness: database reachable and not draining")
-    async def ready(self, state: State, db_engine: AsyncEngine) -> Response[dict[str, Any]]:
+    async def ready(self, state: State, db_engine: NamedDependency[AsyncEngine]) -> Response[dict[str, Any]]:
         lifecycle: Lifecycle = state.lifecycle
         checks: dict[str, str] = {}
         checks["startup"] = "ok" if lifecycle.started else (lifecycle.startup_problem or "starting")
@@ -59,7 +60,11 @@ class HealthController(Controller):
             return Response({"status": "ok", "checks": checks})
         failed = ", ".join(name for name, value in checks.items() if value != "ok")
         response = problem_response(
-            status=503, kind="not-ready", title="Not ready", detail=f"Failing checks: {failed}", instance="/health/ready"
+            status=503,
+            kind="not-ready",
+            title="Not ready",
+            detail=f"Failing checks: {failed}",
+            instance="/health/ready",
         )
         response.content["checks"] = checks
         return response

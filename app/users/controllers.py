@@ -7,8 +7,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, put
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from app.auth.dependencies import provide_auth_service, provide_users_service
@@ -38,7 +38,9 @@ class MeController(Controller):
         return UserRead.of(request.user)
 
     @patch(summary="Change the caller's email or full name")
-    async def update_me(self, request: AuthedRequest, data: ProfileUpdate, users_service: UserService) -> UserRead:
+    async def update_me(
+        self, request: AuthedRequest, data: JSONBody[ProfileUpdate], users_service: NamedDependency[UserService]
+    ) -> UserRead:
         user = await users_service.update_profile(
             request.user,
             email=None if data.email is msgspec.UNSET else data.email,
@@ -48,7 +50,9 @@ class MeController(Controller):
         return UserRead.of(user)
 
     @put("/password", status_code=HTTP_204_NO_CONTENT, summary="Change the caller's password")
-    async def change_password(self, request: AuthedRequest, data: PasswordChange, auth_service: AuthService) -> None:
+    async def change_password(
+        self, request: AuthedRequest, data: JSONBody[PasswordChange], auth_service: NamedDependency[AuthService]
+    ) -> None:
         await auth_service.change_password(
             request.user, request.auth.session_id, data.current_password, data.new_password
         )
@@ -66,12 +70,14 @@ class UsersController(Controller):
     @get(opt=STAFF, summary="List users (admin, moderator)")
     async def list_users(
         self,
-        users_service: UserService,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-        offset: Annotated[int, Parameter(ge=0, le=1_000_000)] = 0,
-        role: Role | None = None,
-        is_active: bool | None = None,
-        q: Annotated[str | None, Parameter(min_length=1, max_length=100, description="Substring of username or email")] = None,
+        users_service: NamedDependency[UserService],
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
+        role: Annotated[Role | None, QueryParameter()] = None,
+        is_active: Annotated[bool | None, QueryParameter()] = None,
+        q: Annotated[
+            str | None, QueryParameter(min_length=1, max_length=100, description="Substring of username or email")
+        ] = None,
     ) -> UserPage:
         users, total = await users_service.search(
             UserFilter(limit=limit, offset=offset, role=role, is_active=is_active, query=q)
@@ -79,17 +85,17 @@ class UsersController(Controller):
         return UserPage(items=[UserRead.of(u) for u in users], total=total, limit=limit, offset=offset)
 
     @get("/{user_id:uuid}", opt=STAFF, summary="One user (admin, moderator)")
-    async def get_user(self, user_id: UUID, users_service: UserService) -> UserRead:
+    async def get_user(self, user_id: FromPath[UUID], users_service: NamedDependency[UserService]) -> UserRead:
         return UserRead.of(await users_service.get_live(user_id))
 
     @patch("/{user_id:uuid}", opt=STAFF, summary="Change role (admin) or activation (admin; moderator for plain users)")
     async def administer_user(
         self,
         request: AuthedRequest,
-        user_id: UUID,
-        data: UserAdminUpdate,
-        users_service: UserService,
-        auth_service: AuthService,
+        user_id: FromPath[UUID],
+        data: JSONBody[UserAdminUpdate],
+        users_service: NamedDependency[UserService],
+        auth_service: NamedDependency[AuthService],
     ) -> UserRead:
         target = await users_service.get_live(user_id)
         user = await users_service.administer(
@@ -104,7 +110,11 @@ class UsersController(Controller):
 
     @delete("/{user_id:uuid}", opt=ADMINS, status_code=HTTP_204_NO_CONTENT, summary="Soft-delete a user (admin)")
     async def delete_user(
-        self, request: AuthedRequest, user_id: UUID, users_service: UserService, auth_service: AuthService
+        self,
+        request: AuthedRequest,
+        user_id: FromPath[UUID],
+        users_service: NamedDependency[UserService],
+        auth_service: NamedDependency[AuthService],
     ) -> None:
         target = await users_service.get_live(user_id)
         await users_service.soft_delete(request.user, target)

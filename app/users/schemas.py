@@ -49,7 +49,7 @@ class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
     """Only the fields present change; ``full_name: null`` clears the name."""
 
     email: Annotated[str, msgspec.Meta(max_length=320)] | msgspec.UnsetType = msgspec.UNSET
-    full_name: Annotated[str, msgspec.Meta(max_length=400)] | None | msgspec.UnsetType = msgspec.UNSET
+    full_name: Annotated[str, msgspec.Meta(max_length=400)] | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):

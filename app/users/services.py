@@ -43,11 +43,12 @@ def duplicate_fields(exc: Exception) -> list[FieldError]:
     return fields or [FieldError("username", "this username or email is already registered")]
 
 
-class UserService(SQLAlchemyAsyncRepositoryService[User]):
-    class Repo(SQLAlchemyAsyncRepository[User]):
-        model_type = User
+class UserRepository(SQLAlchemyAsyncRepository[User]):
+    model_type = User
 
-    repository_type = Repo
+
+class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
+    repository_type = UserRepository
 
     async def get_live(self, user_id: UUID) -> User:
         """The user with this id, unless soft-deleted (then UserNotFound)."""
@@ -59,12 +60,14 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
     async def find_for_login(self, identifier: str) -> User | None:
         """The user whose username or email equals ``identifier``, case-insensitively."""
         folded = identifier.lower()
-        statement = select(User).where(
-            or_(func.lower(User.username) == folded, func.lower(User.email) == folded)
-        ).limit(1)
+        statement = (
+            select(User).where(or_(func.lower(User.username) == folded, func.lower(User.email) == folded)).limit(1)
+        )
         return (await self.repository.session.execute(statement)).scalar_one_or_none()
 
-    async def taken_fields(self, *, username: str | None, email: str | None, exclude: UUID | None = None) -> list[FieldError]:
+    async def taken_fields(
+        self, *, username: str | None, email: str | None, exclude: UUID | None = None
+    ) -> list[FieldError]:
         """Fields whose value another account (deleted ones included) already uses."""
         conditions: list[ColumnElement[bool]] = []
         if username is not None:
@@ -113,7 +116,9 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
             OrderBy(field_name="id", sort_order="asc"),
         )
 
-    async def update_profile(self, user: User, *, email: str | None, full_name: str | None, set_full_name: bool) -> User:
+    async def update_profile(
+        self, user: User, *, email: str | None, full_name: str | None, set_full_name: bool
+    ) -> User:
         """Change email and/or full name; a changed email must be verified again."""
         errors: list[FieldError] = []
         new_email: str | None = None
@@ -149,9 +154,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
                 raise PermissionDenied("Moderators can only activate or deactivate plain users.")
         elif actor.role is not Role.ADMIN:
             raise PermissionDenied()
-        if actor.id == target.id and (
-            (role is not None and role is not actor.role) or is_active is False
-        ):
+        if actor.id == target.id and ((role is not None and role is not actor.role) or is_active is False):
             # An admin locking themselves out could leave the service with no admin at all.
             raise PermissionDenied("You cannot change your own role or deactivate yourself.")
         if role is not None:

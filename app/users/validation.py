@@ -14,7 +14,7 @@ FULL_NAME_MAX = 200
 
 
 def normalize_username(raw: str) -> str:
-    # NFKC folds full-width and compatibility forms onto ASCII ("ａｌｉｃｅ" -> "alice").
+    # NFKC folds full-width and compatibility forms onto ASCII (full-width "Alice" -> "Alice").
     return unicodedata.normalize("NFKC", raw).strip()
 
 

@@ -1,0 +1,132 @@
+"""Shared fixtures: a real PostgreSQL migrated by the real CLI, and apps built from Settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.auth.tokens import generate_private_key_pem
+from app.main import create_app
+from app.settings import (
+    DatabaseSettings,
+    Environment,
+    HttpSettings,
+    PasswordSettings,
+    Settings,
+    TokenSettings,
+)
+from tests.postgres import throwaway_postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+# The cheapest argon2id the library allows: tests exercise the logic, not the cost.
+FAST_ARGON2 = {"time_cost": 1, "memory_cost_kib": 64, "parallelism": 1}
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """TEST_DATABASE_URL (wiped and migrated) or a throwaway server of our own."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+    else:
+        with throwaway_postgres() as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+def migrated_database(database_url: str) -> str:
+    """The schema comes from the same command production runs: ``litestar database upgrade``."""
+    _drop_everything(database_url)
+    env = {**os.environ, "USER_SERVICE_DB__URL": database_url, "USER_SERVICE_ENVIRONMENT": "test"}
+    result = subprocess.run(
+        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "database", "upgrade", "--no-prompt"],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return database_url
+
+
+def _drop_everything(url: str) -> None:
+    import anyio
+
+    async def drop() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("DROP TABLE IF EXISTS refresh_tokens, auth_sessions, users, alembic_version CASCADE")
+            )
+        await engine.dispose()
+
+    anyio.run(drop)
+
+
+@pytest.fixture(scope="session")
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "signing.pem"
+    path.write_bytes(generate_private_key_pem())
+    return path
+
+
+def make_settings(database_url: str, signing_key_file: Path, **overrides: object) -> Settings:
+    """Test settings; ``passwords=``/``tokens=``/``db=``/``http=`` dicts override single fields."""
+    groups: dict[str, dict[str, object]] = {
+        "db": {"url": database_url, "pool_size": 20, "max_overflow": 10},
+        "passwords": {**FAST_ARGON2, "pool_size": 2, "queue_size": 64},
+        "tokens": {"signing_key_file": signing_key_file},
+        "http": {},
+    }
+    for group, values in overrides.items():
+        assert isinstance(values, dict)
+        groups[group].update(values)
+    return Settings(
+        environment=Environment.TEST,
+        db=DatabaseSettings.model_validate(groups["db"]),
+        passwords=PasswordSettings.model_validate(groups["passwords"]),
+        tokens=TokenSettings.model_validate(groups["tokens"]),
+        http=HttpSettings.model_validate(groups["http"]),
+    )
+
+
+@pytest.fixture
+def settings(migrated_database: str, signing_key_file: Path) -> Settings:
+    return make_settings(migrated_database, signing_key_file)
+
+
+@pytest.fixture
+async def db_engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
+    """Direct database access for arranging and checking what the API cannot show."""
+    engine = create_async_engine(migrated_database)
+    yield engine
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE users, auth_sessions, refresh_tokens CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def client(settings: Settings, db_engine: AsyncEngine) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.nodeid.split(os.sep) or "/integration/" in item.nodeid:
+            item.add_marker(pytest.mark.anyio)
