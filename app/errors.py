@@ -211,16 +211,14 @@ def _field_error(item: Mapping[str, Any]) -> FieldError:
 
 def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     """Litestar's schema validation: a type, a missing field, an out-of-range query parameter."""
-    errors = [
-        _field_error(item) for item in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(item, dict)
-    ]
-    if not errors:
-        # Litestar raises a bare ValidationException (no per-field list) when the body is not JSON.
+    items = [item for item in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(item, dict)]
+    # An empty body where a JSON object is required: Litestar reports the missing ``data``.
+    if not items or any(item.get("message") == "'data'" for item in items):
         return problem_response(
             status=400,
             kind="malformed-request",
             title="Malformed request",
-            detail="The request body is not valid JSON.",
+            detail="A JSON object is required as the request body.",
             instance=request.url.path,
         )
     return problem_response(
@@ -229,7 +227,7 @@ def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationExc
         title=InvalidInput.title,
         detail=InvalidInput.default_detail,
         instance=request.url.path,
-        errors=errors,
+        errors=[_field_error(item) for item in items],
     )
 
 

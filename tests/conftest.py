@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -9,8 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -24,6 +23,7 @@ from app.settings import (
     Settings,
     TokenSettings,
 )
+from tests.live_server import LiveClient, serve
 from tests.postgres import throwaway_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,12 +121,14 @@ async def db_engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def client(settings: Settings, db_engine: AsyncEngine) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=create_app(settings)) as test_client:
-        yield test_client
+async def client(settings: Settings, db_engine: AsyncEngine) -> AsyncIterator[LiveClient]:
+    """The app behind a real uvicorn server on 127.0.0.1, and an httpx client for it."""
+    async with serve(create_app(settings)) as live_client:
+        yield live_client
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "integration" in item.nodeid.split(os.sep) or "/integration/" in item.nodeid:
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Every ``async def test_*`` runs on anyio's asyncio backend without a marker of its own."""
+    if name.startswith("test") and inspect.iscoroutinefunction(obj):
+        pytest.mark.anyio(obj)

@@ -45,7 +45,7 @@ HashObserver = Callable[[str, HashTiming], None]
 
 
 class PasswordHasher:
-    def __init__(self, settings: PasswordSettings, observer: HashObserver | None = None) -> None:
+    def __init__(self, settings: PasswordSettings) -> None:
         self._argon2 = Argon2Hasher(
             time_cost=settings.time_cost,
             memory_cost=settings.memory_cost_kib,
@@ -57,7 +57,8 @@ class PasswordHasher:
         self._pool_size = settings.pool_size
         self._capacity = settings.pool_size + settings.queue_size
         self._retry_after = settings.retry_after_seconds
-        self._observer = observer
+        # Called on the event loop after every pooled job (metrics and tracing hook in here).
+        self.observers: list[HashObserver] = []
         self._executor: ThreadPoolExecutor | None = None
         self._admitted = 0
         self._dummy_hash: str | None = None
@@ -124,9 +125,10 @@ class PasswordHasher:
         # goes away: a cancelled request's hash keeps its core busy until it finishes.
         future.add_done_callback(lambda _: self._release_soon(loop))
         result = await asyncio.wrap_future(future)
-        if self._observer is not None and started:
-            begun = started[0]
-            self._observer(operation, HashTiming(begun - submitted, time.perf_counter() - begun))
+        if started:
+            timing = HashTiming(queue_wait_seconds=started[0] - submitted, run_seconds=time.perf_counter() - started[0])
+            for observer in self.observers:
+                observer(operation, timing)
         return result
 
     def _release_soon(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -71,7 +71,7 @@ class LoginSessions:
         row = (await self._db.execute(statement)).one_or_none()
         if row is None:
             return Rotation(RotationOutcome.UNKNOWN)
-        token, session, user = row.tuple()
+        token, session, user = row
         now = utcnow()
         if session.revoked_at is not None:
             return Rotation(RotationOutcome.REVOKED, user=user, session_id=session.id)

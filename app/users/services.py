@@ -114,6 +114,9 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             LimitOffset(limit=criteria.limit, offset=criteria.offset),
             OrderBy(field_name="created_at", sort_order="asc"),
             OrderBy(field_name="id", sort_order="asc"),
+            # A separate COUNT: the window-function count rides on the rows, so a page past
+            # the end would report total 0.
+            count_with_window_function=False,
         )
 
     async def update_profile(

@@ -6,10 +6,10 @@ import itertools
 from typing import Any
 
 from httpx import Response
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.live_server import LiveClient
 
 PASSWORD = "violet-tangerine-47-harbor"
 _counter = itertools.count(1)
@@ -18,7 +18,7 @@ AUTH = "/api/v1/auth"
 USERS = "/api/v1/users"
 ME = "/api/v1/users/me"
 
-Client = AsyncTestClient[Litestar]
+Client = LiveClient
 
 
 def unique_name(prefix: str = "user") -> str:
