@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///.data/user-service.sqlite3"
@@ -64,7 +64,7 @@ class PasswordSettings(BaseModel):
     min_length: int = Field(default=8, ge=1)
     max_length: int = Field(default=256, ge=8)
     pwned_check_enabled: bool = False
-    pwned_api_url: str = "https://api.pwnedpasswords.com/range/"
+    pwned_api_url: HttpUrl = HttpUrl("https://api.pwnedpasswords.com/range/")
     pwned_timeout_seconds: float = Field(default=2.0, gt=0)
 
 

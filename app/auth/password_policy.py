@@ -53,7 +53,7 @@ class BreachedPasswordChecker:
 
     def __init__(self, settings: PasswordSettings) -> None:
         self._enabled = settings.pwned_check_enabled
-        self._url = settings.pwned_api_url
+        self._url = str(settings.pwned_api_url)
         self._client = httpx.AsyncClient(timeout=settings.pwned_timeout_seconds) if self._enabled else None
 
     async def is_breached(self, password: str) -> bool:

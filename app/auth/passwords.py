@@ -102,7 +102,8 @@ class PasswordHasher:
     def _verify_sync(self, stored_hash: str, password: str) -> VerifyResult:
         try:
             self._argon2.verify(stored_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        except (VerifyMismatchError, VerificationError, InvalidHashError, ValueError):
+            # ValueError (UnicodeEncodeError): a corrupted stored hash is a mismatch, not a 500.
             return VerifyResult(matches=False)
         return VerifyResult(matches=True, needs_rehash=self._argon2.check_needs_rehash(stored_hash))
 

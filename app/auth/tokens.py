@@ -26,6 +26,7 @@ from app.settings import DEV_SIGNING_KEY_PATH, TokenSettings
 
 ALGORITHM = "EdDSA"
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068: stops an ID token or other JWT being replayed as access token
+_ACCEPTED_TYPES = frozenset({ACCESS_TOKEN_TYPE, "application/" + ACCESS_TOKEN_TYPE})  # RFC 9068 section 2.1
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti", "sid", "role"]
 
 
@@ -120,7 +121,8 @@ class TokenIssuer:
         self._signing_kid = key_id(self._signing_key.public_key())
         self._verification_keys: dict[str, Ed25519PublicKey] = {self._signing_kid: self._signing_key.public_key()}
         for path in settings.verification_key_files:
-            public = _load_public(_read(path, "USER_SERVICE_TOKENS__VERIFICATION_KEY_FILES"), str(path))
+            setting = "USER_SERVICE_TOKENS__VERIFICATION_KEY_FILES"
+            public = _load_public(_read(path, setting), f"{setting} ({path})")
             self._verification_keys.setdefault(key_id(public), public)
 
     @property
@@ -154,7 +156,7 @@ class TokenIssuer:
             key = self._verification_keys.get(str(header.get("kid")))
             # The algorithm is pinned: "none", HS256 with the public key as secret, or any
             # other alg in the header is refused before a signature is looked at.
-            if key is None or header.get("alg") != ALGORITHM or header.get("typ") != ACCESS_TOKEN_TYPE:
+            if key is None or header.get("alg") != ALGORITHM or header.get("typ") not in _ACCEPTED_TYPES:
                 raise NotAuthenticated()  # noqa: TRY301 - one place decides that a token is unusable
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -27,7 +27,8 @@ def username_problems(username: str) -> list[FieldError]:
 def normalize_email(raw: str) -> tuple[str | None, list[FieldError]]:
     """Return the normalised address, or the problem with it. No DNS look-up happens."""
     try:
-        result = validate_email(raw.strip(), check_deliverability=False)
+        # strict: RFC 5321 limits too (64 characters before the @), which mail servers enforce.
+        result = validate_email(raw.strip(), check_deliverability=False, strict=True)
     except EmailNotValidError as exc:
         return None, [FieldError("email", str(exc))]
     if len(result.normalized) > 320:

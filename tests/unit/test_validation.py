@@ -98,6 +98,7 @@ def test_trailing_newline_does_not_sneak_past_the_pattern() -> None:
         "alice@@example.com",
         "",
         "alice@" + "d" * 250 + ".com",  # longer than any address may be
+        "a" * 65 + "@example.com",  # RFC 5321: at most 64 characters before the @
     ],
 )
 def test_invalid_email_is_a_field_error_on_email(raw: str) -> None:
@@ -121,6 +122,12 @@ def test_valid_email_gets_a_lower_case_domain(raw: str, expected: str) -> None:
     normalized, problems = normalize_email(raw)
     assert problems == []
     assert normalized == expected
+
+
+def test_a_64_character_local_part_is_accepted() -> None:
+    normalized, problems = normalize_email("a" * 64 + "@example.com")
+    assert problems == []
+    assert normalized == "a" * 64 + "@example.com"
 
 
 def test_email_validation_does_not_need_the_domain_to_exist() -> None:
