@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -247,9 +247,30 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     )
 
 
+def undecodable_body_handler(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
+    """A body that is not UTF-8: msgspec raises this before Litestar sees a JSON error."""
+    return problem_response(
+        status=400,
+        kind="malformed-request",
+        title="Malformed request",
+        detail="The request body is not valid UTF-8 JSON.",
+        instance=request.url.path,
+    )
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything unplanned: an unreachable database is 503, a value the database refused is 422,
+    everything else a logged 500 that shows nothing of its cause."""
     if _is_database_unreachable(exc):
         return domain_error_handler(request, DependencyUnavailable())
+    if _caused_by(exc, DataError):
+        return problem_response(
+            status=422,
+            kind=InvalidInput.kind,
+            title=InvalidInput.title,
+            detail="A value in the request cannot be stored or searched for.",
+            instance=request.url.path,
+        )
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
         status=HTTP_500_INTERNAL_SERVER_ERROR,
@@ -264,6 +285,17 @@ def _client_detail(exc: HTTPException) -> str:
     detail = str(exc.detail or "")
     # Litestar's default details name the status ("Not Found"); keep them, they carry no internals.
     return detail if len(detail) <= 200 else detail[:200]
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _is_database_unreachable(exc: BaseException) -> bool:
@@ -285,6 +317,7 @@ EXCEPTION_HANDLERS: Mapping[type[Exception] | int, Any] = {
     DomainError: domain_error_handler,
     ValidationException: validation_error_handler,
     HTTPException: http_error_handler,
+    UnicodeDecodeError: undecodable_body_handler,
     Exception: internal_error_handler,
 }
 

@@ -53,16 +53,22 @@ async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
     db_config: SQLAlchemyAsyncConfig = app.state.db_config
     lifecycle: Lifecycle = app.state.lifecycle
 
-    await hasher.start()
-    if settings.db.should_migrate_on_start:
-        await upgrade_to_head(db_config.get_engine())
-    schema_watch = asyncio.create_task(_await_current_schema(db_config, lifecycle))
-    try:
-        yield
-    finally:
-        lifecycle.draining = True
-        schema_watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await schema_watch
-        await breach_checker.aclose()
-        hasher.shutdown()
+    async with contextlib.AsyncExitStack() as stack:
+        # Unwound in reverse on shutdown, and on a failed start-up as well.
+        stack.push_async_callback(breach_checker.aclose)
+        stack.callback(hasher.shutdown)
+        await hasher.start()
+        if settings.db.should_migrate_on_start:
+            await upgrade_to_head(db_config.get_engine())
+        schema_watch = asyncio.create_task(_await_current_schema(db_config, lifecycle))
+        stack.push_async_callback(_cancel, schema_watch)
+        try:
+            yield
+        finally:
+            lifecycle.draining = True
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

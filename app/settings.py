@@ -6,6 +6,7 @@ Nested groups use a double underscore: ``USER_SERVICE_DB__URL``,
 
 from __future__ import annotations
 
+import math
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -16,6 +17,19 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///.data/user-service.sqlite3"
 DEV_SIGNING_KEY_PATH = Path(".data/dev-signing-key.pem")
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: the cgroup v2 quota (a Kubernetes CPU limit) and
+    the affinity mask, not the node's core count."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 class Environment(StrEnum):
@@ -58,7 +72,7 @@ class PasswordSettings(BaseModel):
     parallelism: int = Field(default=1, ge=1)
     hash_length: int = Field(default=32, ge=16)
     salt_length: int = Field(default=16, ge=16)
-    pool_size: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    pool_size: int = Field(default_factory=available_cpus, ge=1)
     queue_size: int = Field(default=32, ge=0, description="Hashes waiting for a worker before 503.")
     retry_after_seconds: int = Field(default=1, ge=1)
     min_length: int = Field(default=8, ge=1)

@@ -11,14 +11,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.password_policy import BreachedPasswordChecker
 from app.auth.passwords import PasswordHasher
 from app.auth.services import AuthService
+from app.auth.sessions import LoginSessions
 from app.auth.tokens import TokenIssuer
 from app.settings import Settings
+from app.users.administration import UserAdministration
 from app.users.services import UserService
 
 
 async def provide_users_service(db_session: NamedDependency[AsyncSession]) -> AsyncGenerator[UserService, None]:
     async with UserService.new(session=db_session) as service:
         yield service
+
+
+def provide_user_administration(
+    db_session: NamedDependency[AsyncSession], users_service: NamedDependency[UserService], state: State
+) -> UserAdministration:
+    settings: Settings = state.settings
+    return UserAdministration(users_service, LoginSessions(db_session, settings.tokens.refresh_ttl_seconds))
 
 
 def provide_auth_service(

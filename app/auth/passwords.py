@@ -83,8 +83,10 @@ class PasswordHasher:
         self._dummy_hash = await self._run("hash", self._argon2.hash, secrets.token_urlsafe(24))
 
     def shutdown(self) -> None:
+        """Refuse new work and drop queued jobs; running hashes finish on their threads
+        without the event loop waiting for them."""
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
     async def hash(self, password: str) -> str:
@@ -121,7 +123,11 @@ class PasswordHasher:
             started.append(time.perf_counter())
             return fn(*args)
 
-        future: Future[T] = self._executor.submit(timed)
+        try:
+            future: Future[T] = self._executor.submit(timed)
+        except RuntimeError:  # shut down between the check above and here
+            self._admitted -= 1
+            raise
         # Release the slot when the worker is really done, not when the awaiting request
         # goes away: a cancelled request's hash keeps its core busy until it finishes.
         future.add_done_callback(lambda _: self._release_soon(loop))

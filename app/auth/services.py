@@ -22,7 +22,13 @@ from app.errors import (
 )
 from app.settings import PasswordSettings
 from app.users.services import UserService
-from app.users.validation import normalize_email, normalize_full_name, normalize_username, username_problems
+from app.users.validation import (
+    normalize_email,
+    normalize_full_name,
+    normalize_login_identifier,
+    normalize_username,
+    username_problems,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +91,17 @@ class AuthService:
         if taken := await self._users.taken_fields(username=username, email=email):
             raise AlreadyRegistered(errors=taken)
         password_hash = await self._hasher.hash(password)
-        return await self._users.insert_new(
+        user = await self._users.insert_new(
             User(username=username, email=email, full_name=full_name, password_hash=password_hash)
         )
+        await self._db.commit()
+        return user
 
     async def login(self, identifier: str, password: str) -> IssuedTokens:
         """Unknown user, wrong password and inactive user all cost one verify and raise
         the same InvalidCredentials."""
-        user = await self._users.find_for_login(normalize_username(identifier))
+        normalized = normalize_login_identifier(identifier)
+        user = await self._users.find_for_login(normalized) if normalized else None
         password = normalize_password(password)
         if user is None:
             await self._hasher.verify_against_nothing(password)
@@ -103,13 +112,15 @@ class AuthService:
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
             user.password_hash = await self._hasher.hash(password)
-        return await self._start_session(user)
+        issued = await self._start_session(user)
+        await self._db.commit()
+        return issued
 
     async def refresh(self, presented: str) -> IssuedTokens:
         rotation = await self._sessions.rotate(presented)
-        if rotation.outcome is RotationOutcome.REUSED:
-            # The revocation must survive the 401 that follows (which rolls back otherwise).
-            await self._db.commit()
+        # Commit before answering: the rotation, or on reuse the family's revocation, which
+        # must survive the 401 that follows.
+        await self._db.commit()
         if rotation.outcome is not RotationOutcome.ROTATED:
             raise InvalidRefreshToken()
         if rotation.user is None or rotation.session_id is None or rotation.refresh_token is None:
@@ -124,6 +135,7 @@ class AuthService:
         session_id = await self._sessions.find_session_of(presented)
         if session_id is not None:
             await self._sessions.revoke(session_id, RevokeReason.LOGOUT)
+            await self._db.commit()
 
     async def change_password(self, user: User, current_session: UUID, current: str, new: str) -> None:
         """Replace the password and end every other session of the user."""
@@ -140,6 +152,7 @@ class AuthService:
         user.password_hash = await self._hasher.hash(new_password)
         await self._users.repository.update(user)
         await self._sessions.revoke_all_of(user.id, RevokeReason.PASSWORD_CHANGE, keep=current_session)
+        await self._db.commit()
 
     async def _start_session(self, user: User) -> IssuedTokens:
         session_id, refresh_token = await self._sessions.start(user)

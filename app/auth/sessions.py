@@ -40,6 +40,19 @@ class Rotation:
     refresh_token: str | None = None
 
 
+def _refusal(token: RefreshToken, session: AuthSession, user: User, now: dt.datetime) -> RotationOutcome | None:
+    """Why this token cannot rotate, checked in order of severity; None if it can."""
+    if session.revoked_at is not None:
+        return RotationOutcome.REVOKED
+    if token.spent_at is not None:
+        return RotationOutcome.REUSED
+    if token.expires_at <= now:
+        return RotationOutcome.EXPIRED
+    if not user.can_authenticate:
+        return RotationOutcome.USER_INACTIVE
+    return None
+
+
 class SessionRepository(SQLAlchemyAsyncRepository[AuthSession]):
     model_type = AuthSession
 
@@ -58,34 +71,36 @@ class LoginSessions:
     async def rotate(self, presented: str) -> Rotation:
         """Spend ``presented`` and issue its successor; a second use revokes the whole family.
 
-        The token row is locked (FOR UPDATE), so of two concurrent uses exactly one
-        rotates and the other sees a spent token.
+        Spending is a compare-and-set (``UPDATE ... WHERE spent_at IS NULL``), so of two
+        concurrent uses exactly one rotates and the other is a reuse, on PostgreSQL (where
+        the second UPDATE waits for the first to commit, then matches no row) and on SQLite
+        (which has no FOR UPDATE) alike.
         """
         statement = (
             select(RefreshToken, AuthSession, User)
             .join(AuthSession, RefreshToken.session_id == AuthSession.id)
             .join(User, AuthSession.user_id == User.id)
             .where(RefreshToken.token_hash == hash_refresh_token(presented))
-            .with_for_update(of=RefreshToken)
         )
         row = (await self._db.execute(statement)).one_or_none()
         if row is None:
             return Rotation(RotationOutcome.UNKNOWN)
         token, session, user = row
         now = utcnow()
-        if session.revoked_at is not None:
-            return Rotation(RotationOutcome.REVOKED, user=user, session_id=session.id)
-        if token.spent_at is not None:
+        outcome = _refusal(token, session, user, now)
+        if outcome is None:
+            spent = await self._db.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == token.id, RefreshToken.spent_at.is_(None))
+                .values(spent_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            # No row changed: a concurrent request spent it first, so this one is a reuse.
+            outcome = RotationOutcome.ROTATED if spent.rowcount == 1 else RotationOutcome.REUSED  # type: ignore[attr-defined]
+        if outcome is RotationOutcome.REUSED:
             await self.revoke(session.id, RevokeReason.REUSE)
-            return Rotation(RotationOutcome.REUSED, user=user, session_id=session.id)
-        if token.expires_at <= now:
-            return Rotation(RotationOutcome.EXPIRED, user=user, session_id=session.id)
-        if not user.can_authenticate:
-            return Rotation(RotationOutcome.USER_INACTIVE, user=user, session_id=session.id)
-        token.spent_at = now
-        return Rotation(
-            RotationOutcome.ROTATED, user=user, session_id=session.id, refresh_token=await self._issue(session.id)
-        )
+        successor = await self._issue(session.id) if outcome is RotationOutcome.ROTATED else None
+        return Rotation(outcome, user=user, session_id=session.id, refresh_token=successor)
 
     async def find_session_of(self, presented: str) -> UUID | None:
         statement = select(RefreshToken.session_id).where(RefreshToken.token_hash == hash_refresh_token(presented))

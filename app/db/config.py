@@ -48,7 +48,13 @@ def database_config(settings: DatabaseSettings, application_name: str = "user-se
         connection_string=settings.url,
         engine_config=_engine_config(settings, application_name),
         session_config=AsyncSessionConfig(expire_on_commit=False),
-        before_send_handler="autocommit",
+        # Close (and so roll back) the request's session after the response. Writes commit
+        # inside their use case instead: advanced-alchemy's "autocommit" handler commits
+        # while the response is already on its way and only logs a failed commit, so the
+        # client would get a 2xx for a write that was never stored.
+        before_send_handler=None,
+        # Repository errors go through app/errors.py like every other error (problem+json).
+        set_default_exception_handler=False,
         create_all=False,
         alembic_config=AlembicAsyncConfig(
             script_location=str(MIGRATIONS_DIR),

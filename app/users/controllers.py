@@ -11,12 +11,12 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from app.auth.dependencies import provide_auth_service, provide_users_service
+from app.auth.dependencies import provide_auth_service, provide_user_administration, provide_users_service
 from app.auth.guards import requires_role
 from app.auth.services import AuthService
-from app.auth.sessions import RevokeReason
 from app.auth.tokens import AccessClaims
 from app.db.models import Role, User
+from app.users.administration import UserAdministration
 from app.users.schemas import PasswordChange, ProfileUpdate, UserAdminUpdate, UserPage, UserRead
 from app.users.services import UserFilter, UserService
 
@@ -64,7 +64,7 @@ class UsersController(Controller):
     guards = [requires_role]
     dependencies = {
         "users_service": Provide(provide_users_service),
-        "auth_service": Provide(provide_auth_service, sync_to_thread=False),
+        "user_administration": Provide(provide_user_administration, sync_to_thread=False),
     }
 
     @get(opt=STAFF, summary="List users (admin, moderator)")
@@ -76,7 +76,13 @@ class UsersController(Controller):
         role: Annotated[Role | None, QueryParameter()] = None,
         is_active: Annotated[bool | None, QueryParameter()] = None,
         q: Annotated[
-            str | None, QueryParameter(min_length=1, max_length=100, description="Substring of username or email")
+            str | None,
+            QueryParameter(
+                min_length=1,
+                max_length=100,
+                pattern=r"^[^\x00-\x1f\x7f]*$",  # control characters cannot be in any name or address
+                description="Substring of username or email",
+            ),
         ] = None,
     ) -> UserPage:
         users, total = await users_service.search(
@@ -94,18 +100,14 @@ class UsersController(Controller):
         request: AuthedRequest,
         user_id: FromPath[UUID],
         data: JSONBody[UserAdminUpdate],
-        users_service: NamedDependency[UserService],
-        auth_service: NamedDependency[AuthService],
+        user_administration: NamedDependency[UserAdministration],
     ) -> UserRead:
-        target = await users_service.get_live(user_id)
-        user = await users_service.administer(
+        user = await user_administration.change(
             request.user,
-            target,
+            user_id,
             role=None if data.role is msgspec.UNSET else data.role,
             is_active=None if data.is_active is msgspec.UNSET else data.is_active,
         )
-        if not user.is_active:
-            await auth_service.sessions.revoke_all_of(user.id, RevokeReason.DEACTIVATED)
         return UserRead.of(user)
 
     @delete("/{user_id:uuid}", opt=ADMINS, status_code=HTTP_204_NO_CONTENT, summary="Soft-delete a user (admin)")
@@ -113,9 +115,6 @@ class UsersController(Controller):
         self,
         request: AuthedRequest,
         user_id: FromPath[UUID],
-        users_service: NamedDependency[UserService],
-        auth_service: NamedDependency[AuthService],
+        user_administration: NamedDependency[UserAdministration],
     ) -> None:
-        target = await users_service.get_live(user_id)
-        await users_service.soft_delete(request.user, target)
-        await auth_service.sessions.revoke_all_of(target.id, RevokeReason.DELETED)
+        await user_administration.delete(request.user, user_id)

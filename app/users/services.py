@@ -58,8 +58,12 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         return user
 
     async def find_for_login(self, identifier: str) -> User | None:
-        """The user whose username or email equals ``identifier``, case-insensitively."""
-        folded = identifier.lower()
+        """The user whose username or email equals ``identifier``, case-insensitively.
+
+        Both sides are folded by the database's lower(), the same function the unique
+        indexes use, so login and uniqueness can never disagree about a character.
+        """
+        folded = func.lower(identifier)
         statement = (
             select(User).where(or_(func.lower(User.username) == folded, func.lower(User.email) == folded)).limit(1)
         )
@@ -69,23 +73,24 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         self, *, username: str | None, email: str | None, exclude: UUID | None = None
     ) -> list[FieldError]:
         """Fields whose value another account (deleted ones included) already uses."""
-        conditions: list[ColumnElement[bool]] = []
+        checks: list[tuple[str, ColumnElement[bool]]] = []
         if username is not None:
-            conditions.append(func.lower(User.username) == username.lower())
+            checks.append(("username", func.lower(User.username) == func.lower(username)))
         if email is not None:
-            conditions.append(func.lower(User.email) == email.lower())
-        if not conditions:
+            checks.append(("email", func.lower(User.email) == func.lower(email)))
+        if not checks:
             return []
-        statement = select(User.username, User.email).where(or_(*conditions))
+        statement = select(*(condition.label(field) for field, condition in checks)).where(
+            or_(*(condition for _, condition in checks))
+        )
         if exclude is not None:
             statement = statement.where(User.id != exclude)
         rows = (await self.repository.session.execute(statement)).all()
-        errors: list[FieldError] = []
-        if username is not None and any(row.username.lower() == username.lower() for row in rows):
-            errors.append(FieldError("username", "this username is already registered"))
-        if email is not None and any(row.email.lower() == email.lower() for row in rows):
-            errors.append(FieldError("email", "this email is already registered"))
-        return errors
+        return [
+            FieldError(field, f"this {field} is already registered")
+            for field, _ in checks
+            if any(getattr(row, field) for row in rows)
+        ]
 
     async def insert_new(self, user: User) -> User:
         """Insert; a race lost on a unique index becomes AlreadyRegistered, never a 500."""
@@ -134,7 +139,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             errors += name_errors
         if errors:
             raise InvalidInput(errors=errors)
-        if new_email is not None and new_email.lower() != user.email.lower():
+        if new_email is not None and new_email.casefold() != user.email.casefold():
             if taken := await self.taken_fields(username=None, email=new_email, exclude=user.id):
                 raise AlreadyRegistered(errors=taken)
             user.email = new_email
@@ -144,12 +149,17 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         if set_full_name:
             user.full_name = new_name
         try:
-            return await self.repository.update(user)
+            updated = await self.repository.update(user)
+            await self.repository.session.commit()
         except (RepositoryIntegrityError, SQLAlchemyIntegrityError) as exc:
             raise AlreadyRegistered(errors=duplicate_fields(exc)) from exc
+        return updated
 
     async def administer(self, actor: User, target: User, *, role: Role | None, is_active: bool | None) -> User:
-        """Apply an admin's or moderator's change, with API.md's rules for who may do what."""
+        """Apply an admin's or moderator's change, with API.md's rules for who may do what.
+
+        Not committed here: the caller ends the target's sessions in the same transaction.
+        """
         if actor.role is Role.MODERATOR:
             if role is not None:
                 raise PermissionDenied("Moderators cannot change roles.")
@@ -167,6 +177,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         return await self.repository.update(target)
 
     async def soft_delete(self, actor: User, target: User) -> User:
+        """Mark the account deleted (not committed: see ``administer``)."""
         if actor.id == target.id:
             raise PermissionDenied("You cannot delete your own account here.")
         target.deleted_at = dt.datetime.now(dt.UTC)

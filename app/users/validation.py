@@ -24,8 +24,17 @@ def username_problems(username: str) -> list[FieldError]:
     return []
 
 
+def has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(ch) in {"Cc", "Cf"} for ch in text)
+
+
 def normalize_email(raw: str) -> tuple[str | None, list[FieldError]]:
-    """Return the normalised address, or the problem with it. No DNS look-up happens."""
+    """Return the normalised address, or the problem with it. No DNS look-up happens.
+
+    NFKC first, as for usernames, so that a full-width address and its ASCII twin are one
+    account (and login by email normalises the same way).
+    """
+    raw = unicodedata.normalize("NFKC", raw)
     try:
         # strict: RFC 5321 limits too (64 characters before the @), which mail servers enforce.
         result = validate_email(raw.strip(), check_deliverability=False, strict=True)
@@ -36,12 +45,24 @@ def normalize_email(raw: str) -> tuple[str | None, list[FieldError]]:
     return result.normalized, []
 
 
+def normalize_login_identifier(raw: str) -> str | None:
+    """The username or email a login names, normalised as registration stored it; None if
+    it cannot name any account (control characters, which the database would refuse)."""
+    if has_control_characters(raw):
+        return None
+    if "@" in raw:
+        email, _ = normalize_email(raw)
+        if email is not None:
+            return email
+    return normalize_username(raw)
+
+
 def normalize_full_name(raw: str | None) -> tuple[str | None, list[FieldError]]:
     if raw is None:
         return None, []
     name = unicodedata.normalize("NFC", raw).strip()
     if len(name) > FULL_NAME_MAX:
         return None, [FieldError("full_name", f"must be at most {FULL_NAME_MAX} characters")]
-    if any(unicodedata.category(ch) in {"Cc", "Cf"} for ch in name):
+    if has_control_characters(name):
         return None, [FieldError("full_name", "must not contain control characters")]
     return name or None, []
