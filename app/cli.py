@@ -16,6 +16,7 @@ from app.auth.tokens import TokenIssuer
 from app.db.config import database_config
 from app.db.models import Role
 from app.errors import DomainError
+from app.observability.events import SecurityEvents
 from app.settings import Settings
 from app.users.services import UserService
 
@@ -39,6 +40,7 @@ async def create_admin(settings: Settings, *, username: str, email: str, passwor
                 password_settings=settings.passwords,
                 breach_checker=breach_checker,
                 refresh_ttl_seconds=settings.tokens.refresh_ttl_seconds,
+                events=SecurityEvents(metrics=None),
             )
             user = await auth.register(Registration(username=username, email=email, password=password))
             user.role = Role.ADMIN

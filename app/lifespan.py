@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncGenerator
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
@@ -13,10 +12,13 @@ from litestar import Litestar
 from app.auth.password_policy import BreachedPasswordChecker
 from app.auth.passwords import PasswordHasher
 from app.db.migrate import pending_revisions, upgrade_to_head
+from app.observability.logging import get_logger
+from app.observability.setup import Observability
 from app.settings import Settings
 from app.system.health import Lifecycle
+from app.system.shutdown import drain_on_sigterm
 
-logger = logging.getLogger(__name__)
+logger = get_logger("user_service.lifecycle")
 
 SCHEMA_RETRY_SECONDS = 2.0
 
@@ -41,7 +43,7 @@ async def _await_current_schema(config: SQLAlchemyAsyncConfig, lifecycle: Lifecy
             lifecycle.startup_problem = (
                 f"schema not migrated (run `litestar database upgrade`; missing {sorted(missing)})"
             )
-        logger.warning("start-up waiting: %s", lifecycle.startup_problem)
+        logger.warning("startup_waiting", problem=lifecycle.startup_problem)
         await asyncio.sleep(SCHEMA_RETRY_SECONDS)
 
 
@@ -52,20 +54,28 @@ async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
     breach_checker: BreachedPasswordChecker = app.state.breach_checker
     db_config: SQLAlchemyAsyncConfig = app.state.db_config
     lifecycle: Lifecycle = app.state.lifecycle
+    observability: Observability = app.state.observability
 
     async with contextlib.AsyncExitStack() as stack:
         # Unwound in reverse on shutdown, and on a failed start-up as well.
+        stack.callback(observability.shutdown)
         stack.push_async_callback(breach_checker.aclose)
         stack.callback(hasher.shutdown)
         await hasher.start()
         if settings.db.should_migrate_on_start:
             await upgrade_to_head(db_config.get_engine())
-        schema_watch = asyncio.create_task(_await_current_schema(db_config, lifecycle))
-        stack.push_async_callback(_cancel, schema_watch)
+        for background in (
+            _await_current_schema(db_config, lifecycle),
+            observability.sample_db_pool(db_config.get_engine()),
+        ):
+            stack.push_async_callback(_cancel, asyncio.create_task(background))
+        stack.callback(drain_on_sigterm(lifecycle, settings.http.drain_seconds))
+        logger.info("service_started", service=settings.service_name, environment=settings.environment.value)
         try:
             yield
         finally:
             lifecycle.draining = True
+            logger.info("service_stopping")
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -109,6 +109,47 @@ class HttpSettings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Litestar's debug mode puts tracebacks in error bodies; never in production.
     debug: bool = False
+    # After SIGTERM: seconds of answering "not ready" while still serving, before the
+    # server stops accepting (see app/system/shutdown.py).
+    drain_seconds: float = Field(default=5.0, ge=0)
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # JSON when stdout is not a terminal, colour when it is
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LoggingSettings(BaseModel):
+    level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+    format: LogFormat = LogFormat.AUTO
+    # SQLAlchemy's statement log is very chatty; it has its own level.
+    sql_level: str = Field(default="WARNING", pattern=r"^(?i:debug|info|warning|error|critical)$")
+
+
+class MetricsSettings(BaseModel):
+    enabled: bool = True
+    # How often the database-pool gauges are sampled.
+    pool_sample_seconds: float = Field(default=2.0, gt=0)
+
+
+class TracingSettings(BaseModel):
+    """Tracing is configured by the standard OTEL_* variables; this only switches it.
+
+    Default (None): on when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT or
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and OTEL_SDK_DISABLED is not true.
+    """
+
+    enabled: bool | None = None
+
+    @property
+    def is_enabled(self) -> bool:
+        if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return False
+        if self.enabled is not None:
+            return self.enabled
+        endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        return any(os.environ.get(name) for name in endpoints)
 
 
 class Settings(BaseSettings):
@@ -126,6 +167,12 @@ class Settings(BaseSettings):
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    # Build identity for the build_info metric; the image build sets them.
+    build_version: str | None = None
+    build_commit: str = "unknown"
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -27,7 +27,8 @@ def provide_user_administration(
     db_session: NamedDependency[AsyncSession], users_service: NamedDependency[UserService], state: State
 ) -> UserAdministration:
     settings: Settings = state.settings
-    return UserAdministration(users_service, LoginSessions(db_session, settings.tokens.refresh_ttl_seconds))
+    sessions = LoginSessions(db_session, settings.tokens.refresh_ttl_seconds)
+    return UserAdministration(users_service, sessions, state.events)
 
 
 def provide_auth_service(
@@ -45,4 +46,5 @@ def provide_auth_service(
         password_settings=settings.passwords,
         breach_checker=breach_checker,
         refresh_ttl_seconds=settings.tokens.refresh_ttl_seconds,
+        events=state.events,
     )

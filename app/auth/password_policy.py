@@ -12,6 +12,7 @@ import httpx
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from app.errors import FieldError, InvalidInput
+from app.observability.tracing import propagation_headers
 from app.settings import PasswordSettings
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ class BreachedPasswordChecker:
         digest = hashlib.sha1(password.encode(), usedforsecurity=False).hexdigest().upper()
         prefix, suffix = digest[:5], digest[5:]
         try:
-            response = await self._client.get(self._url + prefix, headers={"Add-Padding": "true"})
+            headers = {"Add-Padding": "true", **propagation_headers()}
+            response = await self._client.get(self._url + prefix, headers=headers)
             response.raise_for_status()
         except httpx.HTTPError as exc:
             logger.warning("breached-password check skipped: %s", type(exc).__name__)

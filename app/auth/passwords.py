@@ -57,8 +57,11 @@ class PasswordHasher:
         self._pool_size = settings.pool_size
         self._capacity = settings.pool_size + settings.queue_size
         self._retry_after = settings.retry_after_seconds
-        # Called on the event loop after every pooled job (metrics and tracing hook in here).
+        # Called on the event loop (metrics and tracing hook in here): after every pooled
+        # job; whenever the number running or queued changes; when a job is shed.
         self.observers: list[HashObserver] = []
+        self.load_observers: list[Callable[[int, int], None]] = []
+        self.rejection_observers: list[Callable[[str], None]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._admitted = 0
         self._dummy_hash: str | None = None
@@ -75,6 +78,10 @@ class PasswordHasher:
     @property
     def pool_size(self) -> int:
         return self._pool_size
+
+    @property
+    def queue_size(self) -> int:
+        return self._capacity - self._pool_size
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="argon2")
@@ -113,9 +120,12 @@ class PasswordHasher:
         if self._executor is None:
             raise RuntimeError("PasswordHasher is not started")
         if self._admitted >= self._capacity:
+            for reject in self.rejection_observers:
+                reject(operation)
             raise HashingCapacityExceeded(self._retry_after)
         loop = asyncio.get_running_loop()
         self._admitted += 1
+        self._load_changed()
         submitted = time.perf_counter()
         started: list[float] = []
 
@@ -126,7 +136,7 @@ class PasswordHasher:
         try:
             future: Future[T] = self._executor.submit(timed)
         except RuntimeError:  # shut down between the check above and here
-            self._admitted -= 1
+            self._release()
             raise
         # Release the slot when the worker is really done, not when the awaiting request
         # goes away: a cancelled request's hash keeps its core busy until it finishes.
@@ -145,3 +155,9 @@ class PasswordHasher:
 
     def _release(self) -> None:
         self._admitted -= 1
+        self._load_changed()
+
+    def _load_changed(self) -> None:
+        running = min(self._admitted, self._pool_size)
+        for observe in self.load_observers:
+            observe(running, self._admitted - running)

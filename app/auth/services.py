@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,12 +15,15 @@ from app.auth.tokens import TokenIssuer
 from app.db.models import User
 from app.errors import (
     AlreadyRegistered,
+    DomainError,
     FieldError,
+    HashingCapacityExceeded,
     InvalidCredentials,
     InvalidInput,
     InvalidRefreshToken,
     WrongCurrentPassword,
 )
+from app.observability.events import SecurityEvents
 from app.settings import PasswordSettings
 from app.users.services import UserService
 from app.users.validation import (
@@ -29,6 +33,12 @@ from app.users.validation import (
     normalize_username,
     username_problems,
 )
+
+_REGISTRATION_RESULTS: dict[type[DomainError], str] = {
+    InvalidInput: "invalid",
+    AlreadyRegistered: "conflict",
+    HashingCapacityExceeded: "shed",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +68,10 @@ class AuthService:
         password_settings: PasswordSettings,
         breach_checker: BreachedPasswordChecker,
         refresh_ttl_seconds: int,
+        events: SecurityEvents,
     ) -> None:
         self._db = db
+        self._events = events
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
@@ -74,6 +86,15 @@ class AuthService:
     async def register(self, data: Registration) -> User:
         """Create a user. Every field problem is reported at once; uniqueness is checked
         before hashing (no work spent on a taken name) and again by the database."""
+        try:
+            user = await self._register(data)
+        except DomainError as exc:
+            self._events.registration(_REGISTRATION_RESULTS.get(type(exc), "error"))
+            raise
+        self._events.registration("created", user.id)
+        return user
+
+    async def _register(self, data: Registration) -> User:
         username = normalize_username(data.username)
         errors: list[FieldError] = username_problems(username)
         email, email_errors = normalize_email(data.email)
@@ -103,24 +124,37 @@ class AuthService:
         normalized = normalize_login_identifier(identifier)
         user = await self._users.find_for_login(normalized) if normalized else None
         password = normalize_password(password)
-        if user is None:
-            await self._hasher.verify_against_nothing(password)
-            raise InvalidCredentials()
-        result = await self._hasher.verify(user.password_hash, password)
-        if not result.matches or not user.can_authenticate:
-            raise InvalidCredentials()
+        try:
+            if user is None:
+                await self._hasher.verify_against_nothing(password)
+                self._refuse_login("unknown_user")
+            result = await self._hasher.verify(user.password_hash, password)
+        except HashingCapacityExceeded:
+            self._events.login_failed("shed", user.id if user else None)
+            raise
+        if not result.matches:
+            self._refuse_login("wrong_password", user)
+        if not user.can_authenticate:
+            self._refuse_login("deleted_user" if user.deleted_at else "inactive_user", user)
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
             user.password_hash = await self._hasher.hash(password)
         issued = await self._start_session(user)
         await self._db.commit()
+        self._events.login_succeeded(user.id, rehashed=result.needs_rehash)
         return issued
+
+    def _refuse_login(self, reason: str, user: User | None = None) -> NoReturn:
+        self._events.login_failed(reason, user.id if user else None)
+        raise InvalidCredentials()
 
     async def refresh(self, presented: str) -> IssuedTokens:
         rotation = await self._sessions.rotate(presented)
         # Commit before answering: the rotation, or on reuse the family's revocation, which
         # must survive the 401 that follows.
         await self._db.commit()
+        user_id = rotation.user.id if rotation.user else None
+        self._events.refresh(rotation.outcome.value, user_id, rotation.session_id)
         if rotation.outcome is not RotationOutcome.ROTATED:
             raise InvalidRefreshToken()
         if rotation.user is None or rotation.session_id is None or rotation.refresh_token is None:
@@ -128,6 +162,7 @@ class AuthService:
         access = self._tokens.issue_access(
             user_id=rotation.user.id, role=rotation.user.role, session_id=rotation.session_id
         )
+        self._events.tokens_issued(access=1, refresh=1)
         return IssuedTokens(access.token, rotation.refresh_token, access.expires_in, rotation.session_id)
 
     async def logout(self, presented: str) -> None:
@@ -136,6 +171,7 @@ class AuthService:
         if session_id is not None:
             await self._sessions.revoke(session_id, RevokeReason.LOGOUT)
             await self._db.commit()
+            self._events.logged_out(None, session_id)
 
     async def change_password(self, user: User, current_session: UUID, current: str, new: str) -> None:
         """Replace the password and end every other session of the user."""
@@ -153,8 +189,10 @@ class AuthService:
         await self._users.repository.update(user)
         await self._sessions.revoke_all_of(user.id, RevokeReason.PASSWORD_CHANGE, keep=current_session)
         await self._db.commit()
+        self._events.password_changed(user.id)
 
     async def _start_session(self, user: User) -> IssuedTokens:
         session_id, refresh_token = await self._sessions.start(user)
         access = self._tokens.issue_access(user_id=user.id, role=user.role, session_id=session_id)
+        self._events.tokens_issued(access=1, refresh=1)
         return IssuedTokens(access.token, refresh_token, access.expires_in, session_id)

@@ -7,9 +7,7 @@ from contextvars import ContextVar
 from uuid import uuid4
 
 from litestar.datastructures import MutableScopeHeaders
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
 HEADER = "X-Request-ID"
 _HEADER_KEY = HEADER.lower().encode()
@@ -28,17 +26,6 @@ def request_id_of(scope: Scope) -> str:
         request_id = text if _SANE.fullmatch(text) else uuid4().hex
         state["request_id"] = request_id
     return str(request_id)
-
-
-class RequestIdMiddleware(ASGIMiddleware):
-    scopes = (ScopeType.HTTP,)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        token = current_request_id.set(request_id_of(scope))
-        try:
-            await next_app(scope, receive, send)
-        finally:
-            current_request_id.reset(token)
 
 
 async def add_request_id_header(message: Message, scope: Scope) -> None:

@@ -1,0 +1,77 @@
+"""Security and account events: one structured log line with a stable name, plus the
+matching metric. Business code calls these methods and knows nothing of either backend."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from app.observability.logging import get_logger
+from app.observability.metrics import Metrics
+
+_log = get_logger("user_service.security")
+
+
+class SecurityEvents:
+    def __init__(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
+
+    def login_succeeded(self, user_id: UUID, *, rehashed: bool) -> None:
+        _log.info("login_succeeded", user_id=str(user_id), rehashed=rehashed)
+        if self._metrics:
+            self._metrics.login_attempts.labels(result="success").inc()
+
+    def login_failed(self, reason: str, user_id: UUID | None = None) -> None:
+        """``reason``: unknown_user, wrong_password, inactive_user, shed."""
+        _log.warning("login_failed", reason=reason, user_id=str(user_id) if user_id else None)
+        if self._metrics:
+            self._metrics.login_attempts.labels(result=reason).inc()
+
+    def registration(self, result: str, user_id: UUID | None = None) -> None:
+        """``result``: created, conflict, invalid, shed."""
+        if result == "created":
+            _log.info("user_registered", user_id=str(user_id))
+        if self._metrics:
+            self._metrics.registrations.labels(result=result).inc()
+
+    def tokens_issued(self, *, access: int = 0, refresh: int = 0) -> None:
+        if self._metrics:
+            if access:
+                self._metrics.tokens_issued.labels(kind="access").inc(access)
+            if refresh:
+                self._metrics.tokens_issued.labels(kind="refresh").inc(refresh)
+
+    def refresh(self, result: str, user_id: UUID | None = None, session_id: UUID | None = None) -> None:
+        if result == "reused":
+            _log.warning(
+                "refresh_reuse_detected",
+                user_id=str(user_id) if user_id else None,
+                session_id=str(session_id) if session_id else None,
+            )
+            if self._metrics:
+                self._metrics.refresh_reuse_detections.inc()
+        if self._metrics:
+            self._metrics.token_refreshes.labels(result=result).inc()
+
+    def logged_out(self, user_id: UUID | None, session_id: UUID) -> None:
+        _log.info("logged_out", user_id=str(user_id) if user_id else None, session_id=str(session_id))
+
+    def password_changed(self, user_id: UUID) -> None:
+        _log.info("password_changed", user_id=str(user_id))
+        self._count_change("password_changed")
+
+    def role_changed(self, *, actor_id: UUID, user_id: UUID, old_role: str, new_role: str) -> None:
+        _log.warning("role_changed", actor_id=str(actor_id), user_id=str(user_id), old_role=old_role, new_role=new_role)
+        self._count_change("role_changed")
+
+    def activation_changed(self, *, actor_id: UUID, user_id: UUID, is_active: bool) -> None:
+        name = "user_reactivated" if is_active else "user_deactivated"
+        _log.warning(name, actor_id=str(actor_id), user_id=str(user_id))
+        self._count_change(name.removeprefix("user_"))
+
+    def user_deleted(self, *, actor_id: UUID, user_id: UUID) -> None:
+        _log.warning("user_deleted", actor_id=str(actor_id), user_id=str(user_id))
+        self._count_change("deleted")
+
+    def _count_change(self, change: str) -> None:
+        if self._metrics:
+            self._metrics.account_changes.labels(change=change).inc()

@@ -1,0 +1,206 @@
+"""Prometheus metrics: RED per route template, the hashing pool, auth outcomes, DB pool.
+
+Every app gets its own registry, so tests can build many apps in one process. With
+PROMETHEUS_MULTIPROC_DIR set (several worker processes), prometheus-client writes the
+values to memory-mapped files in that folder and a scrape of any worker aggregates all of
+them: counters and histograms sum, gauges sum over live processes ("livesum").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+# OpenTelemetry's recommended boundaries for http.server.request.duration.
+HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# argon2 at production parameters takes tens of milliseconds; 10 ms to 2 s resolves it.
+HASH_DURATION_BUCKETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
+QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    body: bytes
+    content_type: str
+
+
+class Metrics:
+    def __init__(self, *, service_version: str, commit: str) -> None:
+        self.multiprocess = multiprocess_dir() is not None
+        self.registry = CollectorRegistry(auto_describe=True)
+        if not self.multiprocess:
+            # Per-process collectors mean nothing summed across workers; single process only.
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        r = self.registry
+
+        # --- HTTP (OpenTelemetry semantic-convention names and attributes) -------------
+        self.http_duration = Histogram(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests, by route template.",
+            ["http_request_method", "http_route", "http_response_status_code"],
+            buckets=HTTP_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.http_active = Gauge(
+            "http_server_active_requests",
+            "HTTP requests being served right now.",
+            ["http_request_method"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.http_errors = Counter(
+            "http_server_errors",
+            "HTTP requests answered with a 5xx, by route and error type (status code or exception).",
+            ["http_request_method", "http_route", "error_type"],
+            registry=r,
+        )
+
+        # --- Password hashing pool ------------------------------------------------------
+        self.hash_duration = Histogram(
+            "user_service_password_hash_duration_seconds",
+            "Time one argon2 hash or verify ran on a worker thread.",
+            ["operation"],
+            buckets=HASH_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.hash_queue_wait = Histogram(
+            "user_service_password_hash_queue_wait_seconds",
+            "Time a hash or verify waited for a free worker.",
+            ["operation"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.hash_running = Gauge(
+            "user_service_password_hash_running",
+            "Hashes running on the pool's worker threads.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.hash_queue_depth = Gauge(
+            "user_service_password_hash_queue_depth",
+            "Hashes waiting for a worker.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.hash_workers = Gauge(
+            "user_service_password_hash_workers",
+            "Worker threads of the hashing pool (saturation = running / workers).",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.hash_queue_capacity = Gauge(
+            "user_service_password_hash_queue_capacity",
+            "Hashes that may wait before new ones are shed with 503.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.hash_rejections = Counter(
+            "user_service_password_hash_rejections",
+            "Hashes refused because the pool and its queue were full (answered 503).",
+            ["operation"],
+            registry=r,
+        )
+
+        # --- Accounts and tokens ----------------------------------------------------------
+        self.login_attempts = Counter(
+            "user_service_login_attempts",
+            "Login attempts by result (success, unknown_user, wrong_password, inactive_user, shed).",
+            ["result"],
+            registry=r,
+        )
+        self.registrations = Counter(
+            "user_service_registrations",
+            "Registration attempts by result (created, conflict, invalid, shed).",
+            ["result"],
+            registry=r,
+        )
+        self.tokens_issued = Counter(
+            "user_service_tokens_issued",
+            "Tokens issued, by kind (access, refresh).",
+            ["kind"],
+            registry=r,
+        )
+        self.token_refreshes = Counter(
+            "user_service_token_refreshes",
+            "Refresh attempts by result (rotated, unknown, expired, revoked, reused, user_inactive).",
+            ["result"],
+            registry=r,
+        )
+        self.refresh_reuse_detections = Counter(
+            "user_service_refresh_token_reuse_detections",
+            "Spent refresh tokens presented again (each revokes a session family).",
+            registry=r,
+        )
+        self.account_changes = Counter(
+            "user_service_account_changes",
+            "Administrative and self-service account changes, by kind.",
+            ["change"],
+            registry=r,
+        )
+
+        # --- Database pool ----------------------------------------------------------------
+        self.db_pool_in_use = Gauge(
+            "user_service_db_pool_connections_in_use",
+            "Database connections checked out of the pool.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.db_pool_idle = Gauge(
+            "user_service_db_pool_connections_idle",
+            "Open database connections waiting in the pool.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.db_pool_max = Gauge(
+            "user_service_db_pool_connections_max",
+            "Most connections the pool may open (pool size + overflow).",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.db_pool_waiting = Gauge(
+            "user_service_db_pool_waiting",
+            "Requests waiting for a database connection.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+
+        self.build_info = Gauge(
+            "user_service_build_info",
+            "Always 1; the labels name the running build.",
+            ["version", "commit"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.build_info.labels(version=service_version, commit=commit).set(1)
+
+    def expose(self, accept_header: str) -> Exposition:
+        """The text a scrape gets: OpenMetrics (with exemplars) when asked for, else Prometheus text."""
+        registry = self.registry
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        encoder, content_type = choose_encoder(accept_header)
+        return Exposition(body=encoder(registry), content_type=content_type)
+
+    def process_exited(self) -> None:
+        """Drop this worker's live gauges so a restarted worker does not double them."""
+        if (directory := multiprocess_dir()) is not None:
+            mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]

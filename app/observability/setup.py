@@ -1,0 +1,105 @@
+"""Builds the app's observability from settings and attaches it to the pieces it watches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.plugins import PluginProtocol
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.passwords import HashTiming, PasswordHasher
+from app.observability.events import SecurityEvents
+from app.observability.http import HttpTelemetry
+from app.observability.logging import configure_logging
+from app.observability.metrics import Metrics
+from app.observability.tracing import Tracing, build_tracing
+from app.settings import Settings
+
+
+@dataclass
+class Observability:
+    metrics: Metrics | None
+    tracing: Tracing | None
+    events: SecurityEvents
+    http: HttpTelemetry
+    pool_sample_seconds: float
+
+    def plugins(self) -> list[PluginProtocol]:
+        return [self.tracing.litestar_plugin()] if self.tracing else []
+
+    def watch_hasher(self, hasher: PasswordHasher) -> None:
+        if self.metrics:
+            metrics = self.metrics
+
+            def finished(operation: str, timing: HashTiming) -> None:
+                metrics.hash_duration.labels(operation=operation).observe(timing.run_seconds)
+                metrics.hash_queue_wait.labels(operation=operation).observe(timing.queue_wait_seconds)
+
+            def load(running: int, queued: int) -> None:
+                metrics.hash_running.set(running)
+                metrics.hash_queue_depth.set(queued)
+
+            hasher.observers.append(finished)
+            hasher.load_observers.append(load)
+            hasher.rejection_observers.append(lambda op: metrics.hash_rejections.labels(operation=op).inc())
+            metrics.hash_workers.set(hasher.pool_size)
+            metrics.hash_queue_capacity.set(hasher.queue_size)
+        if self.tracing:
+            hasher.observers.append(self.tracing.record_hash)
+
+    def watch_engine(self, engine: AsyncEngine) -> None:
+        if self.tracing:
+            self.tracing.instrument_engine(engine)
+
+    async def sample_db_pool(self, engine: AsyncEngine) -> None:
+        """Keep the pool gauges current (they must be plain gauges to work across workers)."""
+        if self.metrics is None:
+            return
+        pool: Any = engine.pool
+        while True:
+            with contextlib.suppress(AttributeError, TypeError):
+                self.metrics.db_pool_in_use.set(pool.checkedout())
+                self.metrics.db_pool_idle.set(pool.checkedin())
+                self.metrics.db_pool_max.set(pool.size() + max(0, getattr(pool, "_max_overflow", 0)))
+                self.metrics.db_pool_waiting.set(_pool_waiters(pool))
+            await asyncio.sleep(self.pool_sample_seconds)
+
+    def shutdown(self) -> None:
+        if self.tracing:
+            self.tracing.shutdown()
+        if self.metrics:
+            self.metrics.process_exited()
+
+
+def _pool_waiters(pool: Any) -> int:
+    # SQLAlchemy exposes no public "waiting" count; its async queue wraps an asyncio.Queue,
+    # whose pending getters are exactly the checkouts waiting for a connection.
+    queue = getattr(getattr(pool, "_pool", None), "_queue", None)
+    getters = getattr(queue, "_getters", ())
+    return sum(1 for waiter in getters if not waiter.done())
+
+
+def build_observability(settings: Settings, *, version: str, tracer_provider: TracerProvider | None) -> Observability:
+    configure_logging(settings.logging)
+    metrics = (
+        Metrics(service_version=settings.build_version or version, commit=settings.build_commit)
+        if settings.metrics.enabled
+        else None
+    )
+    tracing = build_tracing(
+        enabled=settings.tracing.is_enabled,
+        service_name=settings.service_name,
+        service_version=settings.build_version or version,
+        provider=tracer_provider,
+    )
+    return Observability(
+        metrics=metrics,
+        tracing=tracing,
+        events=SecurityEvents(metrics),
+        http=HttpTelemetry(metrics),
+        pool_sample_seconds=settings.metrics.pool_sample_seconds,
+    )
