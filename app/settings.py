@@ -152,6 +152,19 @@ class TracingSettings(BaseModel):
         return any(os.environ.get(name) for name in endpoints)
 
 
+class ServerSettings(BaseModel):
+    """How ``python -m app`` runs uvicorn (the container's entry point)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # One process per pod is recommended (README, "Process model"); more workers switch
+    # the metrics to prometheus-client's multiprocess mode.
+    workers: int = Field(default=1, ge=1)
+    # After the drain: how long in-flight requests may take to finish before they are cut.
+    graceful_timeout_seconds: int = Field(default=20, ge=1)
+    metrics_dir: Path = Path("/tmp/user-service-metrics")  # noqa: S108 - a per-container tmpfs in production
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="USER_SERVICE_",
@@ -167,6 +180,7 @@ class Settings(BaseSettings):
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)

@@ -87,7 +87,9 @@ class PasswordHasher:
         self._executor = ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="argon2")
         # The hash that unknown users are verified against, so that "no such user" costs
         # exactly what "wrong password" costs, with the current parameters.
-        self._dummy_hash = await self._run("hash", self._argon2.hash, secrets.token_urlsafe(24))
+        # Computed outside _run: it is start-up work, not a hash anyone asked for.
+        dummy = self._executor.submit(self._argon2.hash, secrets.token_urlsafe(24))
+        self._dummy_hash = await asyncio.wrap_future(dummy)
 
     def shutdown(self) -> None:
         """Refuse new work and drop queued jobs; running hashes finish on their threads

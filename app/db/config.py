@@ -21,7 +21,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 def _engine_config(settings: DatabaseSettings, application_name: str) -> EngineConfig:
     if settings.is_embedded:
-        return EngineConfig(echo=settings.echo)
+        return EngineConfig(echo=settings.echo, hide_parameters=True)
     connect_args: dict[str, Any] = {
         "server_settings": {
             "application_name": application_name,
@@ -32,6 +32,9 @@ def _engine_config(settings: DatabaseSettings, application_name: str) -> EngineC
     }
     return EngineConfig(
         echo=settings.echo,
+        # Bound parameters (password hashes, token digests, emails) stay out of SQL logs
+        # and out of exception messages.
+        hide_parameters=True,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout_seconds,

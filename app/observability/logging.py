@@ -27,6 +27,7 @@ _SECRET_KEY = re.compile(
 _SECRET_IN_TEXT = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), REDACTED),
+    (re.compile(r"\$argon2(?:id|i|d)\$[^\s'\",)]+"), REDACTED),
     (re.compile(r"(?i)((?:password|token|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',&}]+"), r"\1" + REDACTED),
 ]
 
@@ -50,7 +51,9 @@ def _redact_value(key: str | None, value: Any) -> Any:
     if key is not None and _SECRET_KEY.search(key) and value not in (None, "", REDACTED):
         return REDACTED
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
+        text = value.decode("utf-8", "replace")
+        redacted = _redact_text(text)
+        return value if redacted == text else redacted
     if isinstance(value, str):
         return _redact_text(value)
     if isinstance(value, Mapping):
@@ -64,6 +67,12 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
     """Processor: passwords, tokens, Authorization and Cookie values never reach the output."""
     for key in list(event_dict):
         event_dict[key] = _redact_value(key if key != "event" else None, event_dict[key])
+    return event_dict
+
+
+def drop_color_message(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """uvicorn attaches an ANSI-coloured copy of its message; the renderer decides colour."""
+    event_dict.pop("color_message", None)
     return event_dict
 
 
@@ -94,6 +103,7 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_correlation_ids,
         structlog.processors.format_exc_info,
+        drop_color_message,
         redact_secrets,
     ]
     structlog.configure(

@@ -1,0 +1,47 @@
+"""``python -m app``: the production entry point (uvicorn with uvloop and httptools).
+
+With more than one worker it switches prometheus-client to multiprocess mode: the
+metrics folder is emptied *before* any worker starts (stale files from a previous run
+would resurrect old counts), and every worker writes its values there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import uvicorn
+
+from app.settings import Settings
+
+
+def prepare_metrics_dir(settings: Settings) -> None:
+    if settings.server.workers <= 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return
+    directory = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.server.metrics_dir))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+
+
+def main() -> None:
+    settings = Settings()
+    prepare_metrics_dir(settings)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=settings.server.workers,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=settings.server.graceful_timeout_seconds,
+        # Our own access line replaces uvicorn's; logging is configured by the app.
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
