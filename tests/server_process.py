@@ -1,0 +1,90 @@
+"""The service as a real process (``python -m app``), for tests of signals, workers and export."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+# uvicorn re-raises the SIGTERM it handled once it has shut down gracefully, so a clean
+# stop ends "killed by SIGTERM" (as Kubernetes expects), not with exit code 0.
+CLEAN_EXIT = {0, -signal.SIGTERM}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, *, database_url: str, signing_key_file: Path, log_file: Path, **env: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_file = log_file
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("USER_SERVICE_", "OTEL_", "PROMETHEUS_"))},
+            "USER_SERVICE_ENVIRONMENT": "test",
+            "USER_SERVICE_DB__URL": database_url,
+            "USER_SERVICE_TOKENS__SIGNING_KEY_FILE": str(signing_key_file),
+            "USER_SERVICE_PASSWORDS__TIME_COST": "1",
+            "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": "64",
+            "USER_SERVICE_SERVER__PORT": str(self.port),
+            "USER_SERVICE_LOGGING__FORMAT": "json",
+            "USER_SERVICE_HTTP__DRAIN_SECONDS": "0",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output}")
+            try:
+                if httpx.get(f"{self.base_url}/health/startup", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"server did not start:\n{self.output}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; kills it if it does not exit in time."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    @property
+    def output(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
