@@ -1,0 +1,1 @@
+"""Monitoring artifacts: Prometheus rules and configuration, Grafana dashboards as code."""

@@ -30,6 +30,12 @@ HASH_DURATION_BUCKETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+LOGIN_RESULTS = ("success", "unknown_user", "wrong_password", "inactive_user", "deleted_user", "shed")
+REGISTRATION_RESULTS = ("created", "conflict", "invalid", "shed", "error")
+REFRESH_RESULTS = ("rotated", "unknown", "expired", "revoked", "reused", "user_inactive")
+ACCOUNT_CHANGES = ("password_changed", "role_changed", "deactivated", "reactivated", "deleted")
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
@@ -182,6 +188,8 @@ class Metrics:
             registry=r,
         )
 
+        self._start_known_series_at_zero()
+
         self.build_info = Gauge(
             "user_service_build_info",
             "Always 1; the labels name the running build.",
@@ -190,6 +198,22 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(version=service_version, commit=commit).set(1)
+
+    def _start_known_series_at_zero(self) -> None:
+        # A labelled counter has no series until its first increment, so rate() over the
+        # first burst (the first shed, the first reuse) would show nothing. Every value
+        # the service can emit exists from the start, at 0.
+        known: list[tuple[Counter, str, tuple[str, ...]]] = [
+            (self.login_attempts, "result", LOGIN_RESULTS),
+            (self.registrations, "result", REGISTRATION_RESULTS),
+            (self.token_refreshes, "result", REFRESH_RESULTS),
+            (self.tokens_issued, "kind", ("access", "refresh")),
+            (self.hash_rejections, "operation", ("hash", "verify")),
+            (self.account_changes, "change", ACCOUNT_CHANGES),
+        ]
+        for counter, label, values in known:
+            for label_value in values:
+                counter.labels(**{label: label_value})
 
     def expose(self, accept_header: str) -> Exposition:
         """The text a scrape gets: OpenMetrics (with exemplars) when asked for, else Prometheus text."""

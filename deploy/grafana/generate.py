@@ -15,7 +15,7 @@ Conventions:
 - Datasources are variables: ``${datasource}`` (Prometheus) and ``${tempo}`` (traces), so
   the same JSON imports into any Grafana. Exemplar links to traces come from the Prometheus
   datasource's ``exemplarTraceIdDestinations`` (label ``trace_id``, pointing at the Tempo
-  datasource; deploy/grafana/provisioning/datasources.yml shows it), and the latency
+  datasource; deploy/grafana/provisioning/datasources/ shows it), and the latency
   panels ask for exemplars.
 - ``$instance`` filters every per-instance query; SLO panels are service-wide.
 - A counter with labels has no series until its first increment (a service that has shed
@@ -129,7 +129,7 @@ def _target(target: Target, ref_id: str) -> JSON:
 
 
 def _thresholds(panel: Panel) -> JSON:
-    steps = [{"color": "green", "value": None}]
+    steps: list[JSON] = [{"color": "green", "value": None}]
     if panel.thresholds:
         steps = [{"color": t.color, "value": t.value} for t in panel.thresholds]
     return {"mode": "absolute", "steps": steps}

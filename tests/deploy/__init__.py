@@ -1,0 +1,1 @@
+"""Tests of the monitoring artifacts in deploy/: Prometheus rules and config, Grafana dashboards."""

@@ -1,0 +1,235 @@
+"""Reading the monitoring artifacts under deploy/ for the tests: the metric catalogue of
+docs/observability.md, the Prometheus rules, the promtool unit tests and the dashboards."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOGUE = ROOT / "docs" / "observability.md"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service.rules.yml"
+RULE_TESTS_DIR = PROMETHEUS_DIR / "tests"
+DASHBOARDS_DIR = ROOT / "deploy" / "grafana" / "dashboards"
+
+# Series Prometheus makes itself for every target; rules may use them, dashboards do not.
+PROMETHEUS_SYNTHETIC = frozenset({"up"})
+# Suffixes of the series a histogram is exposed as.
+HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
+
+
+def require_tool(name: str) -> str:
+    """The tool's path, or a failure (never a skip: CI must run these checks)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"`{name}` is not installed. .ci/run (through scripts/test) must install Debian's "
+            f"prometheus package (apt-get install prometheus), which provides prometheus and promtool."
+        )
+    return path
+
+
+# --- the metric catalogue ------------------------------------------------------------------
+
+
+def catalogue_series() -> frozenset[str]:
+    """Every series name the service exports according to docs/observability.md's table."""
+    names: set[str] = set()
+    row = re.compile(r"^\|\s*`(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)`\s*\|\s*(?P<type>\w+)\s*\|")
+    for line in CATALOGUE.read_text().splitlines():
+        if (match := row.match(line)) is None:
+            continue
+        name, kind = match["name"], match["type"]
+        if kind == "histogram":
+            names.update(name + suffix for suffix in HISTOGRAM_SERIES)
+        elif kind in {"counter", "gauge"}:
+            names.add(name)
+        else:
+            raise AssertionError(f"unknown metric type {kind!r} for {name} in {CATALOGUE}")
+    assert len(names) > 20, f"could not read the metric table of {CATALOGUE}"
+    return frozenset(names)
+
+
+# --- PromQL --------------------------------------------------------------------------------
+
+_KEYWORDS = frozenset(
+    {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "atan2"}
+)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_TOKEN = re.compile(r"(?P<number>\d[\w.]*)|(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?P<call>\s*\()?")
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (not functions, keywords or label names).
+
+    Good enough for the expressions of this repository: strings, comments, label matchers,
+    ranges and grouping clauses are removed first, then every remaining identifier that is not a call
+    is a metric name.
+    """
+    text = _STRING.sub('""', expr)
+    text = re.sub(r"#[^\n]*", " ", text)  # PromQL comments
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = _GROUPING.sub(" ", text)
+    names: set[str] = set()
+    for token in _TOKEN.finditer(text):
+        name = token["name"]
+        if name is None or token["call"] or name.lower() in _KEYWORDS or name.lower() in {"inf", "nan"}:
+            continue
+        names.add(name)
+    return names
+
+
+# --- rules -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    group: str
+    expr: str
+    record: str | None
+    alert: str | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    assert isinstance(value, dict), f"{where}: expected a mapping, got {type(value).__name__}"
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    assert isinstance(value, list), f"{where}: expected a list, got {type(value).__name__}"
+    return value
+
+
+def _strings(value: Any, where: str) -> dict[str, str]:
+    mapping = _mapping(value or {}, where)
+    assert all(isinstance(v, str) for v in mapping.values()), f"{where}: values must be strings"
+    return {str(k): str(v) for k, v in mapping.items()}
+
+
+def load_rules(path: Path = RULES_FILE) -> list[Rule]:
+    document = _mapping(yaml.safe_load(path.read_text()), str(path))
+    rules: list[Rule] = []
+    for raw_group in _list(document["groups"], "groups"):
+        group = _mapping(raw_group, "group")
+        for raw in _list(group["rules"], f"group {group['name']}"):
+            rule = _mapping(raw, f"rule in {group['name']}")
+            rules.append(
+                Rule(
+                    group=str(group["name"]),
+                    expr=str(rule["expr"]),
+                    record=rule.get("record"),
+                    alert=rule.get("alert"),
+                    labels=_strings(rule.get("labels"), f"labels of {rule}"),
+                    annotations=_strings(rule.get("annotations"), f"annotations of {rule}"),
+                )
+            )
+    return rules
+
+
+def recording_rule_names() -> frozenset[str]:
+    return frozenset(rule.record for rule in load_rules() if rule.record)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertCase:
+    """One alert_rule_test entry of a promtool unit test file."""
+
+    file: str
+    test: str
+    alertname: str
+    eval_time: str
+    expected_labels: tuple[dict[str, str], ...]
+
+
+def load_alert_cases() -> list[AlertCase]:
+    cases: list[AlertCase] = []
+    for path in sorted(RULE_TESTS_DIR.glob("*.yml")):
+        document = _mapping(yaml.safe_load(path.read_text()), str(path))
+        for raw_test in _list(document["tests"], f"{path}: tests"):
+            test = _mapping(raw_test, str(path))
+            for raw_case in _list(test.get("alert_rule_test") or [], f"{path}: alert_rule_test"):
+                case = _mapping(raw_case, str(path))
+                expected = tuple(
+                    _strings(_mapping(alert, str(path)).get("exp_labels"), f"{path}: exp_labels")
+                    for alert in _list(case.get("exp_alerts") or [], f"{path}: exp_alerts")
+                )
+                cases.append(
+                    AlertCase(
+                        file=path.name,
+                        test=str(test.get("name", "")),
+                        alertname=str(case["alertname"]),
+                        eval_time=str(case["eval_time"]),
+                        expected_labels=expected,
+                    )
+                )
+    return cases
+
+
+# --- dashboards ----------------------------------------------------------------------------
+
+
+def load_dashboard(path: Path) -> dict[str, Any]:
+    return _mapping(json.loads(path.read_text()), str(path))
+
+
+def all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, including those nested in collapsed rows."""
+    panels: list[dict[str, Any]] = []
+    for panel in _list(dashboard.get("panels", []), "panels"):
+        panels.append(_mapping(panel, "panel"))
+        panels.extend(_mapping(p, "panel") for p in _list(panel.get("panels", []), "row panels"))
+    return panels
+
+
+@dataclass(frozen=True, slots=True)
+class PanelQuery:
+    dashboard: str
+    panel: str
+    expr: str
+
+
+def dashboard_queries() -> list[PanelQuery]:
+    """Every PromQL expression of every dashboard: panel targets and query variables."""
+    queries: list[PanelQuery] = []
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        dashboard = load_dashboard(path)
+        queries.extend(
+            PanelQuery(path.name, str(panel["title"]), str(target["expr"]))
+            for panel in all_panels(dashboard)
+            for target in panel.get("targets", [])
+        )
+        for variable in dashboard["templating"]["list"]:
+            if variable["type"] == "query":
+                definition = str(variable["definition"])
+                # label_values(<series selector>, <label>) is answered from the selector's series.
+                match = re.fullmatch(r"label_values\((?P<selector>.+),\s*\w+\)", definition)
+                assert match, f"{path.name}: unexpected variable query {definition}"
+                queries.append(PanelQuery(path.name, f"variable ${variable['name']}", match["selector"]))
+    assert queries, f"no dashboards found in {DASHBOARDS_DIR}"
+    return queries
+
+
+# Values Grafana substitutes before a query reaches Prometheus. Every rate window in the
+# dashboards is $__rate_interval; 1m spans plenty of 1 s scrapes in the end-to-end test.
+DASHBOARD_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*", "${instance}": ".*"}
+
+
+def substitute_variables(expr: str) -> str:
+    for variable, value in sorted(DASHBOARD_VARIABLES.items(), key=lambda item: -len(item[0])):
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"unsubstituted dashboard variable in {expr}"
+    return expr

@@ -1,0 +1,93 @@
+"""The Grafana dashboards: the committed JSON is what deploy/grafana/generate.py renders,
+it is valid, and every query reads only metrics the service exports (or recording rules)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from deploy.grafana import generate
+from tests.deploy.artifacts import (
+    DASHBOARDS_DIR,
+    all_panels,
+    catalogue_series,
+    dashboard_queries,
+    load_dashboard,
+    metric_names,
+    recording_rule_names,
+)
+
+DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
+
+
+def test_both_dashboards_are_committed() -> None:
+    assert {path.name for path in DASHBOARD_FILES} == {"service-overview.json", "auth.json"}
+
+
+def test_committed_json_is_what_the_generator_renders() -> None:
+    rendered = generate.rendered()
+    assert set(rendered) == set(DASHBOARD_FILES)
+    stale = [path.name for path, text in rendered.items() if path.read_text() != text]
+    assert not stale, f"{stale} differ from deploy/grafana/generate.py: run `uv run python -m deploy.grafana.generate`"
+    assert generate.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=[p.name for p in DASHBOARD_FILES])
+def test_dashboard_is_valid_grafana_json(path: Path) -> None:
+    dashboard = json.loads(path.read_text())  # raises on invalid JSON
+    assert dashboard["uid"]
+    assert dashboard["title"]
+    assert dashboard["schemaVersion"] >= 36
+    panels = all_panels(dashboard)
+    ids = Counter(panel["id"] for panel in panels)
+    assert not [i for i, n in ids.items() if n > 1], f"duplicate panel ids: {ids}"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert (variables["datasource"]["type"], variables["datasource"]["query"]) == ("datasource", "prometheus")
+    assert (variables["tempo"]["type"], variables["tempo"]["query"]) == ("datasource", "tempo")
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        title = panel["title"]
+        assert panel["targets"], f"{title}: no queries"
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, title
+        assert panel.get("description"), f"{title}: no description"
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, f"{title}: wider than the grid"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", title
+            assert target["expr"].strip(), title
+            if "http_server_request_duration_seconds_bucket" in target["expr"]:
+                # Latency panels of the HTTP histogram link their exemplars to traces.
+                assert target["exemplar"] is True, f"{title}: exemplars off"
+
+
+def test_panels_do_not_overlap() -> None:
+    for path in DASHBOARD_FILES:
+        cells: dict[tuple[int, int], str] = {}
+        for panel in all_panels(load_dashboard(path)):
+            grid = panel["gridPos"]
+            for x in range(grid["x"], grid["x"] + grid["w"]):
+                for y in range(grid["y"], grid["y"] + grid["h"]):
+                    assert (x, y) not in cells, f"{path.name}: {panel['title']} overlaps {cells[(x, y)]}"
+                    cells[(x, y)] = panel["title"]
+
+
+def test_queries_read_only_catalogued_metrics_and_recording_rules() -> None:
+    allowed = catalogue_series() | recording_rule_names()
+    unknown = sorted(
+        f"{query.dashboard} / {query.panel}: {name}"
+        for query in dashboard_queries()
+        for name in metric_names(query.expr)
+        if name not in allowed
+    )
+    assert not unknown, "metrics neither in docs/observability.md nor recording rules:\n" + "\n".join(unknown)
+
+
+def test_every_query_selects_the_user_service_job() -> None:
+    offenders = [
+        f"{query.dashboard} / {query.panel}" for query in dashboard_queries() if 'job="user-service"' not in query.expr
+    ]
+    assert not offenders, offenders
