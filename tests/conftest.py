@@ -106,17 +106,35 @@ def make_settings(database_url: str, signing_key_file: Path, **overrides: object
 
 
 @pytest.fixture
-def settings(migrated_database: str, signing_key_file: Path) -> Settings:
-    return make_settings(migrated_database, signing_key_file)
+def clean_database(migrated_database: str) -> Iterator[str]:
+    """The migrated database, emptied after the test (whether it used the API, a server
+    process or SQL), so that no test sees another's rows."""
+    yield migrated_database
+    _truncate(migrated_database)
+
+
+def _truncate(url: str) -> None:
+    import anyio
+
+    async def truncate() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE users, auth_sessions, refresh_tokens CASCADE"))
+        await engine.dispose()
+
+    anyio.run(truncate)
 
 
 @pytest.fixture
-async def db_engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
+def settings(clean_database: str, signing_key_file: Path) -> Settings:
+    return make_settings(clean_database, signing_key_file)
+
+
+@pytest.fixture
+async def db_engine(clean_database: str) -> AsyncIterator[AsyncEngine]:
     """Direct database access for arranging and checking what the API cannot show."""
-    engine = create_async_engine(migrated_database)
+    engine = create_async_engine(clean_database)
     yield engine
-    async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE users, auth_sessions, refresh_tokens CASCADE"))
     await engine.dispose()
 
 
