@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar.plugins import PluginProtocol
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,8 +37,10 @@ class Observability:
             metrics = self.metrics
 
             def finished(operation: str, timing: HashTiming) -> None:
-                metrics.hash_duration.labels(operation=operation).observe(timing.run_seconds)
-                metrics.hash_queue_wait.labels(operation=operation).observe(timing.queue_wait_seconds)
+                # Called in the request's context: its trace is the exemplar.
+                exemplar = current_trace_exemplar() if not metrics.multiprocess else None
+                metrics.hash_duration.labels(operation=operation).observe(timing.run_seconds, exemplar)
+                metrics.hash_queue_wait.labels(operation=operation).observe(timing.queue_wait_seconds, exemplar)
 
             def load(running: int, queued: int) -> None:
                 metrics.hash_running.set(running)
@@ -73,6 +76,11 @@ class Observability:
             self.tracing.shutdown()
         if self.metrics:
             self.metrics.process_exited()
+
+
+def current_trace_exemplar() -> dict[str, str] | None:
+    context = trace.get_current_span().get_span_context()
+    return {"trace_id": trace.format_trace_id(context.trace_id)} if context.is_valid else None
 
 
 def _pool_waiters(pool: Any) -> int:

@@ -113,3 +113,5 @@ async def test_latency_exemplars_carry_the_trace_id_in_openmetrics(settings: Set
     bucket_lines = [line for line in response.text.splitlines() if 'http_route="/api/v1/auth/register"' in line]
     assert any(f'# {{trace_id="{trace_id}"}}' in line for line in bucket_lines)
     assert "trace_id" not in plain.text  # the classic text format has no exemplars
+    hash_lines = [line for line in response.text.splitlines() if line.startswith("user_service_password_hash_duration")]
+    assert any(f'# {{trace_id="{trace_id}"}}' in line for line in hash_lines), "the hash links to its request's trace"
