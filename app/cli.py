@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import anyio
 import click
@@ -18,9 +19,11 @@ from app.db.models import Role
 from app.errors import DomainError
 from app.observability.events import SecurityEvents
 from app.settings import Settings
+from app.users.seeding import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, seed_users
 from app.users.services import UserService
 
 ADMIN_PASSWORD_ENV = "USER_SERVICE_ADMIN_PASSWORD"  # noqa: S105 - the variable's name
+SEED_PASSWORD_ENV = "USER_SERVICE_SEED_PASSWORD"  # noqa: S105 - the variable's name
 
 
 async def create_admin(settings: Settings, *, username: str, email: str, password: str) -> str:
@@ -73,3 +76,32 @@ class UserAdminCLIPlugin(CLIPluginProtocol):
                 details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
                 raise click.ClickException(f"{exc.title}: {details}") from exc
             click.echo(f"created admin {username} ({user_id})")
+
+        @users.command(name="seed")
+        @click.option("--count", type=click.IntRange(min=1), required=True, help="How many users.")
+        @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Usernames are PREFIX000001...")
+        @click.option(
+            "--password-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help=f"File holding the users' password (else ${SEED_PASSWORD_ENV}, else a prompt).",
+        )
+        @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+        def seed_command(app: Litestar, count: int, prefix: str, password_file: Path | None, batch_size: int) -> None:
+            """Insert COUNT load-test users sharing one password (hashed once); reruns add only what is missing."""
+            if password_file is not None:
+                password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            else:
+                password = os.environ.get(SEED_PASSWORD_ENV) or click.prompt("Password", hide_input=True)
+            settings: Settings = app.state.settings
+            try:
+                result = anyio.run(
+                    lambda: seed_users(settings, count=count, password=password, prefix=prefix, batch_size=batch_size)
+                )
+            except DomainError as exc:
+                details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
+                raise click.ClickException(f"{exc.title}: {details}") from exc
+            click.echo(
+                f"seeded {result.requested} users {prefix}{1:06d}..{prefix}{count:06d}: {result.inserted} new, "
+                f"{result.already_present} already present, in {result.total_seconds:.2f} s "
+                f"(one argon2 hash: {result.hash_seconds:.3f} s)"
+            )

@@ -16,6 +16,7 @@ from app.observability.logging import get_logger
 from app.observability.setup import Observability
 from app.settings import Settings
 from app.system.health import Lifecycle
+from app.system.memory import keep_hash_memory_mapped
 from app.system.shutdown import drain_on_sigterm
 
 logger = get_logger("user_service.lifecycle")
@@ -61,6 +62,8 @@ async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         stack.callback(observability.shutdown)
         stack.push_async_callback(breach_checker.aclose)
         stack.callback(hasher.shutdown)
+        if settings.passwords.keep_memory_mapped:
+            logger.info("allocator_tuned_for_hashing", applied=keep_hash_memory_mapped())
         await hasher.start()
         if settings.db.should_migrate_on_start:
             await upgrade_to_head(db_config.get_engine())

@@ -43,9 +43,15 @@ class DatabaseSettings(BaseModel):
         default=EMBEDDED_DATABASE_URL,
         description="SQLAlchemy URL; postgresql+asyncpg://user:pass@host:5432/db in production.",
     )
-    pool_size: int = Field(default=10, ge=1)
-    max_overflow: int = Field(default=5, ge=0)
+    # Persistent connections. Overflow connections are opened for one checkout and closed
+    # right after, which under steady load means a connect (and TLS attempt) per request,
+    # so the default is a pool large enough for the load and no overflow.
+    pool_size: int = Field(default=20, ge=1)
+    max_overflow: int = Field(default=0, ge=0)
     pool_timeout_seconds: int = Field(default=5, ge=1)
+    # A round trip on every checkout. Off by default: a connection that died (database
+    # restart) fails one request with 503 and SQLAlchemy then renews the whole pool.
+    pool_pre_ping: bool = False
     # How long one SQL statement may run before PostgreSQL cancels it; keeps a stuck
     # query from holding a pooled connection (and a client) forever.
     statement_timeout_ms: int = Field(default=10_000, ge=0)
@@ -80,6 +86,8 @@ class PasswordSettings(BaseModel):
     pwned_check_enabled: bool = False
     pwned_api_url: HttpUrl = HttpUrl("https://api.pwnedpasswords.com/range/")
     pwned_timeout_seconds: float = Field(default=2.0, gt=0)
+    # glibc: serve argon2's memory from the heap and keep it mapped (app/system/memory.py).
+    keep_memory_mapped: bool = True
 
 
 class TokenSettings(BaseModel):
@@ -88,6 +96,8 @@ class TokenSettings(BaseModel):
     access_ttl_seconds: int = Field(default=900, ge=30)
     refresh_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=60)
     leeway_seconds: int = Field(default=10, ge=0)
+    # Verified access tokens kept per process (0 turns the cache off); see TokenIssuer.
+    verified_cache_size: int = Field(default=10_000, ge=0)
     signing_key: SecretStr | None = Field(default=None, description="PEM of the Ed25519 key that signs.")
     signing_key_file: Path | None = None
     # Keys that no longer sign but whose tokens must still verify during a rotation.

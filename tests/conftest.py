@@ -88,7 +88,7 @@ def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_settings(database_url: str, signing_key_file: Path, **overrides: object) -> Settings:
     """Test settings; ``passwords=``/``tokens=``/``db=``/``http=`` dicts override single fields."""
     groups: dict[str, dict[str, object]] = {
-        "db": {"url": database_url, "pool_size": 20, "max_overflow": 10},
+        "db": {"url": database_url, "pool_size": 20, "max_overflow": 0},
         "passwords": {**FAST_ARGON2, "pool_size": 2, "queue_size": 64},
         "tokens": {"signing_key_file": signing_key_file},
         "http": {},

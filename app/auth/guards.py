@@ -7,14 +7,15 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from app.db.models import Role, User
+from app.auth.principal import Principal
+from app.db.models import Role
 from app.errors import NotAuthenticated, PermissionDenied
 
 
 def requires_role(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     allowed: frozenset[Role] = frozenset(handler.opt.get("roles", ()))
     user = connection.scope.get("user")
-    if not isinstance(user, User):
+    if not isinstance(user, Principal):
         raise NotAuthenticated()
     if allowed and user.role not in allowed:
         raise PermissionDenied()

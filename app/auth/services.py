@@ -173,8 +173,9 @@ class AuthService:
             await self._db.commit()
             self._events.logged_out(None, session_id)
 
-    async def change_password(self, user: User, current_session: UUID, current: str, new: str) -> None:
+    async def change_password(self, user_id: UUID, current_session: UUID, current: str, new: str) -> None:
         """Replace the password and end every other session of the user."""
+        user = await self._users.get_live(user_id)
         new_password = await validate_new_password(
             new,
             username=user.username,

@@ -38,7 +38,7 @@ def _engine_config(settings: DatabaseSettings, application_name: str) -> EngineC
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout_seconds,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.pool_pre_ping,
         pool_recycle=1800,
         connect_args=connect_args,
     )

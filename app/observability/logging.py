@@ -10,10 +10,13 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from functools import lru_cache
 from typing import Any
 
+import msgspec
 import structlog
 from opentelemetry import trace
+from structlog.typing import FilteringBoundLogger
 
 from app.observability.request_id import current_request_id
 from app.settings import LogFormat, LoggingSettings
@@ -32,7 +35,19 @@ _SECRET_IN_TEXT = [
 ]
 
 
+# One cheap search decides whether the substitutions above need to run at all: most
+# values (routes, ids, durations) contain none of these.
+_MAY_HOLD_SECRET = re.compile(r"(?i)bearer|basic|eyJ|\$argon2|password|token|secret")
+
+
+@lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
 def _redact_text(text: str) -> str:
+    if not _MAY_HOLD_SECRET.search(text):
+        return text
     for pattern, replacement in _SECRET_IN_TEXT:
         text = pattern.sub(replacement, text)
     return text
@@ -42,13 +57,13 @@ def _redact_sequence(items: list[Any] | tuple[Any, ...]) -> Any:
     # Header lists come as (name, value) pairs: judge the value by the name.
     if len(items) == 2 and isinstance(items[0], str | bytes):
         name = items[0].decode("latin-1") if isinstance(items[0], bytes) else items[0]
-        if _SECRET_KEY.search(name):
+        if _is_secret_key(name):
             return (items[0], REDACTED)
     return type(items)(_redact_value(None, item) for item in items)
 
 
 def _redact_value(key: str | None, value: Any) -> Any:
-    if key is not None and _SECRET_KEY.search(key) and value not in (None, "", REDACTED):
+    if key is not None and _is_secret_key(key) and value not in (None, "", REDACTED):
         return REDACTED
     if isinstance(value, bytes):
         text = value.decode("utf-8", "replace")
@@ -70,6 +85,12 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
+def _name_field(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if "logger_name" in event_dict:
+        event_dict["logger"] = event_dict.pop("logger_name")
+    return event_dict
+
+
 def drop_color_message(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """uvicorn attaches an ANSI-coloured copy of its message; the renderer decides colour."""
     event_dict.pop("color_message", None)
@@ -87,40 +108,55 @@ def add_correlation_ids(_logger: Any, _method: str, event_dict: MutableMapping[s
     return event_dict
 
 
+_encode_json = msgspec.json.Encoder(enc_hook=str)
+
+
+def _json_dumps(event: Any, **_: Any) -> str:
+    return _encode_json.encode(event).decode()
+
+
 def _renderer(fmt: LogFormat) -> Any:
     use_console = fmt is LogFormat.CONSOLE or (fmt is LogFormat.AUTO and sys.stdout.isatty())
     if use_console:
         return structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-    return structlog.processors.JSONRenderer()
+    return structlog.processors.JSONRenderer(serializer=_json_dumps)
 
 
 def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
-    """Route structlog and the standard library's loggers through one processor chain."""
+    """One processor chain and one output for our events and for the standard library's
+    loggers (uvicorn, SQLAlchemy, Alembic).
+
+    Our own events take structlog's direct path (no LogRecord, no handler), which matters
+    on the hot path: an access line per request. Foreign loggers go through the stdlib
+    and structlog's ProcessorFormatter with the same processors and renderer.
+    """
+    output = stream or sys.stdout
+    level = logging.getLevelNamesMapping()[settings.level.upper()]
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_correlation_ids,
         structlog.processors.format_exc_info,
         drop_color_message,
         redact_secrets,
     ]
+    renderer = _renderer(settings.format)
     structlog.configure(
-        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[_name_field, *shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.WriteLoggerFactory(file=output),
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(settings.format)],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder(), *shared],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = logging.StreamHandler(output)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.level.upper())
+    root.setLevel(level)
     # Their handlers go; their records reach the root handler above. uvicorn's own access
     # log is replaced by ours (one line per request with route, ids and duration).
     for name in ("uvicorn", "uvicorn.error", "litestar", "sqlalchemy", "alembic"):
@@ -134,6 +170,9 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
     logging.getLogger("sqlalchemy.engine").setLevel(settings.sql_level.upper())
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+def get_logger(name: str) -> FilteringBoundLogger:
+    """A logger for our own events; ``logger`` names its source as stdlib records do."""
+    # Lazy (configure_logging may run after import); "logger_name" because get_logger's
+    # own signature takes "logger". The field is renamed to "logger" by _name_field.
+    logger: FilteringBoundLogger = structlog.get_logger(logger_name=name)
     return logger

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from app.auth.principal import UserLike
 from app.auth.sessions import LoginSessions, RevokeReason
 from app.db.models import Role, User
 from app.observability.events import SecurityEvents
@@ -16,7 +17,7 @@ class UserAdministration:
         self._sessions = sessions
         self._events = events
 
-    async def change(self, actor: User, target_id: UUID, *, role: Role | None, is_active: bool | None) -> User:
+    async def change(self, actor: UserLike, target_id: UUID, *, role: Role | None, is_active: bool | None) -> User:
         """Role and activation changes; a deactivation ends every session of the user at once."""
         target = await self._users.get_live(target_id)
         old_role, was_active = target.role, target.is_active
@@ -30,7 +31,7 @@ class UserAdministration:
             self._events.activation_changed(actor_id=actor.id, user_id=user.id, is_active=user.is_active)
         return user
 
-    async def delete(self, actor: User, target_id: UUID) -> None:
+    async def delete(self, actor: UserLike, target_id: UUID) -> None:
         """Soft delete: the row stays, the account and all its sessions are dead."""
         target = await self._users.get_live(target_id)
         await self._users.soft_delete(actor, target)

@@ -13,14 +13,15 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from app.auth.dependencies import provide_auth_service, provide_user_administration, provide_users_service
 from app.auth.guards import requires_role
+from app.auth.principal import Principal
 from app.auth.services import AuthService
 from app.auth.tokens import AccessClaims
-from app.db.models import Role, User
+from app.db.models import Role
 from app.users.administration import UserAdministration
 from app.users.schemas import PasswordChange, ProfileUpdate, UserAdminUpdate, UserPage, UserRead
 from app.users.services import UserFilter, UserService
 
-AuthedRequest = Request[User, AccessClaims, Any]
+AuthedRequest = Request[Principal, AccessClaims, Any]
 STAFF = {"roles": [Role.ADMIN, Role.MODERATOR]}
 ADMINS = {"roles": [Role.ADMIN]}
 
@@ -42,7 +43,7 @@ class MeController(Controller):
         self, request: AuthedRequest, data: JSONBody[ProfileUpdate], users_service: NamedDependency[UserService]
     ) -> UserRead:
         user = await users_service.update_profile(
-            request.user,
+            await users_service.get_live(request.user.id),
             email=None if data.email is msgspec.UNSET else data.email,
             full_name=None if data.full_name is msgspec.UNSET else data.full_name,
             set_full_name=data.full_name is not msgspec.UNSET,
@@ -54,7 +55,7 @@ class MeController(Controller):
         self, request: AuthedRequest, data: JSONBody[PasswordChange], auth_service: NamedDependency[AuthService]
     ) -> None:
         await auth_service.change_password(
-            request.user, request.auth.session_id, data.current_password, data.new_password
+            request.user.id, request.auth.session_id, data.current_password, data.new_password
         )
 
 

@@ -8,8 +8,9 @@ from uuid import UUID
 
 import msgspec
 
+from app.auth.principal import UserLike
 from app.auth.schemas import RawPassword
-from app.db.models import Role, User
+from app.db.models import Role
 
 
 class UserRead(msgspec.Struct):
@@ -24,7 +25,7 @@ class UserRead(msgspec.Struct):
     updated_at: dt.datetime
 
     @classmethod
-    def of(cls, user: User) -> UserRead:
+    def of(cls, user: UserLike) -> UserRead:
         return cls(
             id=user.id,
             username=user.username,

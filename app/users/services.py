@@ -14,6 +14,7 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
 
+from app.auth.principal import UserLike
 from app.db.models import Role, User
 from app.errors import AlreadyRegistered, FieldError, InvalidInput, PermissionDenied, UserNotFound
 from app.users.validation import normalize_email, normalize_full_name
@@ -155,7 +156,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             raise AlreadyRegistered(errors=duplicate_fields(exc)) from exc
         return updated
 
-    async def administer(self, actor: User, target: User, *, role: Role | None, is_active: bool | None) -> User:
+    async def administer(self, actor: UserLike, target: User, *, role: Role | None, is_active: bool | None) -> User:
         """Apply an admin's or moderator's change, with API.md's rules for who may do what.
 
         Not committed here: the caller ends the target's sessions in the same transaction.
@@ -176,7 +177,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             target.is_active = is_active
         return await self.repository.update(target)
 
-    async def soft_delete(self, actor: User, target: User) -> User:
+    async def soft_delete(self, actor: UserLike, target: User) -> User:
         """Mark the account deleted (not committed: see ``administer``)."""
         if actor.id == target.id:
             raise PermissionDenied("You cannot delete your own account here.")

@@ -78,7 +78,7 @@ async def test_domain_signals_follow_what_happened(client: Client, db_engine: As
     assert value(samples, "user_service_password_hash_duration_seconds_count", operation="verify") == 3
     assert value(samples, "user_service_password_hash_workers") == 2
     assert value(samples, "user_service_password_hash_running") == 0
-    assert value(samples, "user_service_db_pool_connections_max") == 30
+    assert value(samples, "user_service_db_pool_connections_max") == 20
     assert value(samples, "user_service_build_info", version="0.1.0") == 1
 
 

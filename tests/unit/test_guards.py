@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, cast
+from uuid import uuid4
 
 import pytest
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from app.auth.guards import requires_role
-from app.db.models import Role, User
+from app.auth.principal import Principal
+from app.db.models import Role
 from app.errors import NotAuthenticated, PermissionDenied
 
 
@@ -24,8 +27,20 @@ class FakeHandler:
     opt: dict[str, Any] = field(default_factory=dict)
 
 
-def user(role: Role) -> User:
-    return User(username=f"{role.value}_1", email=f"{role.value}@example.com", password_hash="x", role=role)
+def user(role: Role) -> Principal:
+    now = dt.datetime.now(dt.UTC)
+    return Principal(
+        id=uuid4(),
+        username=f"{role.value}_1",
+        email=f"{role.value}@example.com",
+        full_name=None,
+        role=role,
+        is_active=True,
+        is_verified=True,
+        created_at=now,
+        updated_at=now,
+        session_id=uuid4(),
+    )
 
 
 def guard(scope_user: object, opt: dict[str, Any]) -> None:

@@ -158,7 +158,7 @@ def test_prefixed_and_nested_environment_variables_are_read(monkeypatch: pytest.
     assert settings.http.max_body_bytes == 2048
     # Fields that were not set keep their defaults.
     assert settings.passwords.time_cost == 2
-    assert settings.db.max_overflow == 5
+    assert settings.db.max_overflow == 0
 
 
 def test_unprefixed_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:

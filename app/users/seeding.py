@@ -1,0 +1,137 @@
+"""Bulk-insert test users for load tests: thousands in seconds, not one registration each.
+
+Every seeded user gets the same password, so it is hashed once (argon2id with the
+service's own parameters, so that a login never has to rehash it) and the rows go in with
+one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per batch: a rerun inserts only what
+is missing. Usernames are ``{prefix}{i:06d}`` for i = 1..count and emails
+``{prefix}{i:06d}@loadtest.invalid`` (RFC 2606 reserves ``.invalid``; the API refuses it
+at registration, so no real sign-up can ever collide with a seeded account).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Insert
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.auth.password_policy import normalize_password, password_problems
+from app.auth.passwords import PasswordHasher
+from app.db.config import database_config
+from app.db.models import Role, User
+from app.errors import FieldError, InvalidInput
+from app.settings import Settings
+from app.users.validation import username_problems
+
+SEED_EMAIL_DOMAIN = "loadtest.invalid"
+DEFAULT_PREFIX = "loadtest"
+DEFAULT_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SeedResult:
+    requested: int
+    inserted: int
+    hash_seconds: float
+    total_seconds: float
+
+    @property
+    def already_present(self) -> int:
+        return self.requested - self.inserted
+
+
+def seed_username(prefix: str, index: int) -> str:
+    return f"{prefix}{index:06d}"
+
+
+def seed_email(prefix: str, index: int) -> str:
+    return f"{seed_username(prefix, index)}@{SEED_EMAIL_DOMAIN}"
+
+
+def check_seed_request(settings: Settings, *, count: int, prefix: str, password: str) -> str:
+    """The normalised password, or InvalidInput naming everything wrong with the request."""
+    errors: list[FieldError] = []
+    if count < 1:
+        errors.append(FieldError("count", "must be at least 1"))
+    for name in dict.fromkeys([seed_username(prefix, 1), seed_username(prefix, max(count, 1))]):
+        errors += [
+            FieldError("prefix", f"makes the username {name!r}, which {e.message}") for e in username_problems(name)
+        ]
+    normalized = normalize_password(password)
+    # Registration's password rules, so a seeded account is one the API could have created.
+    errors += password_problems(normalized, username=seed_username(prefix, 1), settings=settings.passwords)
+    if errors:
+        raise InvalidInput(errors=errors)
+    return normalized
+
+
+def _batches(prefix: str, count: int, password_hash: str, size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for index in range(1, count + 1):
+        batch.append(
+            {
+                "username": seed_username(prefix, index),
+                "email": seed_email(prefix, index),
+                "password_hash": password_hash,
+                "role": Role.USER,
+                "is_active": True,
+                "is_verified": True,
+            }
+        )
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING``: any unique index (the case-insensitive
+    username and email ones included) turns a duplicate into a skipped row."""
+    if dialect == "postgresql":
+        return postgresql.insert(User).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(User).on_conflict_do_nothing()
+    raise ValueError(f"seeding supports PostgreSQL and SQLite, not {dialect}")
+
+
+async def seed_users(
+    settings: Settings,
+    *,
+    count: int,
+    password: str,
+    prefix: str = DEFAULT_PREFIX,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> SeedResult:
+    """Insert ``count`` users that log in with ``password``; existing ones are left alone."""
+    started = time.perf_counter()
+    normalized = check_seed_request(settings, count=count, prefix=prefix, password=password)
+    hasher = PasswordHasher(settings.passwords)
+    await hasher.start()
+    try:
+        hashed_at = time.perf_counter()
+        password_hash = await hasher.hash(normalized)
+        hash_seconds = time.perf_counter() - hashed_at
+    finally:
+        hasher.shutdown()
+
+    engine = database_config(settings.db, settings.service_name).get_engine()
+    inserted = 0
+    try:
+        statement = _insert_ignoring_duplicates(engine.dialect.name).returning(User.id)
+        async with engine.begin() as conn:
+            for batch in _batches(prefix, count, password_hash, batch_size):
+                # executemany with RETURNING: SQLAlchemy sends one multi-row VALUES per batch,
+                # and only rows that were really inserted come back.
+                inserted += len((await conn.execute(statement, batch)).all())
+    finally:
+        await engine.dispose()
+    return SeedResult(
+        requested=count,
+        inserted=inserted,
+        hash_seconds=hash_seconds,
+        total_seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,118 @@
+"""``litestar users seed``: many users in one go, one hash per password, idempotent reruns."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.settings import Settings
+from tests.conftest import ROOT
+from tests.integration.helpers import ME, Client, bearer, login
+
+SEED_PASSWORD = "quartz-lantern-61-meadow"
+
+
+def run_seed(
+    settings: Settings, signing_key_file: Path, *args: str, password: str | None = SEED_PASSWORD
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("USER_SERVICE_")},
+        "USER_SERVICE_ENVIRONMENT": "test",
+        "USER_SERVICE_DB__URL": settings.db.url,
+        "USER_SERVICE_TOKENS__SIGNING_KEY_FILE": str(signing_key_file),
+        # The same argon2 parameters as the app under test, as the load-test runner does.
+        "USER_SERVICE_PASSWORDS__TIME_COST": str(settings.passwords.time_cost),
+        "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": str(settings.passwords.memory_cost_kib),
+        "USER_SERVICE_PASSWORDS__PARALLELISM": str(settings.passwords.parallelism),
+    }
+    if password is not None:
+        env["USER_SERVICE_SEED_PASSWORD"] = password
+    return subprocess.run(
+        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "users", "seed", *args],
+        cwd=ROOT,
+        env=env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def seeded(db: AsyncEngine, prefix: str) -> list[tuple[str, str, str]]:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT username, email, password_hash FROM users WHERE username LIKE :p ORDER BY username"),
+            {"p": f"{prefix}%"},
+        )
+        return [(r.username, r.email, r.password_hash) for r in rows]
+
+
+async def test_seeded_users_log_in_and_a_rerun_adds_nothing(
+    client: Client, settings: Settings, signing_key_file: Path, db_engine: AsyncEngine
+) -> None:
+    first = run_seed(settings, signing_key_file, "--count", "2500", "--prefix", "seedtest", "--batch-size", "1000")
+    assert first.returncode == 0, first.stderr
+    assert "2500 new, 0 already present" in first.stdout
+    assert SEED_PASSWORD not in first.stdout + first.stderr
+    rows = await seeded(db_engine, "seedtest")
+    assert len(rows) == 2500
+    assert rows[0][:2] == ("seedtest000001", "seedtest000001@loadtest.invalid")
+    assert rows[-1][0] == "seedtest002500"
+    assert len({password_hash for *_, password_hash in rows}) == 1  # hashed once
+    assert rows[0][2].startswith(f"$argon2id$v=19$m={settings.passwords.memory_cost_kib},")
+
+    for username in ("seedtest000001", "seedtest001234", "SEEDTEST002500", "seedtest000007@loadtest.invalid"):
+        response = await login(client, username, SEED_PASSWORD)
+        assert response.status_code == 200, (username, response.text)
+    me = await client.get(ME, headers=bearer((await login(client, "seedtest000042", SEED_PASSWORD)).json()))
+    assert me.json()["username"] == "seedtest000042"
+    assert me.json()["role"] == "user"
+    assert (await login(client, "seedtest000001", "not-the-seed-password")).status_code == 401
+
+    again = run_seed(settings, signing_key_file, "--count", "3000", "--prefix", "seedtest")
+    assert again.returncode == 0, again.stderr
+    assert "500 new, 2500 already present" in again.stdout
+    assert len(await seeded(db_engine, "seedtest")) == 3000
+
+
+async def test_the_password_can_come_from_a_file(
+    client: Client, settings: Settings, signing_key_file: Path, db_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    secret = tmp_path / "seed-password"
+    secret.write_text("harbor-violet-28-summit\n")
+    result = run_seed(settings, signing_key_file, "--count", "3", "--prefix", "filed", "--password-file", str(secret))
+    assert result.returncode == 0, result.stderr
+    assert (await login(client, "filed000003", "harbor-violet-28-summit")).status_code == 200
+
+
+async def test_seeding_applies_the_password_and_username_rules(
+    settings: Settings, signing_key_file: Path, db_engine: AsyncEngine
+) -> None:
+    common = run_seed(settings, signing_key_file, "--count", "5", password="password123")
+    assert common.returncode != 0
+    assert "password" in common.stderr
+    bad_prefix = run_seed(settings, signing_key_file, "--count", "5", "--prefix", "no spaces")
+    assert bad_prefix.returncode != 0
+    assert "prefix" in bad_prefix.stderr
+    assert await seeded(db_engine, "") == []
+
+
+def test_the_password_is_never_an_argument() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "users", "seed", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "USER_SERVICE_ENVIRONMENT": "test", "COLUMNS": "200"},
+    )
+    assert "--password-file" in result.stdout
+    assert not re.search(r"--password(?!-file)\b", result.stdout)
