@@ -12,7 +12,7 @@ from app.auth.password_policy import BreachedPasswordChecker, normalize_password
 from app.auth.passwords import PasswordHasher
 from app.auth.sessions import LoginSessions, RevokeReason, RotationOutcome
 from app.auth.tokens import TokenIssuer
-from app.db.models import User
+from app.db.models import Role, User
 from app.errors import (
     AlreadyRegistered,
     DomainError,
@@ -111,6 +111,8 @@ class AuthService:
             raise InvalidInput(errors=errors)
         if taken := await self._users.taken_fields(username=username, email=email):
             raise AlreadyRegistered(errors=taken)
+        # End the read-only transaction so its connection is not held while the hash waits.
+        await self._db.commit()
         password_hash = await self._hasher.hash(password)
         user = await self._users.insert_new(
             User(username=username, email=email, full_name=full_name, password_hash=password_hash)
@@ -122,7 +124,8 @@ class AuthService:
         """Unknown user, wrong password and inactive user all cost one verify and raise
         the same InvalidCredentials."""
         normalized = normalize_login_identifier(identifier)
-        user = await self._users.find_for_login(normalized) if normalized else None
+        # One read (its connection is back in the pool before the hash), one write.
+        user = await self._users.find_credentials(normalized) if normalized else None
         password = normalize_password(password)
         try:
             if user is None:
@@ -130,22 +133,22 @@ class AuthService:
                 self._refuse_login("unknown_user")
             result = await self._hasher.verify(user.password_hash, password)
         except HashingCapacityExceeded:
-            self._events.login_failed("shed", user.id if user else None)
+            self._events.login_failed("shed", user.user_id if user else None)
             raise
         if not result.matches:
-            self._refuse_login("wrong_password", user)
+            self._refuse_login("wrong_password", user.user_id)
         if not user.can_authenticate:
-            self._refuse_login("deleted_user" if user.deleted_at else "inactive_user", user)
+            self._refuse_login("deleted_user" if user.deleted_at else "inactive_user", user.user_id)
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
-            user.password_hash = await self._hasher.hash(password)
-        issued = await self._start_session(user)
+            await self._users.set_password_hash(user.user_id, await self._hasher.hash(password))
+        issued = await self._start_session(user.user_id, user.role)
         await self._db.commit()
-        self._events.login_succeeded(user.id, rehashed=result.needs_rehash)
+        self._events.login_succeeded(user.user_id, rehashed=result.needs_rehash)
         return issued
 
-    def _refuse_login(self, reason: str, user: User | None = None) -> NoReturn:
-        self._events.login_failed(reason, user.id if user else None)
+    def _refuse_login(self, reason: str, user_id: UUID | None = None) -> NoReturn:
+        self._events.login_failed(reason, user_id)
         raise InvalidCredentials()
 
     async def refresh(self, presented: str) -> IssuedTokens:
@@ -176,6 +179,7 @@ class AuthService:
     async def change_password(self, user_id: UUID, current_session: UUID, current: str, new: str) -> None:
         """Replace the password and end every other session of the user."""
         user = await self._users.get_live(user_id)
+        await self._db.commit()  # not holding a connection while the hashes wait and run
         new_password = await validate_new_password(
             new,
             username=user.username,
@@ -192,8 +196,8 @@ class AuthService:
         await self._db.commit()
         self._events.password_changed(user.id)
 
-    async def _start_session(self, user: User) -> IssuedTokens:
-        session_id, refresh_token = await self._sessions.start(user)
-        access = self._tokens.issue_access(user_id=user.id, role=user.role, session_id=session_id)
+    async def _start_session(self, user_id: UUID, role: Role) -> IssuedTokens:
+        session_id, refresh_token = await self._sessions.start(user_id)
+        access = self._tokens.issue_access(user_id=user_id, role=role, session_id=session_id)
         self._events.tokens_issued(access=1, refresh=1)
         return IssuedTokens(access.token, refresh_token, access.expires_in, session_id)

@@ -10,6 +10,7 @@ from uuid import UUID
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from uuid_utils.compat import uuid7
 
 from app.auth.tokens import hash_refresh_token, new_refresh_token
 from app.db.models import AuthSession, RefreshToken, User, utcnow
@@ -63,10 +64,19 @@ class LoginSessions:
         self._repo = SessionRepository(session=db)
         self._refresh_ttl = dt.timedelta(seconds=refresh_ttl_seconds)
 
-    async def start(self, user: User) -> tuple[UUID, str]:
-        """A new session for ``user`` and the first refresh token of its family."""
-        session = await self._repo.add(AuthSession(user_id=user.id))
-        return session.id, await self._issue(session.id)
+    async def start(self, user_id: UUID) -> tuple[UUID, str]:
+        """A new session for the user and the first refresh token of its family, written
+        in one flush (the session's id is made here, not by the database)."""
+        session_id = uuid7()
+        token, digest = new_refresh_token()
+        self._db.add_all(
+            [
+                AuthSession(id=session_id, user_id=user_id),
+                RefreshToken(session_id=session_id, token_hash=digest, expires_at=utcnow() + self._refresh_ttl),
+            ]
+        )
+        await self._db.flush()
+        return session_id, token
 
     async def rotate(self, presented: str) -> Rotation:
         """Spend ``presented`` and issue its successor; a second use revokes the whole family.

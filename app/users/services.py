@@ -11,13 +11,27 @@ from advanced_alchemy.exceptions import IntegrityError as RepositoryIntegrityErr
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.principal import UserLike
 from app.db.models import Role, User
 from app.errors import AlreadyRegistered, FieldError, InvalidInput, PermissionDenied, UserNotFound
 from app.users.validation import normalize_email, normalize_full_name
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    user_id: UUID
+    role: Role
+    password_hash: str
+    is_active: bool
+    deleted_at: dt.datetime | None
+
+    @property
+    def can_authenticate(self) -> bool:
+        return self.is_active and self.deleted_at is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +72,38 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             raise UserNotFound()
         return user
 
-    async def find_for_login(self, identifier: str) -> User | None:
-        """The user whose username or email equals ``identifier``, case-insensitively.
+    async def find_credentials(self, identifier: str) -> Credentials | None:
+        """What a login needs of the user whose username or email equals ``identifier``.
 
-        Both sides are folded by the database's lower(), the same function the unique
-        indexes use, so login and uniqueness can never disagree about a character.
+        Compared case-insensitively by the database's lower() on both sides, the function
+        the unique indexes use, so login and uniqueness never disagree about a character.
+        Read on its own autocommit connection, which goes back to the pool at once: the
+        verify that follows may wait in the hashing queue, and a login waiting there must
+        not hold one of the pool's connections (at saturation the queue would drain the
+        pool and starve every other request).
         """
         folded = func.lower(identifier)
         statement = (
-            select(User).where(or_(func.lower(User.username) == folded, func.lower(User.email) == folded)).limit(1)
+            select(User.id, User.role, User.password_hash, User.is_active, User.deleted_at)
+            .where(or_(func.lower(User.username) == folded, func.lower(User.email) == folded))
+            .limit(1)
         )
-        return (await self.repository.session.execute(statement)).scalar_one_or_none()
+        bind = self.repository.session.bind
+        if isinstance(bind, AsyncEngine):
+            async with bind.connect() as connection:
+                reader = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                row = (await reader.execute(statement)).one_or_none()
+        else:
+            row = (await self.repository.session.execute(statement)).one_or_none()
+        if row is None:
+            return None
+        user_id, role, password_hash, is_active, deleted_at = row
+        return Credentials(user_id, role, password_hash, is_active, deleted_at)
+
+    async def set_password_hash(self, user_id: UUID, password_hash: str) -> None:
+        await self.repository.session.execute(
+            update(User).where(User.id == user_id).values(password_hash=password_hash)
+        )
 
     async def taken_fields(
         self, *, username: str | None, email: str | None, exclude: UUID | None = None
