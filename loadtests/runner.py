@@ -1,0 +1,278 @@
+"""Headless Locust runs with named profiles and SLO gates.
+
+    uv run python -m loadtests run --profile smoke --start-service
+    uv run python -m loadtests run --profile capacity --host http://127.0.0.1:8000
+    uv run python -m loadtests run --profile smoke --start-service --workers 2
+    uv run python -m loadtests gates loadtests/reports/smoke-20261122T010203Z --profile smoke
+
+``run`` starts Locust headless (``--workers N``: Locust's own master and N worker
+processes on this machine), writes its CSV and HTML reports to
+``loadtests/reports/<profile>-<UTC time>/``, evaluates the profile's gates from
+``loadtests/slo.toml``, prints the gate table and exits 0 when every gate passes, 1 when
+one fails, 2 when the run itself broke (service did not start, Locust crashed, timeout).
+Every process it starts is bounded in time and stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from loadtests.gates import SLO_FILE, GateResult, SloError, evaluate_report, load_slo, render
+from loadtests.profiles import PROFILES_FILE, Profile, ProfileError, load_profiles, parse_duration
+from tests.server_process import free_port
+
+HERE = Path(__file__).resolve().parent
+LOCUSTFILE = HERE / "locustfile.py"
+REPORTS = HERE / "reports"
+CSV_PREFIX = "locust"
+STOP_TIMEOUT_SECONDS = 5
+# Beyond the profile's own length: Locust's start-up, workers connecting, stopping users.
+SLACK_SECONDS = 120
+
+EXIT_PASSED, EXIT_GATE_FAILED, EXIT_BROKEN = 0, 1, 2
+
+
+def report_dir_for(profile: str, root: Path = REPORTS) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = root / f"{profile}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = root / f"{profile}-{stamp}-{suffix}"
+    path.mkdir(parents=True)
+    return path
+
+
+def locust_command(profile: Profile, host: str, report_dir: Path, *, master_workers: int = 0) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        host,
+        "--csv",
+        str(report_dir / CSV_PREFIX),
+        "--html",
+        str(report_dir / "report.html"),
+        "--only-summary",
+        # Our gates decide the exit code; Locust's own would be 1 on any failure at all.
+        "--exit-code-on-error",
+        "0",
+        "--stop-timeout",
+        str(STOP_TIMEOUT_SECONDS),
+        "--loglevel",
+        "INFO",
+    ]
+    if not profile.is_step_load:
+        command += ["--users", str(profile.users), "--spawn-rate", f"{profile.spawn_rate:g}"]
+        command += ["--run-time", f"{int(profile.run_time_seconds)}s"]
+    if profile.tags:
+        command += ["--tags", *profile.tags]
+    if master_workers:
+        command += ["--master", "--master-bind-host", "127.0.0.1", "--expect-workers", str(master_workers)]
+        command += ["--expect-workers-max-wait", "60"]
+    return command
+
+
+def worker_command(master_port: int) -> list[str]:
+    return [
+        *(sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker"),
+        *("--master-host", "127.0.0.1", "--master-port", str(master_port), "--loglevel", "WARNING"),
+    ]
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGINT (Locust writes its reports on the way out), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def _workers(count: int, port: int, env: dict[str, str], report_dir: Path) -> Iterator[None]:
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for index in range(count):
+            with (report_dir / f"worker-{index + 1}.log").open("wb") as log:
+                worker = subprocess.Popen(
+                    worker_command(port), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent
+                )
+            processes.append(worker)
+        yield
+    finally:
+        # Workers quit when the master does; give them a moment, then make sure.
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _stop(process, grace=5)
+
+
+def run_locust(profile: Profile, host: str, report_dir: Path, env: dict[str, str], workers: int) -> int:
+    """Run Locust (locally or as master + workers); its exit code, or -1 on timeout."""
+    full_env = {**env, "LOADTEST_REPORT_DIR": str(report_dir), "PYTHONUNBUFFERED": "1"}
+    command = locust_command(profile, host, report_dir, master_workers=workers)
+    deadline = profile.expected_seconds + SLACK_SECONDS
+    with contextlib.ExitStack() as stack:
+        if workers:
+            port = free_port()
+            command += ["--master-bind-port", str(port)]
+            stack.enter_context(_workers(workers, port, full_env, report_dir))
+        print(f"locust: {' '.join(command[2:])}", flush=True)
+        master = subprocess.Popen(command, env=full_env, cwd=HERE.parent)
+        try:
+            return master.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            print(f"locust: still running after {deadline:.0f} s, stopping it", file=sys.stderr)
+            _stop(master, grace=30)
+            return -1
+        except BaseException:
+            _stop(master, grace=30)
+            raise
+
+
+def print_steps(report_dir: Path) -> None:
+    """The capacity profile's per-step table and where it stopped."""
+    steps = report_dir / "steps.csv"
+    if not steps.exists():
+        return
+    with steps.open(newline="") as source:
+        rows = list(csv.DictReader(source))
+    columns = ["step", "users", "requests_per_s", "watched_ok_per_s", "watched_p50_ms", "watched_p95_ms"]
+    columns += ["watched_p99_ms", "error_ratio", "shed_ratio", "over_limit"]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    print("\nstep load (watched request: see saturation.json)")
+    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
+    summary = report_dir / "saturation.json"
+    if summary.exists():
+        data = json.loads(summary.read_text())
+        print(f"stopped because: {data['stopped_because']}")
+        if last := data.get("last_step_within_limits"):
+            print(
+                f"last step within limits: {last['users']} users, {last['requests_per_s']} req/s, "
+                f"{last['watched_ok_per_s']} successful {data['limits']['watched']} per s"
+            )
+
+
+def write_gates(report_dir: Path, results: list[GateResult], table: str) -> None:
+    (report_dir / "gates.txt").write_text(table + "\n")
+    (report_dir / "gates.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    profiles = load_profiles(args.profiles)
+    if args.profile not in profiles:
+        raise ProfileError(f"no profile {args.profile!r} in {args.profiles}; there are: {', '.join(profiles)}")
+    profile = profiles[args.profile]
+    if args.run_time:
+        if profile.is_step_load:
+            raise ProfileError("--run-time does not apply to a step-load profile (it stops by itself)")
+        profile = replace(profile, run_time_seconds=parse_duration(args.run_time))
+    if args.users:
+        profile = replace(profile, users=args.users)
+    slo = load_slo(args.slo_profile or profile.name, args.slo)  # a broken slo.toml fails before any load
+    if not args.start_service and not args.host:
+        raise ProfileError("give --host URL (a running service) or --start-service")
+    report_dir = Path(args.report_dir) if args.report_dir else report_dir_for(profile.name)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    print(f"profile {profile.name}: {profile.description}\nreports: {report_dir}", flush=True)
+
+    # The caller's LOADTEST_* (mix, wrong-password share, credentials) win over the profile's.
+    env = {**os.environ}
+    for key, value in profile.locust_env().items():
+        env.setdefault(key, value)
+    with contextlib.ExitStack() as stack:
+        host = args.host
+        if args.start_service:
+            from loadtests.service import started_service  # imports the app: only when needed
+
+            service = stack.enter_context(started_service(profile, report_dir))
+            host = service.base_url
+            env.update(service.locust_env)
+        code = run_locust(profile, host, report_dir, env, args.workers)
+    if code != 0:
+        print(f"locust exited with {code}: the run is broken, gates not evaluated", file=sys.stderr)
+        return EXIT_BROKEN
+    print_steps(report_dir)
+    results = evaluate_report(slo, report_dir / CSV_PREFIX)
+    table = render(results)
+    write_gates(report_dir, results, table)
+    print(f"\nSLO gates ({args.slo}, [{slo.profile}])\n{table}\nreports: {report_dir}")
+    return EXIT_PASSED if all(r.passed for r in results) else EXIT_GATE_FAILED
+
+
+def command_gates(args: argparse.Namespace) -> int:
+    slo = load_slo(args.profile, args.slo)
+    results = evaluate_report(slo, Path(args.report_dir) / CSV_PREFIX)
+    print(render(results))
+    return EXIT_PASSED if all(r.passed for r in results) else EXIT_GATE_FAILED
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__.split("\n\n")[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a profile headless and evaluate its SLO gates")
+    run.add_argument("--profile", required=True, help="a section of loadtests/profiles.toml: smoke, capacity, soak")
+    target = run.add_mutually_exclusive_group()
+    target.add_argument("--host", help="base URL of a running service, e.g. http://127.0.0.1:8000")
+    target.add_argument(
+        "--start-service", action="store_true", help="start PostgreSQL (or use LOADTEST_DATABASE_URL), seed, serve"
+    )
+    run.add_argument(
+        "--workers", type=_non_negative, default=0, help="distributed: Locust master plus N worker processes"
+    )
+    run.add_argument("--run-time", help="override the profile's run_time (e.g. 10s)")
+    run.add_argument("--users", type=int, help="override the profile's number of users")
+    run.add_argument("--report-dir", help="where the reports go (default: loadtests/reports/<profile>-<time>)")
+    run.add_argument("--profiles", type=Path, default=PROFILES_FILE, help=argparse.SUPPRESS)
+    run.add_argument("--slo", type=Path, default=SLO_FILE, help="the SLO file (default: loadtests/slo.toml)")
+    run.add_argument("--slo-profile", help="judge by another section of the SLO file than the profile's own")
+    run.set_defaults(handler=command_run)
+
+    gates = commands.add_parser("gates", help="evaluate the SLO gates of an existing report")
+    gates.add_argument("report_dir", help="a report directory written by `run`")
+    gates.add_argument("--profile", required=True, help="the section of slo.toml to judge by")
+    gates.add_argument("--slo", type=Path, default=SLO_FILE)
+    gates.set_defaults(handler=command_gates)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except (ProfileError, SloError, RuntimeError, subprocess.SubprocessError, OSError) as exc:
+        # A broken profile, SLO file or service start-up (ServiceError is a RuntimeError):
+        # one line that says what, not a traceback.
+        print(f"loadtests: {exc}", file=sys.stderr)
+        return EXIT_BROKEN
+    return code

@@ -1,0 +1,116 @@
+"""What every scenario user shares: the configuration, tokens, and the auth requests."""
+
+from __future__ import annotations
+
+import functools
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from locust.contrib.fasthttp import FastHttpUser
+
+from loadtests.scenarios import names
+from loadtests.scenarios.accounting import Verdict, back_off, require_fields, settle
+from loadtests.scenarios.config import LoadTestConfig
+
+# Refresh this long before the access token expires, as a well-behaved client does.
+EXPIRY_MARGIN_SECONDS = 30.0
+
+
+@functools.cache
+def config() -> LoadTestConfig:
+    return LoadTestConfig.from_env()
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    access_token: str
+    refresh_token: str
+    refresh_by: float  # time.monotonic() after which the access token is (nearly) expired
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Tokens:
+        lifetime = float(body["expires_in"])
+        return cls(
+            access_token=str(body["access_token"]),
+            refresh_token=str(body["refresh_token"]),
+            refresh_by=time.monotonic() + max(lifetime - EXPIRY_MARGIN_SECONDS, lifetime / 2),
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+    @property
+    def stale(self) -> bool:
+        return time.monotonic() >= self.refresh_by
+
+
+class ServiceUser(FastHttpUser):
+    """A client of the user service. Subclasses add the tasks; this holds the auth calls."""
+
+    abstract = True
+    # The service sheds rather than queueing forever; a request that takes this long is
+    # a failure worth seeing (a connection timeout is counted as one).
+    network_timeout = 30.0
+    connection_timeout = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cfg = config()
+        self.tokens: Tokens | None = None
+
+    def random_seeded_username(self) -> str:
+        return self.cfg.seeded_username(random.randint(1, self.cfg.user_count))  # noqa: S311 - not crypto
+
+    def wrong_password_now(self) -> bool:
+        return random.random() < self.cfg.wrong_password_share  # noqa: S311 - not crypto
+
+    def login(self, username: str, password: str) -> Tokens | None:
+        """POST /login expecting 200; None when shed (after backing off) or failed."""
+        with self.client.post(
+            names.LOGIN, json={"username": username, "password": password}, name=names.LOGIN, catch_response=True
+        ) as response:
+            verdict = settle(response, expected={200})
+            body = (
+                require_fields(response, "access_token", "refresh_token", "expires_in")
+                if verdict is Verdict.OK
+                else None
+            )
+        if verdict is Verdict.SHED:
+            back_off(response)
+        return Tokens.of(body) if body else None
+
+    def login_with_wrong_password(self, username: str) -> None:
+        """POST /login with a wrong password: the expected 401 is a success under its own name."""
+        body = {"username": username, "password": f"wrong-{secrets.token_hex(6)}"}
+        with self.client.post(names.LOGIN, json=body, name=names.LOGIN_WRONG_PASSWORD, catch_response=True) as response:
+            verdict = settle(response, expected={401})
+        if verdict is Verdict.SHED:
+            back_off(response)
+
+    def refresh(self, tokens: Tokens) -> Tokens | None:
+        """Rotate: the old refresh token is spent by this call, whatever it answers."""
+        with self.client.post(
+            names.REFRESH, json={"refresh_token": tokens.refresh_token}, name=names.REFRESH, catch_response=True
+        ) as response:
+            ok = settle(response, expected={200}) is Verdict.OK
+            body = require_fields(response, "access_token", "refresh_token", "expires_in") if ok else None
+        return Tokens.of(body) if body else None
+
+    def logout(self, tokens: Tokens) -> None:
+        with self.client.post(
+            names.LOGOUT, json={"refresh_token": tokens.refresh_token}, name=names.LOGOUT, catch_response=True
+        ) as response:
+            settle(response, expected={204})
+
+    def authenticated(self, username: str, password: str) -> Tokens | None:
+        """Tokens that are good for the next request: log in if there are none, refresh
+        them (spending the old refresh token) shortly before the access token expires."""
+        if self.tokens is not None and self.tokens.stale:
+            self.tokens = self.refresh(self.tokens)
+        if self.tokens is None:
+            self.tokens = self.login(username, password)
+        return self.tokens

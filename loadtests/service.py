@@ -1,0 +1,151 @@
+"""``--start-service``: the whole service stack for a load test, so CI needs nothing running.
+
+PostgreSQL (``LOADTEST_DATABASE_URL``, else ``TEST_DATABASE_URL``, else a throwaway server
+like the test suite's), migrated by ``litestar database upgrade``; users seeded by
+``litestar users seed``; an admin made by ``litestar users create-admin``; then the service
+as production runs it (``python -m app``, uvicorn with uvloop) on a free port of 127.0.0.1.
+
+argon2 runs with the service's own defaults (``PasswordSettings``), not the test suite's
+cheap parameters: a login must cost what it costs in production. ``USER_SERVICE_*``
+variables in the caller's environment are passed on (to try other parameters, pool
+sizes or log levels), except the database, key, port and environment, which are ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.auth.tokens import generate_private_key_pem
+from app.settings import PasswordSettings
+from loadtests.profiles import Profile
+from tests.postgres import throwaway_postgres
+from tests.server_process import ROOT, ServerProcess
+
+OURS = {
+    "USER_SERVICE_DB__URL",
+    "USER_SERVICE_TOKENS__SIGNING_KEY_FILE",
+    "USER_SERVICE_SERVER__PORT",
+    "USER_SERVICE_ENVIRONMENT",
+}
+ADMIN_DEFAULT = "loadtest-admin"
+CLI_TIMEOUT_SECONDS = 180
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StartedService:
+    base_url: str
+    locust_env: dict[str, str]  # LOADTEST_* for the locustfile: who to log in as
+    log_file: Path
+    database: str
+
+
+def service_env() -> dict[str, str]:
+    defaults = PasswordSettings()
+    env = {
+        "USER_SERVICE_PASSWORDS__TIME_COST": str(defaults.time_cost),
+        "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": str(defaults.memory_cost_kib),
+        "USER_SERVICE_PASSWORDS__PARALLELISM": str(defaults.parallelism),
+    }
+    env.update({k: v for k, v in os.environ.items() if k.startswith("USER_SERVICE_") and k not in OURS})
+    return env
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", *args],
+        cwd=ROOT,
+        env=env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+def _database() -> contextlib.AbstractContextManager[str]:
+    url = os.environ.get("LOADTEST_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    return contextlib.nullcontext(url) if url else throwaway_postgres()
+
+
+@contextlib.contextmanager
+def started_service(profile: Profile, report_dir: Path) -> Iterator[StartedService]:
+    prefix = os.environ.get("LOADTEST_USER_PREFIX", "loadtest")
+    password = os.environ.get("LOADTEST_PASSWORD") or f"lt-{secrets.token_urlsafe(18)}"
+    admin = os.environ.get("LOADTEST_ADMIN_USERNAME") or ADMIN_DEFAULT
+    admin_password = os.environ.get("LOADTEST_ADMIN_PASSWORD") or f"lt-{secrets.token_urlsafe(18)}"
+    with contextlib.ExitStack() as stack:
+        database = stack.enter_context(_database())
+        keys = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadtest-keys-")))
+        (keys / "signing.pem").write_bytes(generate_private_key_pem())
+        server = ServerProcess(
+            database_url=database,
+            signing_key_file=keys / "signing.pem",
+            log_file=report_dir / "service.log",
+            **service_env(),
+        )
+        env = {k: v for k, v in server.env.items() if k != "USER_SERVICE_SERVER__PORT"}
+
+        print(f"service: migrating {_safe(database)}", flush=True)
+        _check(_cli(env, "database", "upgrade", "--no-prompt"), "litestar database upgrade")
+
+        seed = _cli(
+            {**env, "USER_SERVICE_SEED_PASSWORD": password},
+            *("users", "seed", "--count", str(profile.seed_users), "--prefix", prefix),
+        )
+        _check(seed, "litestar users seed")
+        print(f"service: {seed.stdout.strip()}", flush=True)
+        present = re.search(r"(\d+) already present", seed.stdout)
+        if present and int(present.group(1)) and not os.environ.get("LOADTEST_PASSWORD"):
+            raise ServiceError(
+                f"{present.group(1)} {prefix}* users already exist in this database with a password this run does "
+                "not know: set LOADTEST_PASSWORD to the one they were seeded with, or use an empty database"
+            )
+
+        made = _cli({**env, "USER_SERVICE_ADMIN_PASSWORD": admin_password}, *admin_args(admin))
+        # An admin that exists already is fine only if the caller told us its password.
+        known_admin = "already registered" in made.stderr.lower() and os.environ.get("LOADTEST_ADMIN_PASSWORD")
+        if made.returncode != 0 and not known_admin:
+            _check(made, "litestar users create-admin (set LOADTEST_ADMIN_PASSWORD if the admin exists)")
+        server.start(timeout=60)
+        stack.callback(server.stop)
+        print(f"service: {server.base_url} (log: {server.log_file})", flush=True)
+        yield StartedService(
+            base_url=server.base_url,
+            locust_env={
+                "LOADTEST_PASSWORD": password,
+                "LOADTEST_USER_PREFIX": prefix,
+                "LOADTEST_USER_COUNT": str(profile.seed_users),
+                "LOADTEST_ADMIN_USERNAME": admin,
+                "LOADTEST_ADMIN_PASSWORD": admin_password,
+            },
+            log_file=server.log_file,
+            database=database,
+        )
+
+
+def admin_args(username: str) -> tuple[str, ...]:
+    return ("users", "create-admin", "--username", username, "--email", f"{username}@example.com")
+
+
+def _check(result: subprocess.CompletedProcess[str], what: str) -> None:
+    if result.returncode != 0:
+        raise ServiceError(f"{what} failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for printing."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)

@@ -1,0 +1,202 @@
+"""Step load until saturation: the capacity profile's load shape.
+
+Every ``LOADTEST_STEP_SECONDS`` the shape adds ``LOADTEST_STEP_USERS`` users, and at the end
+of each step it measures that step alone (after ``LOADTEST_STEP_SETTLE_SECONDS`` of ramp):
+throughput, the watched request's p50/p95/p99, the error and shed ratios. It stops at the
+first step that crosses a limit (shed ratio, error ratio, or the watched request's p95) or
+after the step at ``LOADTEST_STEP_MAX_USERS``, so every run is bounded. Each step is
+appended to ``steps.csv`` in ``LOADTEST_REPORT_DIR``, and ``saturation.json`` names the
+last step within the limits and why the run stopped.
+
+Only the master (or the single local process) runs the shape; it reads the runner's
+aggregated statistics, so distributed runs are measured the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from locust import LoadTestShape
+from locust.stats import RequestStats, calculate_response_time_percentile, diff_response_time_dicts
+
+from loadtests.scenarios.names import is_shed
+
+logger = logging.getLogger("loadtests.shape")
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    start_users: int = 5
+    step_users: int = 5
+    step_seconds: float = 30.0
+    max_users: int = 100
+    spawn_rate: float = 5.0
+    settle_seconds: float = 5.0
+    stop_shed_ratio: float = 0.05
+    stop_error_ratio: float = 0.01
+    stop_p95_ms: float = 1000.0
+    watch: str = "POST /api/v1/auth/login"
+    report_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> StepPlan:
+        def num(key: str, default: float) -> float:
+            return float(environ.get(f"LOADTEST_{key}", default))
+
+        defaults = cls()
+        report_dir = environ.get("LOADTEST_REPORT_DIR")
+        return cls(
+            start_users=int(num("STEP_START_USERS", defaults.start_users)),
+            step_users=int(num("STEP_USERS", defaults.step_users)),
+            step_seconds=num("STEP_SECONDS", defaults.step_seconds),
+            max_users=int(num("STEP_MAX_USERS", defaults.max_users)),
+            spawn_rate=num("STEP_SPAWN_RATE", defaults.spawn_rate),
+            settle_seconds=num("STEP_SETTLE_SECONDS", defaults.settle_seconds),
+            stop_shed_ratio=num("STOP_SHED_RATIO", defaults.stop_shed_ratio),
+            stop_error_ratio=num("STOP_ERROR_RATIO", defaults.stop_error_ratio),
+            stop_p95_ms=num("STOP_P95_MS", defaults.stop_p95_ms),
+            watch=environ.get("LOADTEST_STOP_P95_REQUEST", defaults.watch),
+            report_dir=Path(report_dir) if report_dir else None,
+        )
+
+    def users(self, step: int) -> int:
+        return self.start_users + step * self.step_users
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    at: float
+    requests: int
+    failures: int
+    shed: int
+    watched_ok: int
+    watched_times: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def take(cls, stats: RequestStats, watch: str) -> Snapshot:
+        method, _, name = watch.partition(" ")
+        watched = stats.entries.get((name, method))  # dict.get: no empty entry is created
+        return cls(
+            at=time.monotonic(),
+            requests=stats.total.num_requests,
+            failures=stats.total.num_failures,
+            shed=sum(e.num_requests for (n, _), e in stats.entries.items() if is_shed(n)),
+            watched_ok=watched.num_requests - watched.num_failures if watched else 0,
+            watched_times=dict(watched.response_times) if watched else {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    step: int
+    users: int
+    seconds: float
+    requests_per_s: float
+    watched_ok_per_s: float
+    watched_p50_ms: int
+    watched_p95_ms: int
+    watched_p99_ms: int
+    error_ratio: float
+    shed_ratio: float
+    over_limit: str
+
+    @classmethod
+    def between(cls, step: int, users: int, before: Snapshot, after: Snapshot, plan: StepPlan) -> StepResult:
+        seconds = max(after.at - before.at, 1e-9)
+        requests = after.requests - before.requests
+        times = diff_response_time_dicts(after.watched_times, before.watched_times)
+        count = sum(times.values())
+
+        def percentile(p: float) -> int:
+            return int(calculate_response_time_percentile(times, count, p)) if count else 0
+
+        error_ratio = (after.failures - before.failures) / requests if requests else 0.0
+        shed_ratio = (after.shed - before.shed) / requests if requests else 0.0
+        p95 = percentile(0.95)
+        limits = [
+            f"shed ratio {shed_ratio:.3f} > {plan.stop_shed_ratio}" if shed_ratio > plan.stop_shed_ratio else "",
+            f"error ratio {error_ratio:.3f} > {plan.stop_error_ratio}" if error_ratio > plan.stop_error_ratio else "",
+            f"{plan.watch} p95 {p95} ms > {plan.stop_p95_ms:g} ms" if p95 > plan.stop_p95_ms else "",
+        ]
+        return cls(
+            step=step,
+            users=users,
+            seconds=round(seconds, 1),
+            requests_per_s=round(requests / seconds, 1),
+            watched_ok_per_s=round((after.watched_ok - before.watched_ok) / seconds, 1),
+            watched_p50_ms=percentile(0.5),
+            watched_p95_ms=p95,
+            watched_p99_ms=percentile(0.99),
+            error_ratio=round(error_ratio, 4),
+            shed_ratio=round(shed_ratio, 4),
+            over_limit="; ".join(filter(None, limits)),
+        )
+
+
+class StepLoad(LoadTestShape):
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # LoadTestShape.__init__ is unannotated
+        self.plan = StepPlan.from_env()
+        self.step = 0
+        self.snapshot: Snapshot | None = None
+        self.results: list[StepResult] = []
+
+    def tick(self) -> tuple[int, float] | None:
+        plan = self.plan
+        elapsed = self.get_run_time()  # type: ignore[no-untyped-call]  # unannotated in Locust
+        step = int(elapsed // plan.step_seconds)
+        if step != self.step:
+            result = self._finish_step()
+            if result.over_limit:
+                self._summarise(f"step {result.step} ({result.users} users): {result.over_limit}")
+                return None
+            if plan.users(step) > plan.max_users:
+                self._summarise(f"reached the maximum of {plan.max_users} users within the limits")
+                return None
+            self.step, self.snapshot = step, None
+        if self.snapshot is None and elapsed - step * plan.step_seconds >= plan.settle_seconds:
+            self.snapshot = Snapshot.take(self._stats(), plan.watch)
+        return plan.users(step), plan.spawn_rate
+
+    def _stats(self) -> RequestStats:
+        if self.runner is None:
+            raise RuntimeError("the shape runs only inside a Locust runner")
+        return self.runner.stats
+
+    def _finish_step(self) -> StepResult:
+        now = Snapshot.take(self._stats(), self.plan.watch)
+        result = StepResult.between(self.step, self.plan.users(self.step), self.snapshot or now, now, self.plan)
+        self.results.append(result)
+        logger.info("capacity step %s", asdict(result))
+        if self.plan.report_dir is not None:
+            path = self.plan.report_dir / "steps.csv"
+            new = not path.exists()
+            with path.open("a", newline="") as out:
+                writer = csv.DictWriter(out, fieldnames=list(asdict(result)))
+                if new:
+                    writer.writeheader()
+                writer.writerow(asdict(result))
+        return result
+
+    def _summarise(self, reason: str) -> None:
+        within = [r for r in self.results if not r.over_limit]
+        summary = {
+            "stopped_because": reason,
+            "last_step_within_limits": asdict(within[-1]) if within else None,
+            "limits": {
+                "shed_ratio": self.plan.stop_shed_ratio,
+                "error_ratio": self.plan.stop_error_ratio,
+                "p95_ms": self.plan.stop_p95_ms,
+                "watched": self.plan.watch,
+            },
+        }
+        logger.info("capacity run stopped: %s", reason)
+        if self.plan.report_dir is not None:
+            (self.plan.report_dir / "saturation.json").write_text(json.dumps(summary, indent=2) + "\n")
