@@ -10,6 +10,7 @@ import click
 from litestar import Litestar
 from litestar.plugins import CLIPluginProtocol
 
+from app.auth.calibration import calibrate
 from app.auth.password_policy import BreachedPasswordChecker
 from app.auth.passwords import PasswordHasher
 from app.auth.services import AuthService, Registration
@@ -60,6 +61,13 @@ class UserAdminCLIPlugin(CLIPluginProtocol):
     def on_cli_init(self, cli: click.Group) -> None:
         @cli.group(name="users", help="Manage user accounts.")
         def users() -> None: ...
+
+        @users.command(name="calibrate-hashing")
+        @click.option("--repeat", default=20, show_default=True, help="Hashes and verifies to time.")
+        def calibrate_hashing_command(app: Litestar, repeat: int) -> None:
+            """Time argon2 at the configured parameters here; print the login ceiling."""
+            settings: Settings = app.state.settings
+            click.echo(calibrate(settings.passwords, repeat=repeat).report())
 
         @users.command(name="create-admin")
         @click.option("--username", required=True, help="Username of the new admin.")

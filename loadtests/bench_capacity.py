@@ -118,6 +118,20 @@ def raw_argon2(settings: PasswordSettings, threads: int, seconds: float, *, keep
     return float(out.stdout.strip())
 
 
+def wait_until_idle(base: str, timeout: float = 60.0) -> None:
+    """Between steps: hashes queued by a step's last requests keep running after wrk has
+    gone (their threads finish what they started), so the next step would start on top
+    of leftover work and shed for it."""
+    deadline = time.monotonic() + timeout
+    gauges = ("user_service_password_hash_running ", "user_service_password_hash_queue_depth ")
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{base}/metrics").text
+        busy = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauges))
+        if busy == 0:
+            return
+        time.sleep(0.2)
+
+
 def rss_kib(pid: int, field: str) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
@@ -173,6 +187,7 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
 
             steps = []
             for connections in CONCURRENCY_STEPS:
+                wait_until_idle(base)
                 result = wrk(f"{base}/api/v1/auth/login", connections=connections, seconds=seconds, script=login_script)
                 steps.append((connections, result))
                 print(
@@ -182,6 +197,7 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
             # Saturation without shedding: the pool busy, its queue never full.
             saturated = max((r for c, r in steps if r.non_2xx == 0), key=lambda r: r.ok_per_second)
 
+            wait_until_idle(base)
             storm = subprocess.Popen(
                 [
                     "wrk",
@@ -200,6 +216,7 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
             storm.wait()
             rss_peak = rss_kib(pid, "VmHWM")
 
+            wait_until_idle(base)
             me_16 = wrk(f"{base}/api/v1/users/me", connections=16, seconds=seconds, header=bearer)
             me_256 = wrk(f"{base}/api/v1/users/me", connections=256, seconds=seconds, header=bearer)
         finally:

@@ -98,6 +98,18 @@ class PasswordHasher:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    def ensure_capacity(self, operation: str) -> None:
+        """Refuse at once, before any other work, when a hash could not be admitted now.
+
+        A shed answer must be the cheapest one the service gives: under overload it is
+        the common case, and every database read or JSON parse it spends is taken from
+        the hashing that still gets through. Admission in _run stays the real bound.
+        """
+        if self._admitted >= self._capacity:
+            for reject in self.rejection_observers:
+                reject(operation)
+            raise HashingCapacityExceeded(self._retry_after)
+
     async def hash(self, password: str) -> str:
         return await self._run("hash", self._argon2.hash, password)
 
@@ -121,10 +133,7 @@ class PasswordHasher:
     async def _run(self, operation: str, fn: Callable[..., T], *args: str) -> T:
         if self._executor is None:
             raise RuntimeError("PasswordHasher is not started")
-        if self._admitted >= self._capacity:
-            for reject in self.rejection_observers:
-                reject(operation)
-            raise HashingCapacityExceeded(self._retry_after)
+        self.ensure_capacity(operation)
         loop = asyncio.get_running_loop()
         self._admitted += 1
         self._load_changed()

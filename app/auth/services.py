@@ -95,6 +95,7 @@ class AuthService:
         return user
 
     async def _register(self, data: Registration) -> User:
+        self._hasher.ensure_capacity("hash")
         username = normalize_username(data.username)
         errors: list[FieldError] = username_problems(username)
         email, email_errors = normalize_email(data.email)
@@ -123,6 +124,11 @@ class AuthService:
     async def login(self, identifier: str, password: str) -> IssuedTokens:
         """Unknown user, wrong password and inactive user all cost one verify and raise
         the same InvalidCredentials."""
+        try:
+            self._hasher.ensure_capacity("verify")
+        except HashingCapacityExceeded:
+            self._events.login_failed("shed")
+            raise
         normalized = normalize_login_identifier(identifier)
         # One read (its connection is back in the pool before the hash), one write.
         user = await self._users.find_credentials(normalized) if normalized else None
