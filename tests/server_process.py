@@ -16,6 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully, so a clean
 # stop ends "killed by SIGTERM" (as Kubernetes expects), not with exit code 0.
 CLEAN_EXIT = {0, -signal.SIGTERM}
+# One hashing thread and a long queue, with argon2 slow enough (~0.1 s a verify) that a
+# handful of concurrent logins keeps the pool saturated for seconds.
+SLOW_SINGLE_THREAD_HASHING = {
+    "USER_SERVICE_PASSWORDS__TIME_COST": "3",
+    "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": "32768",
+    "USER_SERVICE_PASSWORDS__POOL_SIZE": "1",
+    "USER_SERVICE_PASSWORDS__QUEUE_SIZE": "64",
+}
 
 
 def free_port() -> int:

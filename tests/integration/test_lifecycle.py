@@ -23,7 +23,7 @@ from app.system.health import READY_DB_TIMEOUT_SECONDS
 from tests.conftest import make_settings
 from tests.integration.helpers import PASSWORD, assert_problem, login, register
 from tests.live_server import serve
-from tests.server_process import CLEAN_EXIT, ServerProcess
+from tests.server_process import CLEAN_EXIT, SLOW_SINGLE_THREAD_HASHING, ServerProcess
 from tests.tcp_proxy import TcpProxy
 
 
@@ -76,10 +76,7 @@ def test_sigterm_drains_finishes_in_flight_requests_then_refuses(
         database_url=settings.db.url,
         signing_key_file=signing_key_file,
         log_file=tmp_path / "server.log",
-        # Slow, single-worker hashing: ten logins keep the server busy for a good while.
-        USER_SERVICE_PASSWORDS__TIME_COST="3",
-        USER_SERVICE_PASSWORDS__MEMORY_COST_KIB="65536",
-        USER_SERVICE_PASSWORDS__POOL_SIZE="1",
+        **SLOW_SINGLE_THREAD_HASHING,  # ten logins keep the server busy for a good while
         USER_SERVICE_HTTP__DRAIN_SECONDS="1.5",
         USER_SERVICE_SERVER__GRACEFUL_TIMEOUT_SECONDS="30",
     ).start()
@@ -137,10 +134,7 @@ def test_liveness_stays_fast_while_logins_saturate_the_pool(
         database_url=settings.db.url,
         signing_key_file=signing_key_file,
         log_file=tmp_path / "server.log",
-        USER_SERVICE_PASSWORDS__TIME_COST="3",
-        USER_SERVICE_PASSWORDS__MEMORY_COST_KIB="32768",
-        USER_SERVICE_PASSWORDS__POOL_SIZE="1",
-        USER_SERVICE_PASSWORDS__QUEUE_SIZE="64",
+        **SLOW_SINGLE_THREAD_HASHING,
     ).start()
     base = server.base_url
     try:

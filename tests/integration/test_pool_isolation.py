@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.server_process import ServerProcess
+from tests.server_process import SLOW_SINGLE_THREAD_HASHING, ServerProcess
 
 PASSWORD = "harbor-lantern-19-meadow"
 
@@ -31,10 +31,7 @@ def test_queued_logins_do_not_take_the_pool_from_other_requests(
         log_file=tmp_path / "server.log",
         USER_SERVICE_DB__POOL_SIZE="4",
         USER_SERVICE_DB__POOL_TIMEOUT_SECONDS="5",
-        USER_SERVICE_PASSWORDS__TIME_COST="3",
-        USER_SERVICE_PASSWORDS__MEMORY_COST_KIB="32768",
-        USER_SERVICE_PASSWORDS__POOL_SIZE="1",
-        USER_SERVICE_PASSWORDS__QUEUE_SIZE="64",
+        **SLOW_SINGLE_THREAD_HASHING,
     ).start()
     try:
         asyncio.run(_exercise(server.base_url))
