@@ -134,11 +134,6 @@ class LoginSessions:
             statement = statement.where(AuthSession.id != keep)
         await self._db.execute(statement)
 
-    async def is_live(self, session_id: UUID, user_id: UUID) -> bool:
-        statement = select(AuthSession.revoked_at).where(AuthSession.id == session_id, AuthSession.user_id == user_id)
-        row = (await self._db.execute(statement)).one_or_none()
-        return row is not None and row.revoked_at is None
-
     async def _issue(self, session_id: UUID) -> str:
         token, digest = new_refresh_token()
         self._db.add(RefreshToken(session_id=session_id, token_hash=digest, expires_at=utcnow() + self._refresh_ttl))
