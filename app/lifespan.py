@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncGenerator
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
@@ -73,6 +74,14 @@ async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         ):
             stack.push_async_callback(_cancel, asyncio.create_task(background))
         stack.callback(drain_on_sigterm(lifecycle, settings.http.drain_seconds))
+        # Everything alive now (modules, app, routes, pools) lives as long as the process:
+        # frozen, the cyclic collector stops re-scanning it in every full collection,
+        # which took GET /users/me p99 from 73 ms to 10 ms (README, "Performance").
+        gc.collect()
+        gc.freeze()
+        # Hand it back at shutdown, or cyclic garbage among it could never be collected
+        # (it matters where one process builds many apps: the test suite).
+        stack.callback(gc.unfreeze)
         logger.info("service_started", service=settings.service_name, environment=settings.environment.value)
         try:
             yield
