@@ -1,0 +1,226 @@
+"""The auth dashboard: logins, password hashing, tokens and sessions, accounts."""
+
+from __future__ import annotations
+
+from deploy.grafana.model import (
+    LOGIN_ROUTE,
+    LOGIN_THRESHOLD_SECONDS,
+    QUANTILES,
+    Dashboard,
+    Panel,
+    Row,
+    Target,
+    Threshold,
+    or_zero,
+    sel,
+)
+from deploy.grafana.panels import (
+    FAILED_LOGIN,
+    HTTP_BUCKET,
+    NOT_5XX,
+    RATE,
+    hashing_queue,
+    hashing_rejections,
+    hashing_saturation,
+)
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+def auth() -> Dashboard:
+    login_selector = sel(LOGIN_ROUTE, NOT_5XX)
+    logins = Row(
+        "Logins",
+        (
+            Panel(
+                title="Login attempts by result",
+                description=(
+                    "success, unknown_user, wrong_password, inactive_user, deleted_user (all failures get the same "
+                    "401), shed (503, hashing pool full). A wave of unknown_user or wrong_password is credential "
+                    "stuffing: check the login_failed log events. Lockouts are not measured yet (account_locked "
+                    "arrives with brute-force throttling)."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (result) (rate(user_service_login_attempts_total{sel()}{RATE}))"), "{{result}}"
+                    ),
+                ),
+                unit="reqps",
+                stacked=True,
+            ),
+            Panel(
+                title="Login failure ratio",
+                description="Share of login attempts that did not succeed (any reason, sheds included).",
+                targets=(
+                    Target(
+                        f"(\n  sum(rate(user_service_login_attempts_total{sel(FAILED_LOGIN)}{RATE}))\n"
+                        "  or\n  vector(0)\n)\n/\n"
+                        f"sum(rate(user_service_login_attempts_total{sel()}{RATE}))",
+                        "failed",
+                    ),
+                ),
+                unit="percentunit",
+                maximum=1,
+            ),
+            Panel(
+                title="Login latency",
+                description=(
+                    f"POST /api/v1/auth/login duration quantiles (5xx left out, as in the SLO). The dashed line "
+                    f"is the SLO threshold, {LOGIN_THRESHOLD_SECONDS} s: 99 % of logins must be under it. Exemplar "
+                    "dots link to the trace (its 'password verify' span shows queue wait and run time)."
+                ),
+                targets=tuple(
+                    Target(
+                        f"histogram_quantile({q}, sum by (le) (rate({HTTP_BUCKET}{login_selector}{RATE})))",
+                        f"p{round(q * 100)}",
+                        exemplar=True,
+                    )
+                    for q in QUANTILES
+                ),
+                unit="s",
+                thresholds=(Threshold(None, "green"), Threshold(LOGIN_THRESHOLD_SECONDS, "red")),
+            ),
+            Panel(
+                title=f"Logins faster than {LOGIN_THRESHOLD_SECONDS} s (SLI)",
+                description="The login latency SLI over 5 minutes and 1 hour; the SLO is 99 %.",
+                targets=(
+                    Target(f"1 - job:user_service_login_slow:ratio_rate5m{sel(instance=False)}", "5m"),
+                    Target(f"1 - job:user_service_login_slow:ratio_rate1h{sel(instance=False)}", "1h"),
+                ),
+                unit="percentunit",
+                minimum=None,
+                maximum=1,
+                thresholds=(Threshold(None, "red"), Threshold(0.99, "green")),
+            ),
+        ),
+    )
+
+    def hash_quantiles(metric: str) -> tuple[Target, ...]:
+        return tuple(
+            Target(
+                f"histogram_quantile({q}, sum by (operation, le) (rate({metric}{sel()}{RATE})))",
+                f"p{round(q * 100)} {{{{operation}}}}",
+            )
+            for q in QUANTILES
+        )
+
+    hashing = Row(
+        "Password hashing",
+        (
+            Panel(
+                title="Hash and verify duration",
+                description=(
+                    "argon2 time on a worker thread, per operation (hash = registration and password change, "
+                    "verify = login). About 57 ms at default parameters on the 2-core reference machine; a "
+                    "rise without a parameter change means CPU throttling or noisy neighbours."
+                ),
+                targets=hash_quantiles("user_service_password_hash_duration_seconds_bucket"),
+                unit="s",
+                width=8,
+            ),
+            Panel(
+                title="Queue wait",
+                description="Time a hash waited for a free worker before running. Above zero = the pool is saturated.",
+                targets=hash_quantiles("user_service_password_hash_queue_wait_seconds_bucket"),
+                unit="s",
+                width=8,
+            ),
+            Panel(
+                title="Hashes per second",
+                description="Hash and verify throughput; the pool's ceiling is workers / duration.",
+                targets=(
+                    Target(
+                        f"sum by (operation) (rate(user_service_password_hash_duration_seconds_count{sel()}{RATE}))",
+                        "{{operation}}",
+                    ),
+                ),
+                unit="ops",
+                width=8,
+            ),
+            hashing_saturation(),
+            hashing_queue(),
+            hashing_rejections(),
+        ),
+    )
+    tokens = Row(
+        "Tokens and sessions",
+        (
+            Panel(
+                title="Refresh outcomes",
+                description=(
+                    "rotated (success), unknown, expired, revoked, reused (a spent token presented again; its "
+                    "session family is revoked), user_inactive."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (result) (rate(user_service_token_refreshes_total{sel()}{RATE}))"),
+                        "{{result}}",
+                    ),
+                ),
+                unit="reqps",
+                width=8,
+                stacked=True,
+            ),
+            Panel(
+                title="Refresh-token reuse detections (15 min)",
+                description=(
+                    "Spent refresh tokens presented again in the last 15 minutes. The dashed line is the alert's "
+                    "threshold (UserServiceRefreshTokenReuseSpike: more than 10, and over 1 % of refreshes). "
+                    "Details: refresh_reuse_detected log events."
+                ),
+                targets=(
+                    Target(f"sum(increase(user_service_refresh_token_reuse_detections_total{sel()}[15m]))", "reuses"),
+                ),
+                width=8,
+                thresholds=(Threshold(None, "green"), Threshold(10, "red")),
+            ),
+            Panel(
+                title="Tokens issued",
+                description="Access and refresh tokens issued per second (logins and refreshes).",
+                targets=(
+                    Target(or_zero(f"sum by (kind) (rate(user_service_tokens_issued_total{sel()}{RATE}))"), "{{kind}}"),
+                ),
+                unit="ops",
+                width=8,
+            ),
+        ),
+    )
+    accounts = Row(
+        "Accounts",
+        (
+            Panel(
+                title="Registrations by result",
+                description=(
+                    "created, conflict (username or email taken), invalid (rejected by the service's checks, "
+                    "e.g. a weak password), shed (503)."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (result) (rate(user_service_registrations_total{sel()}{RATE}))"), "{{result}}"
+                    ),
+                ),
+                unit="reqps",
+                stacked=True,
+            ),
+            Panel(
+                title="Account changes (last hour)",
+                description=(
+                    "password_changed, role_changed, deactivated, reactivated, deleted in the last hour. Who did "
+                    "what: the role_changed, user_deactivated, user_reactivated and user_deleted log events."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (change) (increase(user_service_account_changes_total{sel()}[1h]))"),
+                        "{{change}}",
+                    ),
+                ),
+            ),
+        ),
+    )
+    return Dashboard(
+        uid="user-service-auth",
+        title="User service / Auth",
+        description="Logins, password hashing, refresh tokens and account changes.",
+        filename="auth.json",
+        rows=(logins, hashing, tokens, accounts),
+    )
