@@ -68,15 +68,8 @@ class LoginSessions:
         """A new session for the user and the first refresh token of its family, written
         in one flush (the session's id is made here, not by the database)."""
         session_id = uuid7()
-        token, digest = new_refresh_token()
-        self._db.add_all(
-            [
-                AuthSession(id=session_id, user_id=user_id),
-                RefreshToken(session_id=session_id, token_hash=digest, expires_at=utcnow() + self._refresh_ttl),
-            ]
-        )
-        await self._db.flush()
-        return session_id, token
+        self._db.add(AuthSession(id=session_id, user_id=user_id))
+        return session_id, await self._issue(session_id)
 
     async def rotate(self, presented: str) -> Rotation:
         """Spend ``presented`` and issue its successor; a second use revokes the whole family.

@@ -70,10 +70,10 @@ class HttpTelemetry:
             raise
         finally:
             duration = time.perf_counter() - started
-            self._record(scope, method, duration, seen)
+            self._record(scope, method, request_id, duration, seen)
             current_request_id.reset(token)
 
-    def _record(self, scope: Scope, method: str, duration: float, seen: dict[str, Any]) -> None:
+    def _record(self, scope: Scope, method: str, request_id: str, duration: float, seen: dict[str, Any]) -> None:
         status: int = seen["status"]
         route = scope.get("path_template") or UNMATCHED_ROUTE
         if self._metrics:
@@ -94,7 +94,7 @@ class HttpTelemetry:
             http_route=route,
             http_status=status,
             duration_ms=round(duration * 1000, 2),
-            request_id=request_id_of(scope),
+            request_id=request_id,
             user_id=str(user.id) if user is not None and hasattr(user, "id") else None,
             trace_id=seen.get("trace_id"),
             span_id=seen.get("span_id"),
