@@ -16,7 +16,6 @@ import contextlib
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import httpx
 from app.auth.tokens import generate_private_key_pem
 from tests.otlp_receiver import otlp_receiver
 from tests.postgres import throwaway_postgres
-from tests.server_process import ROOT, ServerProcess
+from tests.server_process import LITESTAR_CLI, ROOT, ServerProcess
 
 PASSWORD = "bench-marigold-55-orchard"
 
@@ -39,16 +38,7 @@ def database() -> Iterator[str]:
         return
     with throwaway_postgres() as url:
         env = {**os.environ, "USER_SERVICE_DB__URL": url}
-        command = [
-            sys.executable,
-            "-m",
-            "litestar",
-            "--app",
-            "app.main:create_app",
-            "database",
-            "upgrade",
-            "--no-prompt",
-        ]
+        command = [*LITESTAR_CLI, "database", "upgrade", "--no-prompt"]
         subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
         yield url
 

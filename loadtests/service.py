@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from app.auth.tokens import generate_private_key_pem
 from app.settings import PasswordSettings
 from loadtests.profiles import Profile
 from tests.postgres import throwaway_postgres
-from tests.server_process import ROOT, ServerProcess
+from tests.server_process import LITESTAR_CLI, ROOT, ServerProcess
 
 OURS = {
     "USER_SERVICE_DB__URL",
@@ -65,7 +64,7 @@ def service_env() -> dict[str, str]:
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", *args],
+        [*LITESTAR_CLI, *args],
         cwd=ROOT,
         env=env,
         input="",

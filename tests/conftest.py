@@ -5,8 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from app.settings import (
 )
 from tests.live_server import LiveClient, serve
 from tests.postgres import throwaway_postgres
+from tests.server_process import LITESTAR_CLI, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # The cheapest argon2id the library allows: tests exercise the logic, not the cost.
@@ -52,7 +52,7 @@ def migrated_database(database_url: str) -> str:
     _drop_everything(database_url)
     env = {**os.environ, "USER_SERVICE_DB__URL": database_url, "USER_SERVICE_ENVIRONMENT": "test"}
     result = subprocess.run(
-        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "database", "upgrade", "--no-prompt"],
+        [*LITESTAR_CLI, "database", "upgrade", "--no-prompt"],
         cwd=ROOT,
         env=env,
         check=False,
@@ -150,3 +150,16 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     """Every ``async def test_*`` runs on anyio's asyncio backend without a marker of its own."""
     if name.startswith("test") and inspect.iscoroutinefunction(obj):
         pytest.mark.anyio(obj)
+
+
+@pytest.fixture
+def server_process(settings: Settings, signing_key_file: Path, tmp_path: Path) -> Callable[..., ServerProcess]:
+    """Builds (does not start) the real service process on the test database; keyword
+    arguments are extra environment variables."""
+
+    def build(**env: str) -> ServerProcess:
+        return ServerProcess(
+            database_url=settings.db.url, signing_key_file=signing_key_file, log_file=tmp_path / "server.log", **env
+        )
+
+    return build

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# The service's own command line, as an operator runs it.
+LITESTAR_CLI = [sys.executable, "-m", "litestar", "--app", "app.main:create_app"]
 # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully, so a clean
 # stop ends "killed by SIGTERM" (as Kubernetes expects), not with exit code 0.
 CLEAN_EXIT = {0, -signal.SIGTERM}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.settings import Settings
 from tests.conftest import ROOT
 from tests.integration.helpers import USERS, Client, bearer, login
+from tests.server_process import LITESTAR_CLI
 
 ADMIN_PASSWORD = "granite-orbit-55-meadow"
 
@@ -31,7 +31,7 @@ def run_cli(
     if password is not None:
         env["USER_SERVICE_ADMIN_PASSWORD"] = password
     return subprocess.run(
-        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "users", "create-admin", *args],
+        [*LITESTAR_CLI, "users", "create-admin", *args],
         cwd=ROOT,
         env=env,
         input=stdin,
@@ -89,7 +89,7 @@ async def test_create_admin_applies_the_password_policy_and_uniqueness(
 
 def test_the_cli_has_no_password_option() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "users", "create-admin", "--help"],
+        [*LITESTAR_CLI, "users", "create-admin", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -8,6 +8,7 @@ import signal
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,13 +70,8 @@ async def test_readiness_fails_fast_when_the_database_goes_and_recovers_when_it_
 
 
 @pytest.mark.slow
-def test_sigterm_drains_finishes_in_flight_requests_then_refuses(
-    settings: Settings, signing_key_file: Path, tmp_path: Path
-) -> None:
-    server = ServerProcess(
-        database_url=settings.db.url,
-        signing_key_file=signing_key_file,
-        log_file=tmp_path / "server.log",
+def test_sigterm_drains_finishes_in_flight_requests_then_refuses(server_process: Callable[..., ServerProcess]) -> None:
+    server = server_process(
         **SLOW_SINGLE_THREAD_HASHING,  # ten logins keep the server busy for a good while
         USER_SERVICE_HTTP__DRAIN_SECONDS="1.5",
         USER_SERVICE_SERVER__GRACEFUL_TIMEOUT_SECONDS="30",
@@ -126,14 +122,9 @@ def _hash_timings(base: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_liveness_stays_fast_while_logins_saturate_the_pool(
-    settings: Settings, signing_key_file: Path, tmp_path: Path
-) -> None:
+def test_liveness_stays_fast_while_logins_saturate_the_pool(server_process: Callable[..., ServerProcess]) -> None:
     # The real process (uvloop, as deployed), probed from outside as a kubelet would.
-    server = ServerProcess(
-        database_url=settings.db.url,
-        signing_key_file=signing_key_file,
-        log_file=tmp_path / "server.log",
+    server = server_process(
         **SLOW_SINGLE_THREAD_HASHING,
     ).start()
     base = server.base_url

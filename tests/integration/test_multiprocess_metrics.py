@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.settings import Settings
 from tests.server_process import CLEAN_EXIT, ServerProcess
 
 LIVE_COUNT = "http_server_request_duration_seconds_count"
@@ -36,12 +36,9 @@ def hit_live(base_url: str, times: int) -> None:
 
 
 @pytest.mark.slow
-def test_two_workers_aggregate_and_never_reset(settings: Settings, signing_key_file: Path, tmp_path: Path) -> None:
+def test_two_workers_aggregate_and_never_reset(server_process: Callable[..., ServerProcess], tmp_path: Path) -> None:
     metrics_dir = tmp_path / "prometheus"
-    server = ServerProcess(
-        database_url=settings.db.url,
-        signing_key_file=signing_key_file,
-        log_file=tmp_path / "server.log",
+    server = server_process(
         USER_SERVICE_SERVER__WORKERS="2",
         USER_SERVICE_PASSWORDS__POOL_SIZE="3",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from app.settings import Settings
 from tests.otlp_receiver import otlp_receiver
 from tests.server_process import CLEAN_EXIT, ServerProcess
 
@@ -16,12 +15,9 @@ PASSWORD = "juniper-socket-64-harvest"
 
 
 @pytest.mark.slow
-def test_spans_arrive_at_an_otlp_receiver(settings: Settings, signing_key_file: Path, tmp_path: Path) -> None:
+def test_spans_arrive_at_an_otlp_receiver(server_process: Callable[..., ServerProcess]) -> None:
     with otlp_receiver() as receiver:
-        server = ServerProcess(
-            database_url=settings.db.url,
-            signing_key_file=signing_key_file,
-            log_file=tmp_path / "server.log",
+        server = server_process(
             OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
             OTEL_SERVICE_NAME="user-service-under-test",
             OTEL_BSP_SCHEDULE_DELAY="100",

@@ -10,25 +10,19 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from app.settings import Settings
 from tests.server_process import SLOW_SINGLE_THREAD_HASHING, ServerProcess
 
 PASSWORD = "harbor-lantern-19-meadow"
 
 
 @pytest.mark.slow
-def test_queued_logins_do_not_take_the_pool_from_other_requests(
-    settings: Settings, signing_key_file: Path, tmp_path: Path
-) -> None:
-    server = ServerProcess(
-        database_url=settings.db.url,
-        signing_key_file=signing_key_file,
-        log_file=tmp_path / "server.log",
+def test_queued_logins_do_not_take_the_pool_from_other_requests(server_process: Callable[..., ServerProcess]) -> None:
+    server = server_process(
         USER_SERVICE_DB__POOL_SIZE="4",
         USER_SERVICE_DB__POOL_TIMEOUT_SECONDS="5",
         **SLOW_SINGLE_THREAD_HASHING,

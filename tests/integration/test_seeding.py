@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import text
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.settings import Settings
 from tests.conftest import ROOT
 from tests.integration.helpers import ME, Client, bearer, login
+from tests.server_process import LITESTAR_CLI
 
 SEED_PASSWORD = "quartz-lantern-61-meadow"
 
@@ -34,7 +34,7 @@ def run_seed(
     if password is not None:
         env["USER_SERVICE_SEED_PASSWORD"] = password
     return subprocess.run(
-        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "users", "seed", *args],
+        [*LITESTAR_CLI, "users", "seed", *args],
         cwd=ROOT,
         env=env,
         input="",
@@ -106,7 +106,7 @@ async def test_seeding_applies_the_password_and_username_rules(
 
 def test_the_password_is_never_an_argument() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "users", "seed", "--help"],
+        [*LITESTAR_CLI, "users", "seed", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
