@@ -14,9 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from argon2 import PasswordHasher as Argon2Hasher
-from argon2 import Type
-
+from app.auth.passwords import argon2id
 from app.settings import PasswordSettings, available_cpus
 from app.system.memory import keep_hash_memory_mapped
 
@@ -85,14 +83,7 @@ def _timed(repeat: int, work: Callable[[], object]) -> Timing:
 def calibrate(settings: PasswordSettings, repeat: int = 20) -> Calibration:
     """Measure in this process, one hash at a time, with the service's memory setting."""
     kept = keep_hash_memory_mapped() if settings.keep_memory_mapped else False
-    hasher = Argon2Hasher(
-        time_cost=settings.time_cost,
-        memory_cost=settings.memory_cost_kib,
-        parallelism=settings.parallelism,
-        hash_len=settings.hash_length,
-        salt_len=settings.salt_length,
-        type=Type.ID,
-    )
+    hasher = argon2id(settings)
     password = secrets.token_urlsafe(16)
     stored = hasher.hash(password)
     return Calibration(

@@ -44,16 +44,21 @@ class HashTiming:
 HashObserver = Callable[[str, HashTiming], None]
 
 
+def argon2id(settings: PasswordSettings) -> Argon2Hasher:
+    """argon2-cffi's hasher with the configured parameters (the service and its calibration)."""
+    return Argon2Hasher(
+        time_cost=settings.time_cost,
+        memory_cost=settings.memory_cost_kib,
+        parallelism=settings.parallelism,
+        hash_len=settings.hash_length,
+        salt_len=settings.salt_length,
+        type=Type.ID,
+    )
+
+
 class PasswordHasher:
     def __init__(self, settings: PasswordSettings) -> None:
-        self._argon2 = Argon2Hasher(
-            time_cost=settings.time_cost,
-            memory_cost=settings.memory_cost_kib,
-            parallelism=settings.parallelism,
-            hash_len=settings.hash_length,
-            salt_len=settings.salt_length,
-            type=Type.ID,
-        )
+        self._argon2 = argon2id(settings)
         self._pool_size = settings.pool_size
         self._capacity = settings.pool_size + settings.queue_size
         self._retry_after = settings.retry_after_seconds
