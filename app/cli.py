@@ -14,6 +14,7 @@ from app.auth.calibration import calibrate
 from app.auth.password_policy import BreachedPasswordChecker
 from app.auth.passwords import PasswordHasher
 from app.auth.services import AuthService, Registration
+from app.auth.throttle import DatabaseThrottleStore, LoginThrottle
 from app.auth.tokens import TokenIssuer
 from app.db.config import database_config
 from app.db.models import Role
@@ -45,6 +46,9 @@ async def create_admin(settings: Settings, *, username: str, email: str, passwor
                 breach_checker=breach_checker,
                 refresh_ttl_seconds=settings.tokens.refresh_ttl_seconds,
                 events=SecurityEvents(metrics=None),
+                throttle=LoginThrottle(
+                    DatabaseThrottleStore(db_config.get_engine(), settings.login_throttle), settings.login_throttle
+                ),
             )
             user = await auth.register(Registration(username=username, email=email, password=password))
             user.role = Role.ADMIN

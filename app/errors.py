@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_429_TOO_MANY_REQUESTS, HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from app.edge.rate_limits import client_address, route_policy
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://user-service.dev/problems/"
@@ -119,6 +121,18 @@ class HashingCapacityExceeded(DomainError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class LoginThrottled(DomainError):
+    """Too many failed logins for this account name: it is blocked for a while."""
+
+    kind = "login-throttled"
+    title = "Too many failed logins"
+    default_detail = "Too many failed logins for this account. Retry after the time given in Retry-After."
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__()
+        self.retry_after_seconds = retry_after_seconds
+
+
 class DependencyUnavailable(DomainError):
     """A backing service (the database) cannot be reached right now."""
 
@@ -137,6 +151,7 @@ _STATUS_OF: Mapping[type[DomainError], int] = {
     UserNotFound: 404,
     WrongCurrentPassword: 400,
     HashingCapacityExceeded: 503,
+    LoginThrottled: 429,
     DependencyUnavailable: 503,
 }
 
@@ -179,7 +194,7 @@ def problem_response(
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     status = _STATUS_OF.get(type(exc), 400)
     headers: dict[str, str] = {}
-    if isinstance(exc, HashingCapacityExceeded):
+    if isinstance(exc, HashingCapacityExceeded | LoginThrottled):
         headers["Retry-After"] = str(exc.retry_after_seconds)
     elif isinstance(exc, DependencyUnavailable):
         headers["Retry-After"] = "1"
@@ -237,6 +252,11 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
         return internal_error_handler(request, exc)
     kind, title = _HTTP_KINDS.get(status, ("http-error", "Request failed"))
     headers = dict(exc.headers or {})
+    if status == HTTP_429_TOO_MANY_REQUESTS:
+        # Litestar's rate limiter sends the draft RateLimit-* headers; clients and proxies
+        # know Retry-After.
+        headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "1"))
+        request.app.state.events.rate_limited(route_policy(request) or "other", client_address(request))
     return problem_response(
         status=status,
         kind=kind,

@@ -9,9 +9,12 @@ from collections.abc import AsyncGenerator
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar import Litestar
+from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
 
 from app.auth.password_policy import BreachedPasswordChecker
 from app.auth.passwords import PasswordHasher
+from app.auth.throttle import LoginThrottle
 from app.db.migrate import pending_revisions, upgrade_to_head
 from app.observability.logging import get_logger
 from app.observability.setup import Observability
@@ -23,6 +26,7 @@ from app.system.shutdown import drain_on_sigterm
 logger = get_logger("user_service.lifecycle")
 
 SCHEMA_RETRY_SECONDS = 2.0
+HOUSEKEEPING_SECONDS = 300.0
 
 
 async def _await_current_schema(config: SQLAlchemyAsyncConfig, lifecycle: Lifecycle) -> None:
@@ -68,9 +72,12 @@ async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         await hasher.start()
         if settings.db.should_migrate_on_start:
             await upgrade_to_head(db_config.get_engine())
+        if (redis := app.state.redis) is not None:
+            stack.push_async_callback(redis.aclose)
         for background in (
             _await_current_schema(db_config, lifecycle),
             observability.sample_db_pool(db_config.get_engine()),
+            _forget_stale_abuse_state(app.state.login_throttle, app.state.rate_limit_store),
         ):
             stack.push_async_callback(_cancel, asyncio.create_task(background))
         stack.callback(drain_on_sigterm(lifecycle, settings.http.drain_seconds))
@@ -88,6 +95,23 @@ async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         finally:
             lifecycle.draining = True
             logger.info("service_stopping")
+
+
+async def _forget_stale_abuse_state(throttle: LoginThrottle, rate_limits: Store) -> None:
+    """Old failed-login counters and expired rate-limit windows: both would otherwise only
+    go when their key is seen again, and a credential-stuffing run sees millions of keys
+    once each. (Redis expires its keys by itself.)"""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        try:
+            forgotten = await throttle.forget_stale()
+            if isinstance(rate_limits, MemoryStore):
+                await rate_limits.delete_expired()
+        except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
+            logger.warning("housekeeping_failed", error=type(exc).__name__)
+        else:
+            if forgotten:
+                logger.info("login_throttle_forgotten", entries=forgotten)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -4,25 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
+from litestar.stores.redis import RedisStore
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 from opentelemetry.sdk.trace import TracerProvider
+from redis.asyncio import Redis
 
 from app import __version__
 from app.auth.controllers import AuthController, jwks
 from app.auth.middleware import BearerAuthMiddleware
 from app.auth.password_policy import BreachedPasswordChecker
 from app.auth.passwords import PasswordHasher
+from app.auth.throttle import DatabaseThrottleStore, LoginThrottle, RedisThrottleStore
 from app.auth.tokens import TokenIssuer
 from app.cli import UserAdminCLIPlugin
 from app.db.config import database_config
+from app.edge.client_address import ASGICall, behind_trusted_proxies
+from app.edge.headers import security_headers
+from app.edge.rate_limits import STORE_NAME as RATE_LIMIT_STORE
+from app.edge.rate_limits import rate_limit_middleware
 from app.errors import EXCEPTION_HANDLERS
 from app.lifespan import lifespan
 from app.observability.http import HttpTelemetry
@@ -35,18 +45,57 @@ from app.users.controllers import MeController, UsersController
 
 
 class UserServiceApp(Litestar):
-    """Litestar with request telemetry around all of it, routing and error handling included
-    (app-level middleware only sees requests that matched a route)."""
+    """Litestar behind its HTTP entry: the trusted-proxy rewrite of the client address, then
+    request telemetry, around all of it, routing and error handling included (app-level
+    middleware only sees requests that matched a route)."""
 
-    http_telemetry: HttpTelemetry | None = None
+    http_entry: ASGICall | None = None
 
     async def __call__(
         self, scope: Scope | LifeSpanScope, receive: Receive | LifeSpanReceive, send: Send | LifeSpanSend
     ) -> None:
-        if self.http_telemetry is None or scope["type"] != ScopeType.HTTP:
+        if self.http_entry is None or scope["type"] != ScopeType.HTTP:
             await super().__call__(scope, receive, send)
         else:
-            await self.http_telemetry(scope, receive, send, super().__call__)  # type: ignore[arg-type]
+            await self.http_entry(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Litestar itself, without the entry (what the entry calls)."""
+        await super().__call__(scope, receive, send)
+
+
+def _http_entry(app: UserServiceApp, telemetry: HttpTelemetry | None, trusted_proxies: list[str]) -> ASGICall:
+    async def with_telemetry(scope: Scope, receive: Receive, send: Send) -> None:
+        if telemetry is None:
+            await app.handle(scope, receive, send)
+        else:
+            await telemetry(scope, receive, send, app.handle)
+
+    return behind_trusted_proxies(with_telemetry, trusted_proxies)
+
+
+def _abuse_state(settings: Settings, db_config: SQLAlchemyAsyncConfig) -> tuple[Store, LoginThrottle, Redis | None]:
+    """Where rate-limit counters and the login throttle live: Redis when configured (shared
+    by every replica), else this process's memory and the database."""
+    if settings.redis_url is not None:
+        redis = Redis.from_url(settings.redis_url.get_secret_value())
+        store: Store = RedisStore(redis, namespace="user-service:rate-limit")
+        return store, LoginThrottle(RedisThrottleStore(redis, settings.login_throttle), settings.login_throttle), redis
+    throttle_store = DatabaseThrottleStore(db_config.get_engine(), settings.login_throttle)
+    return MemoryStore(), LoginThrottle(throttle_store, settings.login_throttle), None
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    if not settings.http.cors_allow_origins:
+        return None
+    return CORSConfig(
+        allow_origins=settings.http.cors_allow_origins,
+        allow_credentials=settings.http.cors_allow_credentials,
+        allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+        max_age=600,
+    )
 
 
 def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None) -> Litestar:
@@ -59,6 +108,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     hasher = PasswordHasher(settings.passwords)
     observability.watch_hasher(hasher)
 
+    rate_limit_store, login_throttle, redis = _abuse_state(settings, db_config)
+
     route_handlers: list[Any] = [AuthController, jwks, MeController, UsersController, HealthController]
     if observability.metrics is not None:
         route_handlers.append(metrics_endpoint)
@@ -66,9 +117,14 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app = UserServiceApp(
         route_handlers=route_handlers,
         plugins=[SQLAlchemyPlugin(config=db_config), UserAdminCLIPlugin(), *observability.plugins()],
-        middleware=[DefineMiddleware(BearerAuthMiddleware, tokens=tokens, db_config=db_config, exclude=["^/schema"])],
+        middleware=[
+            *rate_limit_middleware(settings.rate_limits),
+            DefineMiddleware(BearerAuthMiddleware, tokens=tokens, db_config=db_config, exclude=["^/schema"]),
+        ],
+        stores={RATE_LIMIT_STORE: rate_limit_store},
+        cors_config=_cors(settings),
         exception_handlers=dict(EXCEPTION_HANDLERS),
-        before_send=[add_request_id_header],
+        before_send=[add_request_id_header, security_headers(hsts_seconds=settings.http.hsts_seconds)],
         lifespan=[lifespan],
         state=State(
             {
@@ -81,6 +137,9 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
                 "observability": observability,
                 "metrics": observability.metrics,
                 "events": observability.events,
+                "login_throttle": login_throttle,
+                "rate_limit_store": rate_limit_store,
+                "redis": redis,
             }
         ),
         openapi_config=OpenAPIConfig(
@@ -98,5 +157,5 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         logging_config=None,
         debug=settings.http.debug,
     )
-    app.http_telemetry = observability.http
+    app.http_entry = _http_entry(app, observability.http, settings.http.trusted_proxies)
     return app

@@ -6,11 +6,12 @@ Nested groups use a double underscore: ``USER_SERVICE_DB__URL``,
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -115,6 +116,13 @@ class TokenSettings(BaseModel):
         return self.signing_key is not None or self.signing_key_file is not None
 
 
+def _comma_separated(value: object) -> object:
+    """``a, b`` from the environment as a list; a JSON list still works from code."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class HttpSettings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Litestar's debug mode puts tracebacks in error bodies; never in production.
@@ -122,6 +130,86 @@ class HttpSettings(BaseModel):
     # After SIGTERM: seconds of answering "not ready" while still serving, before the
     # server stops accepting (see app/system/shutdown.py).
     drain_seconds: float = Field(default=5.0, ge=0)
+    # Peers (IPs or CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are believed: the
+    # ingress controller or nginx. Empty: the TCP peer is the client, whatever the headers
+    # say, so no client can pick the address its rate limit is counted under.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Strict-Transport-Security max-age, sent only on requests that arrived over HTTPS
+    # (directly, or per a trusted proxy's X-Forwarded-Proto). 0 turns the header off.
+    hsts_seconds: int = Field(default=31_536_000, ge=0)
+    # Browser origins allowed to call the API. Empty: no CORS headers at all.
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+
+    _split_lists = field_validator("trusted_proxies", "cors_allow_origins", mode="before")(_comma_separated)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry)  # ValueError names the bad entry (host bits set in a CIDR, too)
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> HttpSettings:
+        if self.cors_allow_credentials and "*" in self.cors_allow_origins:
+            raise ValueError(
+                "USER_SERVICE_HTTP__CORS_ALLOW_ORIGINS: '*' cannot be combined with "
+                "USER_SERVICE_HTTP__CORS_ALLOW_CREDENTIALS=true; list the origins"
+            )
+        return self
+
+
+RATE_PATTERN = r"^\s*[1-9][0-9]*\s*/\s*(second|minute|hour|day)\s*$"
+
+
+def parse_rate(rate: str) -> tuple[Literal["second", "minute", "hour", "day"], int]:
+    """``"60/minute"`` as Litestar's ``("minute", 60)``."""
+    count, unit = (part.strip() for part in rate.split("/"))
+    if unit not in ("second", "minute", "hour", "day"):
+        raise ValueError(f"unknown rate unit in {rate!r}")
+    return unit, int(count)  # type: ignore[return-value]  # checked just above
+
+
+class RateLimitSettings(BaseModel):
+    """Requests per client address ("N/second|minute|hour|day") on the unauthenticated
+    auth endpoints. Counted in this process's memory, or in Redis when
+    ``USER_SERVICE_REDIS_URL`` is set, so that every replica shares the count."""
+
+    enabled: bool = True
+    # A person logs in a few times a day; 30 a minute leaves room for a shared NAT address
+    # while making a single-address password spray pointless (the account throttle
+    # handles spreads over many addresses).
+    login: str = Field(default="30/minute", pattern=RATE_PATTERN)
+    registration: str = Field(default="10/minute", pattern=RATE_PATTERN)
+    # Clients refresh every access-token lifetime (15 min); 120/min leaves a NAT of
+    # many clients room.
+    refresh: str = Field(default="120/minute", pattern=RATE_PATTERN)
+
+
+class LoginThrottleSettings(BaseModel):
+    """Per-account back-off after failed logins: ``free_attempts`` failures cost nothing,
+    then each failure blocks the account name for ``base_delay_seconds`` doubled per
+    further failure, never more than ``max_delay_seconds``. Failures older than
+    ``forget_after_seconds`` are forgotten. Kept in PostgreSQL (or Redis when
+    ``USER_SERVICE_REDIS_URL`` is set), so every replica sees it."""
+
+    enabled: bool = True
+    free_attempts: int = Field(default=5, ge=1)
+    base_delay_seconds: int = Field(default=1, ge=1)
+    # The cap bounds what an attacker can do to the real user: at worst one attempt per
+    # five minutes, never a lockout.
+    max_delay_seconds: int = Field(default=300, ge=1)
+    forget_after_seconds: int = Field(default=3600, ge=1)
+
+    def delay_after(self, failures: int) -> int:
+        """Seconds the account is blocked after its ``failures``-th consecutive failure."""
+        beyond = failures - self.free_attempts
+        if beyond <= 0:
+            return 0
+        # Cap the exponent first: 2**beyond for a huge count would be a huge integer.
+        delay: int = self.base_delay_seconds * 2 ** min(beyond - 1, 32)
+        return min(self.max_delay_seconds, delay)
 
 
 class LogFormat(StrEnum):
@@ -194,6 +282,11 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    login_throttle: LoginThrottleSettings = Field(default_factory=LoginThrottleSettings)
+    # redis://[:password@]host:6379/0. When set, the rate-limit counters and the login
+    # throttle live there (shared by every replica, no database writes on failed logins).
+    redis_url: SecretStr | None = None
     # Build identity for the build_info metric; the image build sets them.
     build_version: str | None = None
     build_commit: str = "unknown"

@@ -18,7 +18,9 @@ from app.settings import (
     DatabaseSettings,
     Environment,
     HttpSettings,
+    LoginThrottleSettings,
     PasswordSettings,
+    RateLimitSettings,
     Settings,
     TokenSettings,
 )
@@ -92,6 +94,10 @@ def make_settings(database_url: str, signing_key_file: Path, **overrides: object
         "passwords": {**FAST_ARGON2, "pool_size": 2, "queue_size": 64},
         "tokens": {"signing_key_file": signing_key_file},
         "http": {},
+        # Every test client is 127.0.0.1: per-address limits would couple unrelated tests.
+        # tests/integration/test_abuse_protection.py turns them on.
+        "rate_limits": {"enabled": False},
+        "login_throttle": {},
     }
     for group, values in overrides.items():
         assert isinstance(values, dict)
@@ -102,6 +108,8 @@ def make_settings(database_url: str, signing_key_file: Path, **overrides: object
         passwords=PasswordSettings.model_validate(groups["passwords"]),
         tokens=TokenSettings.model_validate(groups["tokens"]),
         http=HttpSettings.model_validate(groups["http"]),
+        rate_limits=RateLimitSettings.model_validate(groups["rate_limits"]),
+        login_throttle=LoginThrottleSettings.model_validate(groups["login_throttle"]),
     )
 
 
@@ -119,7 +127,7 @@ def _truncate(url: str) -> None:
     async def truncate() -> None:
         engine = create_async_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE users, auth_sessions, refresh_tokens CASCADE"))
+            await conn.execute(text("TRUNCATE users, auth_sessions, refresh_tokens, login_throttle CASCADE"))
         await engine.dispose()
 
     anyio.run(truncate)

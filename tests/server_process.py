@@ -49,6 +49,8 @@ class ServerProcess:
             "USER_SERVICE_SERVER__PORT": str(self.port),
             "USER_SERVICE_LOGGING__FORMAT": "json",
             "USER_SERVICE_HTTP__DRAIN_SECONDS": "0",
+            # Test clients all come from 127.0.0.1; tests of the limits turn them on.
+            "USER_SERVICE_RATE_LIMITS__ENABLED": "false",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

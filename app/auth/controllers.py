@@ -12,6 +12,7 @@ from app.auth.dependencies import provide_auth_service, provide_users_service
 from app.auth.schemas import JsonWebKey, JsonWebKeySet, LoginRequest, RefreshRequest, TokenPair, UserCreate
 from app.auth.services import AuthService, IssuedTokens, Registration
 from app.auth.tokens import TokenIssuer
+from app.edge.rate_limits import RATE_LIMIT_OPT
 from app.users.schemas import UserRead
 
 NO_STORE = CacheControlHeader(no_store=True)
@@ -30,18 +31,30 @@ class AuthController(Controller):
         "auth_service": Provide(provide_auth_service, sync_to_thread=False),
     }
 
-    @post("/register", status_code=HTTP_201_CREATED, summary="Create an account")
+    @post("/register", status_code=HTTP_201_CREATED, summary="Create an account", opt={RATE_LIMIT_OPT: "register"})
     async def register(self, data: JSONBody[UserCreate], auth_service: NamedDependency[AuthService]) -> UserRead:
         user = await auth_service.register(
             Registration(username=data.username, email=data.email, password=data.password, full_name=data.full_name)
         )
         return UserRead.of(user)
 
-    @post("/login", status_code=HTTP_200_OK, cache_control=NO_STORE, summary="Exchange credentials for tokens")
+    @post(
+        "/login",
+        status_code=HTTP_200_OK,
+        cache_control=NO_STORE,
+        summary="Exchange credentials for tokens",
+        opt={RATE_LIMIT_OPT: "login"},
+    )
     async def login(self, data: JSONBody[LoginRequest], auth_service: NamedDependency[AuthService]) -> TokenPair:
         return _pair(await auth_service.login(data.username, data.password))
 
-    @post("/refresh", status_code=HTTP_200_OK, cache_control=NO_STORE, summary="Rotate a refresh token")
+    @post(
+        "/refresh",
+        status_code=HTTP_200_OK,
+        cache_control=NO_STORE,
+        summary="Rotate a refresh token",
+        opt={RATE_LIMIT_OPT: "refresh"},
+    )
     async def refresh(self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]) -> TokenPair:
         return _pair(await auth_service.refresh(data.refresh_token))
 

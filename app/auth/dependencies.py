@@ -47,4 +47,5 @@ def provide_auth_service(
         breach_checker=breach_checker,
         refresh_ttl_seconds=settings.tokens.refresh_ttl_seconds,
         events=state.events,
+        throttle=state.login_throttle,
     )

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.password_policy import BreachedPasswordChecker, normalize_password, validate_new_password
 from app.auth.passwords import PasswordHasher
 from app.auth.sessions import LoginSessions, RevokeReason, RotationOutcome
+from app.auth.throttle import LoginThrottle
 from app.auth.tokens import TokenIssuer
 from app.db.models import Role, User
 from app.errors import (
@@ -21,6 +22,7 @@ from app.errors import (
     InvalidCredentials,
     InvalidInput,
     InvalidRefreshToken,
+    LoginThrottled,
     WrongCurrentPassword,
 )
 from app.observability.events import SecurityEvents
@@ -69,8 +71,10 @@ class AuthService:
         breach_checker: BreachedPasswordChecker,
         refresh_ttl_seconds: int,
         events: SecurityEvents,
+        throttle: LoginThrottle,
     ) -> None:
         self._db = db
+        self._throttle = throttle
         self._events = events
         self._users = users
         self._hasher = hasher
@@ -122,39 +126,49 @@ class AuthService:
         return user
 
     async def login(self, identifier: str, password: str) -> IssuedTokens:
-        """Unknown user, wrong password and inactive user all cost one verify and raise
-        the same InvalidCredentials."""
+        """Unknown user, wrong password and inactive user all cost one verify, count as a
+        failure of the name typed, and raise the same InvalidCredentials. A name with too
+        many recent failures is refused before any of that (LoginThrottled)."""
         try:
             self._hasher.ensure_capacity("verify")
         except HashingCapacityExceeded:
             self._events.login_failed("shed")
             raise
         normalized = normalize_login_identifier(identifier)
+        throttle = await self._throttle.state(normalized)
+        if throttle.blocked:
+            self._events.login_throttled(throttle.failures, throttle.retry_after_seconds)
+            raise LoginThrottled(throttle.retry_after_seconds)
         # One read (its connection is back in the pool before the hash), one write.
         user = await self._users.find_credentials(normalized) if normalized else None
         password = normalize_password(password)
         try:
             if user is None:
                 await self._hasher.verify_against_nothing(password)
-                self._refuse_login("unknown_user")
+                await self._refuse_login(normalized, "unknown_user")
             result = await self._hasher.verify(user.password_hash, password)
         except HashingCapacityExceeded:
             self._events.login_failed("shed", user.user_id if user else None)
             raise
         if not result.matches:
-            self._refuse_login("wrong_password", user.user_id)
+            await self._refuse_login(normalized, "wrong_password", user.user_id)
         if not user.can_authenticate:
-            self._refuse_login("deleted_user" if user.deleted_at else "inactive_user", user.user_id)
+            await self._refuse_login(normalized, "deleted_user" if user.deleted_at else "inactive_user", user.user_id)
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
             await self._users.set_password_hash(user.user_id, await self._hasher.hash(password))
         issued = await self._start_session(user.user_id, user.role)
         await self._db.commit()
+        if throttle.failures:
+            await self._throttle.clear(normalized)
         self._events.login_succeeded(user.user_id, rehashed=result.needs_rehash)
         return issued
 
-    def _refuse_login(self, reason: str, user_id: UUID | None = None) -> NoReturn:
+    async def _refuse_login(self, login_name: str | None, reason: str, user_id: UUID | None = None) -> NoReturn:
         self._events.login_failed(reason, user_id)
+        throttle = await self._throttle.record_failure(login_name)
+        if throttle.blocked:
+            self._events.login_throttle_engaged(throttle.failures, throttle.retry_after_seconds, user_id)
         raise InvalidCredentials()
 
     async def refresh(self, presented: str) -> IssuedTokens:
@@ -200,6 +214,10 @@ class AuthService:
         await self._users.repository.update(user)
         await self._sessions.revoke_all_of(user.id, RevokeReason.PASSWORD_CHANGE, keep=current_session)
         await self._db.commit()
+        # Whoever was guessing the old password has nothing left to guess: the owner's
+        # names are free again (the owner, logged in elsewhere, ends a throttle this way).
+        for name in (user.username, user.email):
+            await self._throttle.clear(name)
         self._events.password_changed(user.id)
 
     async def _start_session(self, user_id: UUID, role: Role) -> IssuedTokens:

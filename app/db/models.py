@@ -1,4 +1,5 @@
-"""The persistent model: users, login sessions (refresh-token families) and refresh tokens."""
+"""The persistent model: users, login sessions (refresh-token families), refresh tokens,
+and the failed-login counters of the login throttle."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import datetime as dt
 from enum import StrEnum
 from uuid import UUID
 
-from advanced_alchemy.base import UUIDv7AuditBase, UUIDv7Base
+from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import Enum, ForeignKey, Index, String, func
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 
@@ -85,3 +86,18 @@ class RefreshToken(UUIDv7Base):
     spent_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     session: Mapped[AuthSession] = relationship(lazy="raise")
+
+
+class LoginThrottleEntry(DefaultBase):
+    """Consecutive failed logins against one account name (see app/auth/throttle.py).
+
+    ``key`` is a SHA-256, never the name typed: attackers choose those strings, and a
+    table of them would be a list of guessed usernames and emails."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (Index("ix_login_throttle_last_failure_at", "last_failure_at"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

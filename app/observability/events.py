@@ -21,10 +21,32 @@ class SecurityEvents:
             self._metrics.login_attempts.labels(result="success").inc()
 
     def login_failed(self, reason: str, user_id: UUID | None = None) -> None:
-        """``reason``: unknown_user, wrong_password, inactive_user, shed."""
+        """``reason``: unknown_user, wrong_password, inactive_user, deleted_user, shed."""
         _log.warning("login_failed", reason=reason, user_id=str(user_id) if user_id else None)
         if self._metrics:
             self._metrics.login_attempts.labels(result=reason).inc()
+
+    def login_throttled(self, failures: int, retry_after_seconds: int) -> None:
+        """A login refused unheard because its name has too many recent failures."""
+        _log.warning("account_throttled", failures=failures, retry_after_seconds=retry_after_seconds)
+        if self._metrics:
+            self._metrics.login_attempts.labels(result="throttled").inc()
+
+    def login_throttle_engaged(self, failures: int, block_seconds: int, user_id: UUID | None) -> None:
+        """A failed login that blocks its name: the start (or a lengthening) of a back-off."""
+        _log.warning(
+            "login_throttle_engaged",
+            failures=failures,
+            block_seconds=block_seconds,
+            user_id=str(user_id) if user_id else None,
+        )
+        if self._metrics:
+            self._metrics.login_throttle_blocks.inc()
+
+    def rate_limited(self, route: str, client: str | None) -> None:
+        _log.warning("rate_limited", route=route, client=client)
+        if self._metrics:
+            self._metrics.rate_limited.labels(route=route).inc()
 
     def registration(self, result: str, user_id: UUID | None = None) -> None:
         """``result``: created, conflict, invalid, shed."""

@@ -30,7 +30,9 @@ HASH_DURATION_BUCKETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-LOGIN_RESULTS = ("success", "unknown_user", "wrong_password", "inactive_user", "deleted_user", "shed")
+LOGIN_RESULTS = ("success", "unknown_user", "wrong_password", "inactive_user", "deleted_user", "shed", "throttled")
+# The routes with a per-address rate limit (the "route" label of rate_limited).
+RATE_LIMITED_ROUTES = ("login", "register", "refresh")
 REGISTRATION_RESULTS = ("created", "conflict", "invalid", "shed", "error")
 REFRESH_RESULTS = ("rotated", "unknown", "expired", "revoked", "reused", "user_inactive")
 ACCOUNT_CHANGES = ("password_changed", "role_changed", "deactivated", "reactivated", "deleted")
@@ -128,7 +130,8 @@ class Metrics:
         # --- Accounts and tokens ----------------------------------------------------------
         self.login_attempts = Counter(
             "user_service_login_attempts",
-            "Login attempts by result (success, unknown_user, wrong_password, inactive_user, shed).",
+            "Login attempts by result (success, unknown_user, wrong_password, inactive_user, deleted_user, shed, "
+            "throttled).",
             ["result"],
             registry=r,
         )
@@ -153,6 +156,17 @@ class Metrics:
         self.refresh_reuse_detections = Counter(
             "user_service_refresh_token_reuse_detections",
             "Spent refresh tokens presented again (each revokes a session family).",
+            registry=r,
+        )
+        self.login_throttle_blocks = Counter(
+            "user_service_login_throttle_blocks",
+            "Failed logins that blocked their account name for a while (each one starts or lengthens a block).",
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "user_service_rate_limited",
+            "Requests refused with 429 by the per-client-address rate limit, by route (login, register, refresh).",
+            ["route"],
             registry=r,
         )
         self.account_changes = Counter(
@@ -210,6 +224,7 @@ class Metrics:
             (self.tokens_issued, "kind", ("access", "refresh")),
             (self.hash_rejections, "operation", ("hash", "verify")),
             (self.account_changes, "change", ACCOUNT_CHANGES),
+            (self.rate_limited, "route", RATE_LIMITED_ROUTES),
         ]
         for counter, label, values in known:
             for label_value in values:

@@ -1,0 +1,198 @@
+"""Per-account back-off after failed logins.
+
+Every account name gets ``free_attempts`` failures for nothing; after that each failure
+blocks the name for a delay that doubles up to a cap (``LoginThrottleSettings``). A
+blocked name is answered 429 with Retry-After before any password work is done.
+
+The counter is keyed by the *name as typed* (normalised), hashed, never by the account it
+resolves to. So an unknown name is throttled exactly like a real one, and the throttle
+tells an attacker nothing: neither that an account exists, nor that a username and an
+email belong together. The price is that a username and its email are two counters.
+
+The state lives where every replica sees it: PostgreSQL (``login_throttle``) by default,
+Redis when ``USER_SERVICE_REDIS_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import LoginThrottleEntry
+from app.settings import LoginThrottleSettings
+
+_Entry = LoginThrottleEntry
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleState:
+    failures: int
+    retry_after_seconds: int
+
+    @property
+    def blocked(self) -> bool:
+        return self.retry_after_seconds > 0
+
+
+CLEAR = ThrottleState(failures=0, retry_after_seconds=0)
+
+
+def throttle_key(login_name: str) -> str:
+    # Lower case, as the database compares names: "Alice" and "alice" are one account.
+    return hashlib.sha256(login_name.lower().encode()).hexdigest()
+
+
+def _seconds_until(moment: dt.datetime | None, now: dt.datetime) -> int:
+    if moment is None or moment <= now:
+        return 0
+    return math.ceil((moment - now).total_seconds())
+
+
+class ThrottleStore(Protocol):
+    async def state(self, key: str, now: dt.datetime) -> ThrottleState: ...
+
+    async def record_failure(self, key: str, now: dt.datetime) -> ThrottleState: ...
+
+    async def clear(self, key: str) -> None: ...
+
+    async def forget_stale(self, now: dt.datetime) -> int: ...
+
+
+class DatabaseThrottleStore:
+    """One row per throttled name; each statement runs in its own short transaction on
+    the engine, never inside the request's session (whose connection must not be held
+    while the password is hashed)."""
+
+    def __init__(self, engine: AsyncEngine, settings: LoginThrottleSettings) -> None:
+        self._engine = engine
+        self._settings = settings
+        if engine.dialect.name not in ("postgresql", "sqlite"):
+            raise ValueError(f"the login throttle supports PostgreSQL and SQLite, not {engine.dialect.name}")
+
+    async def state(self, key: str, now: dt.datetime) -> ThrottleState:
+        query = select(_Entry.failures, _Entry.last_failure_at, _Entry.blocked_until).where(_Entry.key == key)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None or self._is_stale(row.last_failure_at, now):
+            return CLEAR
+        return ThrottleState(row.failures, _seconds_until(row.blocked_until, now))
+
+    async def record_failure(self, key: str, now: dt.datetime) -> ThrottleState:
+        stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
+        # One atomic upsert counts the failure, so concurrent failures on two replicas are
+        # both counted; the row's own old values decide whether the count starts again.
+        values = {"key": key, "failures": 1, "last_failure_at": now, "blocked_until": None}
+        counted = {
+            "failures": case((_Entry.last_failure_at < stale_before, 1), else_=_Entry.failures + 1),
+            "last_failure_at": now,
+        }
+        # Both dialects spell the upsert the same way, from different modules.
+        if self._engine.dialect.name == "postgresql":
+            pg = postgresql.insert(_Entry).values(values)
+            upsert = pg.on_conflict_do_update(index_elements=[_Entry.key], set_=counted).returning(_Entry.failures)
+        else:
+            lite = sqlite.insert(_Entry).values(values)
+            upsert = lite.on_conflict_do_update(index_elements=[_Entry.key], set_=counted).returning(_Entry.failures)
+        async with self._engine.begin() as conn:
+            failures = (await conn.execute(upsert)).scalar_one()
+            delay = self._settings.delay_after(failures)
+            if delay:
+                blocked_until = now + dt.timedelta(seconds=delay)
+                await conn.execute(update(_Entry).where(_Entry.key == key).values(blocked_until=blocked_until))
+        return ThrottleState(failures, delay)
+
+    async def clear(self, key: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(_Entry).where(_Entry.key == key))
+
+    async def forget_stale(self, now: dt.datetime) -> int:
+        stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(_Entry).where(_Entry.last_failure_at < stale_before))
+        return result.rowcount or 0
+
+    def _is_stale(self, last_failure_at: dt.datetime, now: dt.datetime) -> bool:
+        return last_failure_at < now - dt.timedelta(seconds=self._settings.forget_after_seconds)
+
+
+class RedisThrottleStore:
+    """Two keys per name: the failure count, which expires ``forget_after_seconds`` after
+    the last failure, and a block marker, which expires when the block ends. Redis's own
+    expiry does the clean-up."""
+
+    PREFIX = "user-service:login-throttle:"
+
+    def __init__(self, redis: Redis, settings: LoginThrottleSettings) -> None:
+        self._redis = redis
+        self._settings = settings
+
+    def _keys(self, key: str) -> tuple[str, str]:
+        return f"{self.PREFIX}failures:{key}", f"{self.PREFIX}blocked:{key}"
+
+    async def state(self, key: str, now: dt.datetime) -> ThrottleState:
+        failures_key, blocked_key = self._keys(key)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(failures_key)
+            pipe.pttl(blocked_key)
+            failures, blocked_ms = await pipe.execute()
+        return ThrottleState(int(failures or 0), math.ceil(max(int(blocked_ms), 0) / 1000))
+
+    async def record_failure(self, key: str, now: dt.datetime) -> ThrottleState:
+        failures_key, blocked_key = self._keys(key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(failures_key)
+            pipe.expire(failures_key, self._settings.forget_after_seconds)
+            failures, _ = await pipe.execute()
+        delay = self._settings.delay_after(int(failures))
+        if delay:
+            await self._redis.set(blocked_key, b"1", ex=delay)
+        return ThrottleState(int(failures), delay)
+
+    async def clear(self, key: str) -> None:
+        await self._redis.delete(*self._keys(key))
+
+    async def forget_stale(self, now: dt.datetime) -> int:
+        return 0  # keys expire by themselves
+
+
+class LoginThrottle:
+    """The login use case's view: is this name blocked, and what a failure or a success
+    does to it. Disabled, it answers "not blocked" and stores nothing; so does a name that
+    cannot belong to any account (None: control characters)."""
+
+    def __init__(self, store: ThrottleStore, settings: LoginThrottleSettings) -> None:
+        self._store = store
+        self._settings = settings
+
+    @property
+    def enabled(self) -> bool:
+        return self._settings.enabled
+
+    async def state(self, login_name: str | None) -> ThrottleState:
+        if not self._settings.enabled or not login_name:
+            return CLEAR
+        return await self._store.state(throttle_key(login_name), _now())
+
+    async def record_failure(self, login_name: str | None) -> ThrottleState:
+        if not self._settings.enabled or not login_name:
+            return CLEAR
+        return await self._store.record_failure(throttle_key(login_name), _now())
+
+    async def clear(self, login_name: str | None) -> None:
+        if self._settings.enabled and login_name:
+            await self._store.clear(throttle_key(login_name))
+
+    async def forget_stale(self) -> int:
+        return await self._store.forget_stale(_now())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

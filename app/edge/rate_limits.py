@@ -1,0 +1,56 @@
+"""Per-client-address rate limits on the unauthenticated auth endpoints.
+
+Litestar's RateLimitMiddleware does the counting. One instance per policy (login,
+register, refresh), each checking only the handlers whose ``opt["rate_limit"]`` names it
+and counting under its own key, so a client's registrations do not use up its logins.
+The counters live in the app's ``rate_limit`` store: this process's memory, or Redis
+(shared by every replica) when ``USER_SERVICE_REDIS_URL`` is set.
+
+The client address is scope["client"], which app/edge/client_address.py has already
+replaced with the forwarded address when the peer is a trusted proxy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.rate_limit import RateLimitConfig
+
+from app.settings import RateLimitSettings, parse_rate
+
+# Handlers name their policy with opt={RATE_LIMIT_OPT: "login"}.
+RATE_LIMIT_OPT = "rate_limit"
+STORE_NAME = "rate_limit"
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def route_policy(request: Request[Any, Any, Any]) -> str | None:
+    policy = request.route_handler.opt.get(RATE_LIMIT_OPT)
+    return policy if isinstance(policy, str) else None
+
+
+def _policy_config(policy: str, rate: str) -> RateLimitConfig:
+    def applies(request: Request[Any, Any, Any]) -> bool:
+        return route_policy(request) == policy
+
+    def identifier(request: Request[Any, Any, Any]) -> str:
+        return f"{policy}:{client_address(request)}"
+
+    return RateLimitConfig(
+        rate_limit=parse_rate(rate),
+        check_throttle_handler=applies,
+        identifier_for_request=identifier,
+        store=STORE_NAME,
+    )
+
+
+def rate_limit_middleware(settings: RateLimitSettings) -> list[DefineMiddleware]:
+    if not settings.enabled:
+        return []
+    policies = {"login": settings.login, "register": settings.registration, "refresh": settings.refresh}
+    return [_policy_config(policy, rate).middleware for policy, rate in policies.items()]
