@@ -26,6 +26,7 @@ from app.settings import (
 )
 from tests.live_server import LiveClient, serve
 from tests.postgres import throwaway_postgres
+from tests.redis_server import forget_service_keys, throwaway_redis
 from tests.server_process import LITESTAR_CLI, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,9 +73,9 @@ def _drop_everything(url: str) -> None:
     async def drop() -> None:
         engine = create_async_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(
-                text("DROP TABLE IF EXISTS refresh_tokens, auth_sessions, users, alembic_version CASCADE")
-            )
+            # Every table, whatever revision left it: the test database is disposable.
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
         await engine.dispose()
 
     anyio.run(drop)
@@ -171,3 +172,17 @@ def server_process(settings: Settings, signing_key_file: Path, tmp_path: Path) -
         )
 
     return build
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with throwaway_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """A Redis with none of the service's keys, before and after the test."""
+    forget_service_keys(redis_server)
+    yield redis_server
+    forget_service_keys(redis_server)

@@ -35,7 +35,10 @@ async def serve(app: Litestar) -> AsyncIterator[LiveClient]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # log_config=None, as in production (python -m app): the app's logging stays in charge.
-    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    # proxy_headers=False as in `python -m app`: the app decides whom to believe (trusted_proxies).
+    config = uvicorn.Config(
+        app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5, proxy_headers=False
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

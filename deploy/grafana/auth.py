@@ -36,9 +36,9 @@ def auth() -> Dashboard:
                 title="Login attempts by result",
                 description=(
                     "success, unknown_user, wrong_password, inactive_user, deleted_user (all failures get the same "
-                    "401), shed (503, hashing pool full). A wave of unknown_user or wrong_password is credential "
-                    "stuffing: check the login_failed log events. Lockouts are not measured yet (account_locked "
-                    "arrives with brute-force throttling)."
+                    "401), shed (503, hashing pool full), throttled (429: the name has too many recent failures; "
+                    "no hash computed). A wave of unknown_user or wrong_password is credential stuffing "
+                    "(UserServiceCredentialStuffing): check the login_failed log events."
                 ),
                 targets=(
                     Target(
@@ -217,10 +217,48 @@ def auth() -> Dashboard:
             ),
         ),
     )
+    throttled = sel('result="throttled"')
+    abuse = Row(
+        "Abuse protection",
+        (
+            Panel(
+                title="Rate-limited requests by route",
+                description=(
+                    "Requests refused with 429 by the per-client-address limit (USER_SERVICE_RATE_LIMITS__*). "
+                    "A few addresses: clients or attackers being held back. Everyone at once: the service sees "
+                    "every client as the ingress's address (USER_SERVICE_HTTP__TRUSTED_PROXIES); see the "
+                    "UserServiceRateLimiting runbook. Addresses: the rate_limited log events."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (route) (rate(user_service_rate_limited_total{sel()}{RATE}))"), "{{route}}"
+                    ),
+                ),
+                unit="reqps",
+                stacked=True,
+            ),
+            Panel(
+                title="Login throttle",
+                description=(
+                    "blocks: failed logins that blocked their account name (5 free failures, then 1, 2, 4 ... s up "
+                    "to 5 min). throttled: logins refused during a block (429, no hash computed). Names under "
+                    "attack: the login_throttle_engaged log events (user_id when the name is an account)."
+                ),
+                targets=(
+                    Target(or_zero(f"sum(rate(user_service_login_throttle_blocks_total{sel()}{RATE}))"), "blocks"),
+                    Target(
+                        or_zero(f"sum(rate(user_service_login_attempts_total{throttled}{RATE}))"),
+                        "throttled",
+                    ),
+                ),
+                unit="reqps",
+            ),
+        ),
+    )
     return Dashboard(
         uid="user-service-auth",
         title="User service / Auth",
-        description="Logins, password hashing, refresh tokens and account changes.",
+        description="Logins, password hashing, refresh tokens, account changes and abuse protection.",
         filename="auth.json",
-        rows=(logins, hashing, tokens, accounts),
+        rows=(logins, abuse, hashing, tokens, accounts),
     )

@@ -1,0 +1,232 @@
+"""Per-account login throttling, through real HTTP on PostgreSQL (and Redis): free
+attempts, then doubling blocks up to the cap, 429 with Retry-After, the same for unknown
+names, cleared by success and by a password change, and shared by every replica."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.throttle import DatabaseThrottleStore, RedisThrottleStore, ThrottleStore, throttle_key
+from app.main import create_app
+from app.settings import LoginThrottleSettings, Settings
+from tests.conftest import make_settings
+from tests.integration.helpers import AUTH, ME, PASSWORD, Client, bearer, login, register, unique_name
+from tests.live_server import serve
+
+# Two free failures, then blocks of 1 s and 2 s (the cap): short enough to wait out.
+FAST = {"free_attempts": 2, "base_delay_seconds": 1, "max_delay_seconds": 2}
+THROTTLED_TYPE = "login-throttled"
+
+
+def throttled_settings(settings: Settings, **throttle: Any) -> Settings:
+    assert settings.tokens.signing_key_file is not None
+    return make_settings(settings.db.url, settings.tokens.signing_key_file, login_throttle=throttle)
+
+
+@pytest.fixture
+async def throttled(settings: Settings) -> AsyncIterator[Client]:
+    async with serve(create_app(throttled_settings(settings, **FAST))) as client:
+        yield client
+
+
+def _is_throttled(response: Any) -> bool:
+    return response.status_code == 429 and response.json()["type"].endswith(THROTTLED_TYPE)
+
+
+async def _fail(client: Client, name: str, times: int) -> list[int]:
+    return [(await login(client, name, "not-the-password-1")).status_code for _ in range(times)]
+
+
+async def test_free_attempts_then_429_with_retry_after_even_for_the_right_password(throttled: Client) -> None:
+    name = unique_name()
+    await register(throttled, name)
+
+    # Two free failures; the third fails too and starts a 1 s block.
+    assert await _fail(throttled, name, 3) == [401, 401, 401]
+
+    blocked = await login(throttled, name)  # the right password, during the block
+    assert _is_throttled(blocked)
+    assert blocked.headers["content-type"].startswith("application/problem+json")
+    assert blocked.headers["Retry-After"] == "1"
+    assert "access_token" not in blocked.text
+
+    await asyncio.sleep(1.1)
+    assert (await login(throttled, name)).status_code == 200
+    # Success cleared the count: the next failure is free again, not a longer block.
+    assert await _fail(throttled, name, 1) == [401]
+    assert (await login(throttled, name)).status_code == 200
+
+
+async def test_blocks_double_and_never_exceed_the_cap(throttled: Client) -> None:
+    name = unique_name()
+    await register(throttled, name)
+    waits = []
+    for _ in range(4):
+        await _fail(throttled, name, 1)
+        response = await login(throttled, name, "not-the-password-1")
+        if _is_throttled(response):
+            retry_after = int(response.headers["Retry-After"])
+            waits.append(retry_after)
+            await asyncio.sleep(retry_after + 0.1)
+    # Failures 3, 4, 5... block for 1, 2, 2, 2 s: doubling, capped at max_delay_seconds.
+    assert waits, "the throttle never engaged"
+    assert max(waits) <= FAST["max_delay_seconds"]
+    assert waits[-1] == FAST["max_delay_seconds"]
+
+
+async def test_an_unknown_name_is_throttled_exactly_like_a_real_one(throttled: Client) -> None:
+    real, unknown = unique_name(), unique_name("ghost")
+    await register(throttled, real)
+
+    def shape(response: Any) -> tuple[int, str | None, str]:
+        body = response.json()
+        return response.status_code, response.headers.get("Retry-After"), body["type"]
+
+    real_story = [shape(await login(throttled, real, "not-the-password-1")) for _ in range(4)]
+    unknown_story = [shape(await login(throttled, unknown, "not-the-password-1")) for _ in range(4)]
+    assert real_story == unknown_story
+    assert real_story[-1][0] == 429
+
+
+async def test_names_are_throttled_case_insensitively(throttled: Client) -> None:
+    name = unique_name("casey")
+    await register(throttled, name)
+    await _fail(throttled, name.upper(), 3)
+    assert _is_throttled(await login(throttled, name))
+
+
+async def test_a_password_change_ends_the_throttle_on_the_username_and_the_email(throttled: Client) -> None:
+    name = unique_name()
+    await register(throttled, name)
+    tokens = (await login(throttled, name)).json()  # the owner, logged in on another device
+    await _fail(throttled, name, 3)
+    await _fail(throttled, f"{name}@example.com", 3)
+    assert _is_throttled(await login(throttled, name))
+
+    new_password = "amber-lantern-92-meadow"
+    changed = await throttled.put(
+        f"{ME}/password",
+        json={"current_password": PASSWORD, "new_password": new_password},
+        headers=bearer(tokens),
+    )
+    assert changed.status_code == 204
+    assert (await login(throttled, name, new_password)).status_code == 200
+    assert (await login(throttled, f"{name}@example.com", new_password)).status_code == 200
+
+
+async def test_throttled_logins_cost_no_hash_and_are_counted(throttled: Client) -> None:
+    name = unique_name()
+    await throttled.post(f"{AUTH}/register", json={"username": name, "email": f"{name}@x.org", "password": PASSWORD})
+    await _fail(throttled, name, 3)
+    before = await throttled.get("/metrics")
+    hashes_before = _metric(before.text, 'user_service_password_hash_duration_seconds_count{operation="verify"}')
+    for _ in range(5):
+        assert _is_throttled(await login(throttled, name))
+    after = (await throttled.get("/metrics")).text
+    assert _metric(after, 'user_service_password_hash_duration_seconds_count{operation="verify"}') == hashes_before
+    assert _metric(after, 'user_service_login_attempts_total{result="throttled"}') == 5
+    assert _metric(after, "user_service_login_throttle_blocks_total") >= 1
+
+
+def _metric(exposition: str, series: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} not exposed")
+
+
+async def test_every_replica_sees_the_throttle(settings: Settings) -> None:
+    """Two apps on one database: failures against one block the name on the other."""
+    replica_settings = throttled_settings(settings, **FAST)
+    async with serve(create_app(replica_settings)) as first, serve(create_app(replica_settings)) as second:
+        name = unique_name()
+        await register(first, name)
+        await _fail(first, name, 3)
+        assert _is_throttled(await login(second, name))
+
+
+async def test_with_redis_every_replica_sees_the_throttle_and_the_database_is_untouched(
+    settings: Settings, redis_url: str, db_engine: AsyncEngine
+) -> None:
+    base = throttled_settings(settings, **FAST)
+    replica_settings = base.model_copy(update={"redis_url": SecretStr(redis_url)})
+    async with serve(create_app(replica_settings)) as first, serve(create_app(replica_settings)) as second:
+        name = unique_name()
+        await register(first, name)
+        await _fail(first, name, 3)
+        blocked = await login(second, name)
+        assert _is_throttled(blocked)
+        assert blocked.headers["Retry-After"] == "1"
+    async with db_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM login_throttle"))).scalar_one() == 0
+
+
+async def test_the_throttle_can_be_turned_off(settings: Settings) -> None:
+    async with serve(create_app(throttled_settings(settings, **FAST, enabled=False))) as client:
+        name = unique_name()
+        await register(client, name)
+        assert await _fail(client, name, 6) == [401] * 6
+        assert (await login(client, name)).status_code == 200
+
+
+# --- the stores, directly: the same contract on PostgreSQL and Redis --------------------
+
+
+StoreFactory = Callable[[LoginThrottleSettings], ThrottleStore]
+
+
+@pytest.fixture(params=["database", "redis"])
+async def make_store(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> AsyncIterator[StoreFactory]:
+    if request.param == "database":
+        yield lambda throttle: DatabaseThrottleStore(db_engine, throttle)
+        return
+    redis = Redis.from_url(request.getfixturevalue("redis_url"))
+    yield lambda throttle: RedisThrottleStore(redis, throttle)
+    await redis.aclose()
+
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+
+
+async def test_store_counts_concurrent_failures_exactly(make_store: StoreFactory) -> None:
+    """Forty failures at once on one name (as from many replicas): every one is counted."""
+    store = make_store(LoginThrottleSettings(free_attempts=100))
+    key = throttle_key("target")
+    await asyncio.gather(*(store.record_failure(key, NOW) for _ in range(40)))
+    assert (await store.state(key, NOW)).failures == 40
+
+
+async def test_store_blocks_for_the_policy_delay_and_clears(make_store: StoreFactory) -> None:
+    store = make_store(LoginThrottleSettings(free_attempts=1, base_delay_seconds=30, max_delay_seconds=60))
+    key = throttle_key("someone")
+    assert not (await store.record_failure(key, NOW)).blocked
+    second = await store.record_failure(key, NOW)
+    assert second.retry_after_seconds == 30
+    state = await store.state(key, NOW)
+    assert state.blocked
+    assert 0 < state.retry_after_seconds <= 30
+    await store.clear(key)
+    assert await store.state(key, NOW) == (await store.state(throttle_key("never-seen"), NOW))
+    assert not (await store.state(key, NOW)).blocked
+
+
+async def test_database_store_forgets_old_failures(db_engine: AsyncEngine) -> None:
+    policy = LoginThrottleSettings(free_attempts=2, forget_after_seconds=60)
+    store = DatabaseThrottleStore(db_engine, policy)
+    key = throttle_key("old-mistakes")
+    for _ in range(2):
+        await store.record_failure(key, NOW)
+    later = NOW + dt.timedelta(seconds=61)
+    assert (await store.state(key, later)).failures == 0
+    # The next failure starts the count again instead of blocking.
+    assert (await store.record_failure(key, later)).failures == 1
+    assert await store.forget_stale(later + dt.timedelta(seconds=61)) == 1
