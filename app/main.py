@@ -31,14 +31,15 @@ from app.cli import UserAdminCLIPlugin
 from app.db.config import database_config
 from app.edge.client_address import ASGICall, behind_trusted_proxies
 from app.edge.headers import security_headers
+from app.edge.limits import BoundedJsonRequest, limit_header_bytes
 from app.edge.rate_limits import STORE_NAME as RATE_LIMIT_STORE
 from app.edge.rate_limits import rate_limit_middleware
-from app.errors import EXCEPTION_HANDLERS
+from app.errors import EXCEPTION_HANDLERS, PROBLEM_TYPE_BASE
 from app.lifespan import lifespan
 from app.observability.http import HttpTelemetry
 from app.observability.request_id import add_request_id_header
 from app.observability.setup import build_observability
-from app.settings import Settings
+from app.settings import HttpSettings, Settings
 from app.system.health import HealthController, Lifecycle
 from app.system.metrics import metrics_endpoint
 from app.users.controllers import MeController, UsersController
@@ -64,14 +65,18 @@ class UserServiceApp(Litestar):
         await super().__call__(scope, receive, send)
 
 
-def _http_entry(app: UserServiceApp, telemetry: HttpTelemetry | None, trusted_proxies: list[str]) -> ASGICall:
+def _http_entry(app: UserServiceApp, telemetry: HttpTelemetry | None, http: HttpSettings) -> ASGICall:
+    """Outside in: the client address from trusted proxies, telemetry (so that refusals are
+    counted and logged), the header-size limit, then Litestar."""
+    bounded = limit_header_bytes(app.handle, http.max_header_bytes, PROBLEM_TYPE_BASE + "headers-too-large")
+
     async def with_telemetry(scope: Scope, receive: Receive, send: Send) -> None:
         if telemetry is None:
-            await app.handle(scope, receive, send)
+            await bounded(scope, receive, send)
         else:
-            await telemetry(scope, receive, send, app.handle)
+            await telemetry(scope, receive, send, bounded)
 
-    return behind_trusted_proxies(with_telemetry, trusted_proxies)
+    return behind_trusted_proxies(with_telemetry, http.trusted_proxies)
 
 
 def _abuse_state(settings: Settings, db_config: SQLAlchemyAsyncConfig) -> tuple[Store, LoginThrottle, Redis | None]:
@@ -153,9 +158,10 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             security=[{"BearerToken": []}],
         ),
         request_max_body_size=settings.http.max_body_bytes,
+        request_class=BoundedJsonRequest,
         # Logging is ours (app/observability/logging.py): one pipeline for every logger.
         logging_config=None,
         debug=settings.http.debug,
     )
-    app.http_entry = _http_entry(app, observability.http, settings.http.trusted_proxies)
+    app.http_entry = _http_entry(app, observability.http, settings.http)
     return app

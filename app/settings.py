@@ -125,6 +125,8 @@ def _comma_separated(value: object) -> object:
 
 class HttpSettings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Sum of header names and values; a bearer token and ordinary headers are ~2 KiB.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     # Litestar's debug mode puts tracebacks in error bodies; never in production.
     debug: bool = False
     # After SIGTERM: seconds of answering "not ready" while still serving, before the

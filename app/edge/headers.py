@@ -11,7 +11,7 @@ API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 # Swagger UI (/schema) loads its script and styles from a CDN; it still may not be framed.
 DOCS_POLICY = "frame-ancestors 'none'"
 
-_ALWAYS = {
+ALWAYS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -26,7 +26,7 @@ def security_headers(*, hsts_seconds: int, docs_path: str = "/schema") -> Before
         if message["type"] != "http.response.start":
             return
         headers = MutableScopeHeaders.from_message(message)
-        for name, value in _ALWAYS.items():
+        for name, value in ALWAYS.items():
             headers[name] = value
         is_docs = scope["path"] == docs_path or scope["path"].startswith(docs_path + "/")
         headers["Content-Security-Policy"] = DOCS_POLICY if is_docs else API_POLICY

@@ -181,3 +181,35 @@ async def test_cors_allows_only_the_configured_origins(settings: Settings) -> No
 async def test_without_configured_origins_there_are_no_cors_headers(client: Client) -> None:
     response = await client.get("/health/live", headers={"Origin": "https://app.example.com"})
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+# --- limits on the work one request can cause ----------------------------------------------
+
+
+async def test_oversized_headers_get_431_and_reach_no_handler(client: Client) -> None:
+    response = await client.get("/health/live", headers={"X-Padding": "a" * 20_000})
+    assert response.status_code == 431
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("headers-too-large")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    # Ordinary requests, bearer tokens included, are far below the limit.
+    assert (await client.get("/health/live", headers={"X-Padding": "a" * 4_000})).status_code == 200
+
+
+@pytest.mark.parametrize("depth", [17, 5_000, 30_000])
+async def test_deeply_nested_json_is_a_400_not_a_500(client: Client, depth: int) -> None:
+    """30,000 levels fit in the 64 KiB body limit and used to exhaust msgspec's recursion."""
+    nested = "[" * depth + "]" * depth
+    for body in (f'{{"username": {nested}, "password": "x"}}', f'{{"username": "a", "password": "b", "x": {nested}}}'):
+        response = await client.post(
+            f"{AUTH}/login", content=body.encode(), headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["type"].endswith("malformed-request")
+
+
+async def test_ordinary_nesting_is_still_decoded(client: Client) -> None:
+    """The depth limit does not touch the service's own bodies (one level)."""
+    name = unique_name()
+    assert (await register(client, name)).status_code == 201
+    assert (await login(client, name)).status_code == 200

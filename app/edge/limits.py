@@ -1,0 +1,85 @@
+"""Limits on the work one request can cause, beyond the body size (Litestar's
+``request_max_body_size``) and the hashing queue (app/auth/passwords.py):
+
+- header bytes: uvicorn's httptools parser accepts headers of any size (a 10 MB header
+  was answered 200 in a test); requests over ``USER_SERVICE_HTTP__MAX_HEADER_BYTES`` get
+  431 before any other work. The bytes were already read by then: the reverse proxy in
+  front (nginx's large_client_header_buffers, the ingress) is what bounds memory.
+- JSON nesting: a 64 KiB body can nest 30,000 levels deep, which made msgspec's generic
+  decoder raise RecursionError (a 500). Bodies are at most ``MAX_JSON_DEPTH`` deep (the
+  service's own schemas are 1 level), else 400.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from litestar import Request
+from litestar.exceptions import ClientException
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+
+from app.edge.client_address import ASGICall
+from app.edge.headers import ALWAYS, API_POLICY
+
+MAX_JSON_DEPTH = 16
+PROBLEM_MEDIA_TYPE = b"application/problem+json"
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+class BoundedJsonRequest(Request[Any, Any, Any]):
+    """Litestar's request, whose JSON body is refused (400) when it nests too deeply."""
+
+    async def json(self) -> Any:
+        try:
+            value = await super().json()
+        except RecursionError:
+            raise ClientException(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.") from None
+        if json_depth_exceeds(value, MAX_JSON_DEPTH):
+            raise ClientException(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.")
+        return value
+
+
+def limit_header_bytes(app: ASGICall, max_bytes: int, problem_type: str) -> ASGICall:
+    """``app`` behind a 431 for requests whose header names and values exceed ``max_bytes``."""
+    body = json.dumps(
+        {
+            "type": problem_type,
+            "title": "Request header fields too large",
+            "status": 431,
+            "detail": f"The request's headers exceed {max_bytes} bytes.",
+        }
+    ).encode()
+
+    async def bounded(scope: Scope, receive: Receive, send: Send) -> None:
+        if sum(len(name) + len(value) for name, value in scope["headers"]) <= max_bytes:
+            await app(scope, receive, send)
+            return
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 431,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE),
+                (b"content-length", str(len(body)).encode()),
+                (b"content-security-policy", API_POLICY.encode()),
+                (b"cache-control", b"no-store"),
+                *((name.lower().encode(), value.encode()) for name, value in ALWAYS.items()),
+            ],
+        }
+        await send(start)
+        end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+        await send(end)
+
+    return bounded
