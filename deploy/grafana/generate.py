@@ -3,10 +3,13 @@
 Renders deploy/grafana/dashboards/service-overview.json and auth.json from the panel
 definitions in service_overview.py and auth.py (model and rendering in model.py, shared
 panels in panels.py); the rendered JSON is committed next to this script, and a test fails
-when they drift apart. Regenerate after any change:
+when they drift apart. The Kubernetes copies (ConfigMaps for the Grafana sidecar) come from
+the same rendering, so regenerate everything after any change with the single generator:
 
-    uv run python -m deploy.grafana.generate          # rewrite the JSON files
-    uv run python -m deploy.grafana.generate --check  # exit 1 if they are stale
+    uv run python -m deploy.generate          # rewrite the JSON files and their copies
+    uv run python -m deploy.generate --check  # exit 1 if one is stale
+
+(``python -m deploy.grafana.generate`` does the same for the dashboards and their copy only.)
 
 Every metric name comes from docs/observability.md or is a recording rule of
 deploy/prometheus/rules/user-service.rules.yml (a test checks that too), and every
@@ -26,7 +29,6 @@ Conventions:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,19 +48,12 @@ def rendered() -> dict[Path, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a rendered file is stale, write nothing")
-    args = parser.parse_args(argv)
-    stale = [path for path, text in rendered().items() if not path.exists() or path.read_text() != text]
-    if args.check:
-        for path in stale:
-            sys.stderr.write(f"stale: {path} (run: uv run python -m deploy.grafana.generate)\n")
-        return 1 if stale else 0
-    DASHBOARDS_DIR.mkdir(parents=True, exist_ok=True)
-    for path, text in rendered().items():
-        path.write_text(text)
-        sys.stdout.write(f"wrote {path}\n")
-    return 0
+    """The dashboards and their Kubernetes copy, through the single generator
+    (deploy/generate.py, which renders every generated file)."""
+    # Imported here: both modules import this one for rendered().
+    from deploy import generate, k8s_artifacts  # noqa: PLC0415
+
+    return generate.main(argv, files=lambda: {**rendered(), **k8s_artifacts.dashboard_copies()})
 
 
 if __name__ == "__main__":

