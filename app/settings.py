@@ -20,16 +20,28 @@ EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///.data/user-service.sqlite3"
 DEV_SIGNING_KEY_PATH = Path(".data/dev-signing-key.pem")
 
 
-def available_cpus() -> int:
-    """CPUs this process may really use: the cgroup v2 quota (a Kubernetes CPU limit) and
-    the affinity mask, not the node's core count."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """The CPU limit of this container in CPUs, from cgroup v2 (cpu.max) or, on older nodes,
+    cgroup v1 (cpu.cfs_quota_us / cpu.cfs_period_us); None when unlimited or unknown."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may really use: the cgroup quota (a Kubernetes CPU limit) and the
+    affinity mask, not the node's core count."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if (quota := _cgroup_cpu_quota(cgroup_root)) is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
     return max(1, cpus)
 
 
