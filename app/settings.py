@@ -274,7 +274,7 @@ class ServerSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     # After the drain: how long in-flight requests may take to finish before they are cut.
     graceful_timeout_seconds: int = Field(default=20, ge=1)
-    metrics_dir: Path = Path("/tmp/user-service-metrics")  # noqa: S108 - a per-container tmpfs in production
+    metrics_dir: Path = Path("/tmp/user-service-metrics")  # noqa: S108 - a per-container tmpfs in production  # nosec B108
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,366 @@
+"""docker-compose.yml: podman-compose accepts it, and what podman-compose does not check is
+checked here against the service's own code (its settings, its measured memory, its
+locked Locust), the secrets script and .env.example. Each check is also shown failing on a
+deliberately broken copy. The configs it mounts: test_compose_observability.py and
+test_compose_nginx.py.
+
+Images cannot be pulled here (no registry but PyPI, Debian and npm), so the stack itself is
+not started; docs/deploy-compose.md says what was run instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from app.settings import HttpSettings, PasswordSettings, ServerSettings
+from tests.deploy.artifacts import ROOT
+from tests.deploy.compose_stack import (
+    APP_IMAGE,
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    FAKE_ENV,
+    LOAD_SERVICES,
+    LOCUSTFILE,
+    SECRETS_SCRIPT,
+    SERVICES,
+    START_RSS_MIB,
+    TAG_ONLY_IMAGES,
+    TMPFS,
+    bind_mounts,
+    environment,
+    podman_compose,
+    require,
+    resolved_compose,
+    service,
+)
+from tests.deploy.k8s_checks import otel_env_names, settings_env_names
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return resolved_compose()
+
+
+def test_podman_compose_accepts_the_file_with_and_without_the_load_profile(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == SERVICES | LOAD_SERVICES
+    default = podman_compose(COMPOSE_FILE, FAKE_ENV)
+    assert default.returncode == 0, default.stderr
+    assert set(yaml.safe_load(default.stdout)["services"]) == SERVICES
+
+
+@pytest.mark.parametrize("missing", sorted(FAKE_ENV))
+def test_compose_refuses_to_start_without_a_secret(missing: str) -> None:
+    result = podman_compose(COMPOSE_FILE, {k: v for k, v in FAKE_ENV.items() if k != missing})
+    assert result.returncode != 0
+    assert f"set {missing} in .env" in result.stderr
+
+
+def test_podman_compose_rejects_a_broken_copy(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE_FILE.read_text().replace("networks: [edge, backend]", "networks: [edge, backnd]"))
+    result = podman_compose(broken, FAKE_ENV)
+    assert result.returncode != 0
+    assert "backnd" in result.stderr
+
+
+def reference_problems(compose: dict[str, Any]) -> list[str]:
+    """What podman-compose does not check itself: every depends_on, secret and image."""
+    problems: list[str] = []
+    services = compose["services"]
+    for name, svc in services.items():
+        depends = svc.get("depends_on") or {}
+        problems.extend(
+            f"{name} depends on an undefined service {target}" for target in depends if target not in services
+        )
+        for secret in svc.get("secrets", []):
+            secret_name = secret if isinstance(secret, str) else secret["source"]
+            if secret_name not in (compose.get("secrets") or {}):
+                problems.append(f"{name} uses an undefined secret {secret_name}")
+        if "image" not in svc:
+            problems.append(f"{name} has no image")
+    return problems
+
+
+def test_every_dependency_and_secret_is_defined(compose: dict[str, Any]) -> None:
+    assert reference_problems(compose) == []
+    broken = yaml.safe_load(yaml.safe_dump(compose))
+    broken["services"]["nginx"]["secrets"] = ["tls_cert"]
+    broken["services"]["grafana"]["depends_on"] = {"prometheus": {"condition": "service_started"}, "tempoo": {}}
+    assert len(reference_problems(broken)) == 2
+
+
+def interpolated_variables(text: str) -> set[str]:
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+
+
+def example_variables(text: str) -> set[str]:
+    """Variables .env.example lists, set or commented out (``# NAME=``)."""
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, flags=re.MULTILINE))
+
+
+def test_env_example_lists_every_variable_the_compose_file_reads() -> None:
+    used = interpolated_variables(COMPOSE_FILE.read_text())
+    assert FAKE_ENV.keys() <= used
+    missing = used - example_variables(ENV_EXAMPLE.read_text())
+    assert not missing, f"add to .env.example: {sorted(missing)}"
+    assert interpolated_variables("x: ${NOT_LISTED_ANYWHERE:-1}") - example_variables(ENV_EXAMPLE.read_text())
+
+
+def test_every_mounted_file_exists_and_configs_live_in_deploy(compose: dict[str, Any]) -> None:
+    deploy = ROOT / "deploy"
+    mounts = [(name, source) for name, svc in compose["services"].items() for source, _ in bind_mounts(svc)]
+    assert len(mounts) >= 9
+    for name, source in mounts:
+        assert source.exists(), f"{name} mounts {source}, which does not exist"
+        if name.startswith("locust"):
+            assert source == ROOT / "loadtests", source  # the scenarios, not a config
+        else:
+            assert source.is_relative_to(deploy), f"{name} mounts {source}: configs belong in deploy/"
+
+
+def test_secrets_come_from_a_git_ignored_folder_the_script_fills(compose: dict[str, Any], tmp_path: Path) -> None:
+    files = {name: (ROOT / spec["file"]).resolve() for name, spec in compose["secrets"].items()}
+    assert {path.parent for path in files.values()} == {ROOT / ".data" / "compose"}
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(ROOT / ".data" / "compose" / "x")], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0, ".data/ must stay git-ignored: the secrets are written there"
+    subprocess.run([str(SECRETS_SCRIPT), str(tmp_path / "s")], check=True, capture_output=True, timeout=60)
+    assert {path.name for path in files.values()} == {path.name for path in (tmp_path / "s").iterdir()}
+
+
+def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        image = str(svc["image"])
+        if image == APP_IMAGE:
+            assert svc["build"]["context"] == str(ROOT), name  # built here from ./Dockerfile
+            continue
+        reference, _, digest = image.partition("@")
+        repository, _, tag = reference.rpartition(":")
+        assert re.fullmatch(r"v?\d+(\.\d+){1,2}(-[a-z]+)?", tag), f"{name}: {image} is not pinned to a version"
+        if repository not in TAG_ONLY_IMAGES:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{name}: {image} has no digest"
+
+
+def test_locust_image_is_the_locked_locust() -> None:
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    locked = next(package["version"] for package in lock["package"] if package["name"] == "locust")
+    images = set(re.findall(r"image: (locustio/locust:\S+)", COMPOSE_FILE.read_text()))
+    assert images == {f"locustio/locust:{locked}"}
+
+
+# --- the service's containers ------------------------------------------------------------------
+
+
+def test_the_service_reads_every_variable_compose_sets(compose: dict[str, Any]) -> None:
+    known = settings_env_names() | otel_env_names()
+    assert {"USER_SERVICE_DB__URL", "OTEL_EXPORTER_OTLP_ENDPOINT"} <= known
+    for name in ("app", "migrate", "loadtest-seed"):
+        unknown = set(environment(service(compose, name))) - known
+        # Read by a CLI command (app/cli.py), not by the settings class.
+        unknown -= {"USER_SERVICE_SEED_PASSWORD"}
+        assert not unknown, f"{name}: no such setting {sorted(unknown)} (app/settings.py, OpenTelemetry SDK)"
+
+
+def test_service_containers_are_production_read_only_and_keyed(compose: dict[str, Any]) -> None:
+    for name in ("app", "migrate", "loadtest-seed"):
+        svc = service(compose, name)
+        env = environment(svc)
+        assert svc["image"] == APP_IMAGE
+        assert env["USER_SERVICE_ENVIRONMENT"] == "production", name
+        assert env["USER_SERVICE_DB__URL"].startswith(
+            "postgresql+asyncpg://user_service:compose-test-password@postgres:"
+        )
+        secrets = svc["secrets"]
+        assert env["USER_SERVICE_TOKENS__SIGNING_KEY_FILE"] in {f"/run/secrets/{secret}" for secret in secrets}, name
+        assert svc["read_only"] is True, name
+        assert svc["tmpfs"] == [TMPFS], name
+        assert svc["cap_drop"] == ["ALL"], name
+    migrate = service(compose, "migrate")
+    assert migrate["entrypoint"][-3:] == ["database", "upgrade", "--no-prompt"]
+    assert migrate["entrypoint"][:5] == ["python", "-m", "litestar", "--app", "app.main:create_app"]
+
+
+def test_app_waits_for_its_database_and_migration(compose: dict[str, Any]) -> None:
+    app = service(compose, "app")
+    assert app["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert service(compose, "migrate")["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "pg_isready" in service(compose, "postgres")["healthcheck"]["test"]
+    port = environment(app)["USER_SERVICE_SERVER__PORT"]
+    assert f"http://127.0.0.1:{port}/health/ready" in " ".join(app["healthcheck"]["test"])
+    nginx = service(compose, "nginx")
+    assert nginx["depends_on"]["app"]["condition"] == "service_healthy"
+
+
+def duration_seconds(text: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m)", text)
+    assert match, text
+    return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def test_app_resources_and_shutdown_follow_the_measurements(compose: dict[str, Any]) -> None:
+    app = service(compose, "app")
+    env = environment(app)
+    limits = app["deploy"]["resources"]["limits"]
+    pool = int(env["USER_SERVICE_PASSWORDS__POOL_SIZE"])
+    assert float(limits["cpus"]) == pool, "one hashing thread per CPU of the limit"
+    memory = re.fullmatch(r"(\d+)M", limits["memory"])
+    assert memory
+    hash_mib = PasswordSettings().memory_cost_kib / 1024
+    assert int(memory[1]) >= START_RSS_MIB + pool * hash_mib
+    drain_and_finish = HttpSettings().drain_seconds + ServerSettings().graceful_timeout_seconds
+    assert duration_seconds(app["stop_grace_period"]) > drain_and_finish
+
+
+def test_only_nginx_is_reachable_from_other_machines(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            if name == "nginx":
+                assert str(port) in {"443:443", "80:80"}
+            else:
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond the loopback"
+
+
+def test_the_app_trusts_forwarding_headers_from_the_edge_network_only(compose: dict[str, Any]) -> None:
+    subnet = compose["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert environment(service(compose, "app"))["USER_SERVICE_HTTP__TRUSTED_PROXIES"] == subnet
+    members = {name for name, svc in compose["services"].items() if "edge" in svc.get("networks", [])}
+    assert members == {"app", "nginx"}
+
+
+# --- Locust --------------------------------------------------------------------------------------
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports, at the top or inside functions."""
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            assert node.module
+            names.add(node.module)
+            # `from package import module` imports the module too.
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def module_file(name: str) -> Path | None:
+    relative = Path(*name.split("."))
+    for candidate in (ROOT / relative.with_suffix(".py"), ROOT / relative / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def locustfile_dependencies(locustfile: Path) -> set[str]:
+    """Top-level packages outside loadtests/ that the locustfile needs, following its imports
+    through loadtests/ (package __init__ files included)."""
+    outside: set[str] = set()
+    seen: set[Path] = set()
+    todo = [locustfile]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            if top != "loadtests":
+                outside.add(top)
+                continue
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):
+                found = module_file(".".join(parts[:depth]))
+                if found is not None:
+                    todo.append(found)
+    return outside
+
+
+def locust_image_modules() -> set[str]:
+    """Top-level modules the locustio/locust image has: the standard library, Locust and
+    what Locust depends on (transitively, as uv.lock resolves it: the image installs the
+    locked version of Locust with its dependencies), by their import names."""
+    packages = {package["name"]: package for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    distributions: set[str] = set()
+    todo = ["locust"]
+    while todo:
+        name = todo.pop()
+        if name not in distributions:
+            distributions.add(name)
+            todo += [dependency["name"] for dependency in packages[name].get("dependencies", [])]
+    installed = importlib.metadata.packages_distributions()
+    canonical = {re.sub(r"[-_.]+", "-", name).lower() for name in distributions}
+    modules = {
+        module for module, dists in installed.items() if canonical & {re.sub(r"[-_.]+", "-", d).lower() for d in dists}
+    }
+    return modules | set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_locust_image_has_everything_the_locustfile_imports(compose: dict[str, Any], tmp_path: Path) -> None:
+    available = locust_image_modules()
+    assert {"locust", "gevent", "json"} <= available
+    assert not {"httpx", "app", "sqlalchemy"} & available
+    outside = locustfile_dependencies(LOCUSTFILE)
+    assert "locust" in outside
+    missing = outside - available
+    assert not missing, f"the locustio/locust image lacks {sorted(missing)}: mount or install them"
+    broken = tmp_path / "locustfile.py"
+    broken.write_text(LOCUSTFILE.read_text() + "\nimport httpx\nfrom app.settings import Settings\n")
+    assert locustfile_dependencies(broken) - available == {"httpx", "app"}
+    for name in ("locust-master", "locust-worker"):
+        svc = service(compose, name)
+        locustfile = Path(svc["command"][svc["command"].index("-f") + 1])
+        mounted = {target: source for source, target in bind_mounts(svc)}
+        assert mounted[f"{svc['working_dir']}/{locustfile.parts[0]}"] / Path(*locustfile.parts[1:]) == LOCUSTFILE
+        assert environment(svc)["PYTHONPATH"] == svc["working_dir"]
+    master = service(compose, "locust-master")["command"]
+    assert master[master.index("--host") + 1] == "https://nginx"
+    worker = service(compose, "locust-worker")["command"]
+    assert worker[worker.index("--master-host") + 1] == "locust-master"
+
+
+# --- the secrets script --------------------------------------------------------------------------
+
+
+def test_secrets_script_passes_shellcheck() -> None:
+    result = subprocess.run([require("shellcheck"), str(SECRETS_SCRIPT)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_secrets_script_makes_a_certificate_and_a_signing_key_once(tmp_path: Path) -> None:
+    folder = tmp_path / "secrets"
+    subprocess.run([str(SECRETS_SCRIPT), str(folder)], check=True, capture_output=True, timeout=60)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    first = {path.name: path.read_bytes() for path in folder.iterdir()}
+    assert set(first) == {"tls.crt", "tls.key", "jwt-signing.pem"}
+    for path in folder.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path.name  # read by the containers' own UIDs
+    key = load_pem_private_key(first["jwt-signing.pem"], password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    san = subprocess.run(
+        [require("openssl"), "x509", "-in", str(folder / "tls.crt"), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert {"DNS:localhost", "DNS:nginx", "IP Address:127.0.0.1"} <= set(re.split(r",\s*|\n\s*", san))
+    subprocess.run([str(SECRETS_SCRIPT), str(folder)], check=True, capture_output=True, timeout=60)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == first, "a rerun must keep the keys"
+    subprocess.run([str(SECRETS_SCRIPT), "--force", str(folder)], check=True, capture_output=True, timeout=60)
+    assert (folder / "jwt-signing.pem").read_bytes() != first["jwt-signing.pem"]
