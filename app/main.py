@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         route_handlers=route_handlers,
         plugins=[SQLAlchemyPlugin(config=db_config), UserAdminCLIPlugin(), *observability.plugins()],
         middleware=[
-            *rate_limit_middleware(settings.rate_limits),
+            *rate_limit_middleware(settings.rate_limits, path_prefix=AuthController.path),
             DefineMiddleware(BearerAuthMiddleware, tokens=tokens, db_config=db_config, exclude=["^/schema"]),
         ],
         stores={RATE_LIMIT_STORE: rate_limit_store},
