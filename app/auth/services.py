@@ -154,10 +154,20 @@ class AuthService:
             await self._refuse_login(normalized, "wrong_password", user.user_id)
         if not user.can_authenticate:
             await self._refuse_login(normalized, "deleted_user" if user.deleted_at else "inactive_user", user.user_id)
+        # The hash was verified against a read from before the wait for a worker; a password
+        # change or deactivation may have committed since. Re-read under a share lock in
+        # this transaction, so such a change is either seen now or waits for this session
+        # and then revokes it: a session opened with an old password never survives.
+        current = await self._users.lock_credentials(user.user_id)
+        if current is None or current.password_hash != user.password_hash:
+            await self._refuse_login(normalized, "wrong_password", user.user_id)
+        if not current.can_authenticate:
+            reason = "deleted_user" if current.deleted_at else "inactive_user"
+            await self._refuse_login(normalized, reason, user.user_id)
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
             await self._users.set_password_hash(user.user_id, await self._hasher.hash(password))
-        issued = await self._start_session(user.user_id, user.role)
+        issued = await self._start_session(user.user_id, current.role)
         await self._db.commit()
         if throttle.failures:
             await self._throttle.clear(normalized)
@@ -210,8 +220,10 @@ class AuthService:
         result = await self._hasher.verify(user.password_hash, normalize_password(current))
         if not result.matches:
             raise WrongCurrentPassword()
-        user.password_hash = await self._hasher.hash(new_password)
-        await self._users.repository.update(user)
+        # Only the hash is written (a whole-object update would write back a deactivation
+        # that committed meanwhile), and before the sessions are revoked: the row lock it
+        # takes orders it against concurrent logins (see login()).
+        await self._users.set_password_hash(user.id, await self._hasher.hash(new_password))
         await self._sessions.revoke_all_of(user.id, RevokeReason.PASSWORD_CHANGE, keep=current_session)
         await self._db.commit()
         # Whoever was guessing the old password has nothing left to guess: the owner's

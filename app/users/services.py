@@ -43,6 +43,19 @@ class UserFilter:
     query: str | None = None
 
 
+def _is_constraint_violation(exc: BaseException) -> bool:
+    """Whether the database itself refused the row (SQLAlchemy's IntegrityError somewhere in
+    the chain), rather than the connection failing mid-statement."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, SQLAlchemyIntegrityError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -100,6 +113,19 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         user_id, role, password_hash, is_active, deleted_at = row
         return Credentials(user_id, role, password_hash, is_active, deleted_at)
 
+    async def lock_credentials(self, user_id: UUID) -> Credentials | None:
+        """The user's credentials again, inside the caller's write transaction, with a share
+        lock on the row until it commits. A password change or a deactivation updates that
+        row, so either it committed before (and this read sees it) or it waits until the
+        caller's new session is committed (and then revokes it with the others)."""
+        statement = (
+            select(User.id, User.role, User.password_hash, User.is_active, User.deleted_at)
+            .where(User.id == user_id)
+            .with_for_update(read=True)
+        )
+        row = (await self.repository.session.execute(statement)).one_or_none()
+        return Credentials(*row) if row else None
+
     async def set_password_hash(self, user_id: UUID, password_hash: str) -> None:
         await self.repository.session.execute(
             update(User).where(User.id == user_id).values(password_hash=password_hash)
@@ -133,6 +159,8 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         try:
             return await self.repository.add(user)
         except (RepositoryIntegrityError, SQLAlchemyIntegrityError) as exc:
+            if not _is_constraint_violation(exc):
+                raise  # a lost connection, which advanced-alchemy also calls IntegrityError: 503
             raise AlreadyRegistered(errors=duplicate_fields(exc)) from exc
 
     async def search(self, criteria: UserFilter) -> tuple[Sequence[User], int]:
@@ -188,6 +216,8 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             updated = await self.repository.update(user)
             await self.repository.session.commit()
         except (RepositoryIntegrityError, SQLAlchemyIntegrityError) as exc:
+            if not _is_constraint_violation(exc):
+                raise
             raise AlreadyRegistered(errors=duplicate_fields(exc)) from exc
         return updated
 

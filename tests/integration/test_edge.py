@@ -38,7 +38,7 @@ async def limited(settings: Settings) -> AsyncIterator[Client]:
 
 
 def _is_rate_limited(response: Any) -> bool:
-    return response.status_code == 429 and response.json()["type"].endswith(RATE_LIMITED_TYPE)
+    return response.status_code == 429 and str(response.json()["type"]).endswith(RATE_LIMITED_TYPE)
 
 
 async def test_login_is_limited_per_address_with_retry_after(limited: Client) -> None:

@@ -39,7 +39,7 @@ async def throttled(settings: Settings) -> AsyncIterator[Client]:
 
 
 def _is_throttled(response: Any) -> bool:
-    return response.status_code == 429 and response.json()["type"].endswith(THROTTLED_TYPE)
+    return response.status_code == 429 and str(response.json()["type"]).endswith(THROTTLED_TYPE)
 
 
 async def _fail(client: Client, name: str, times: int) -> list[int]:
