@@ -155,7 +155,6 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             components=Components(
                 security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
-            security=[{"BearerToken": []}],
         ),
         request_max_body_size=settings.http.max_body_bytes,
         request_class=BoundedJsonRequest,

@@ -8,6 +8,12 @@ A profile's section in ``slo.toml`` holds
 - ``[<profile>.endpoints."METHOD name"]`` with ``p95_ms`` and/or ``p99_ms``, and
   ``min_requests`` (default 1): an endpoint with a limit but (almost) no traffic fails,
   because a gate that nothing exercised proves nothing.
+- ``[<profile>.shares."METHOD name"]`` with ``of`` (a list of "METHOD name" keys, the
+  gate's own among them), ``min`` and/or ``max`` (0..1), and ``min_requests`` (default
+  1, of the whole group): the requests recorded under the name as a share of the
+  group's. It says how requests ended where one endpoint's outcomes are recorded under
+  several names: at least 20 % of an attack's logins refused by the rate limit
+  (``min = 0.2``), none of them logged in (``max = 0``), few legitimate logins shed.
 
 Unknown keys and endpoint names that no scenario records are errors, not silently
 ignored gates. Locust's percentiles are those of its CSV (``95%``, ``99%``): response-time
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests.scenarios.names import ENDPOINTS, is_shed
+from loadtests.scenarios.names import ENDPOINTS, is_recorded, is_shed
 
 SLO_FILE = Path(__file__).with_name("slo.toml")
 AGGREGATED = "Aggregated"
@@ -42,12 +48,21 @@ class EndpointLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ShareLimits:
+    of: tuple[str, ...]
+    min_share: float | None = None
+    max_share: float | None = None
+    min_requests: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Slo:
     profile: str
     error_ratio_max: float
     shed_ratio_max: float
     exceptions_max: int = 0
     endpoints: dict[str, EndpointLimits] = field(default_factory=dict)
+    shares: dict[str, ShareLimits] = field(default_factory=dict)
 
 
 def _number(table: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> float | None:
@@ -63,7 +78,7 @@ def parse_slo(document: Mapping[str, Any], profile: str) -> Slo:
     if profile not in document:
         raise SloError(f"slo.toml has no [{profile}] section (it has: {', '.join(document) or 'none'})")
     section = document[profile]
-    unknown = set(section) - {"error_ratio_max", "shed_ratio_max", "exceptions_max", "endpoints"}
+    unknown = set(section) - {"error_ratio_max", "shed_ratio_max", "exceptions_max", "endpoints", "shares"}
     if unknown:
         raise SloError(f"[{profile}]: unknown keys {sorted(unknown)}")
     endpoints: dict[str, EndpointLimits] = {}
@@ -85,7 +100,27 @@ def parse_slo(document: Mapping[str, Any], profile: str) -> Slo:
         shed_ratio_max=_number(section, "shed_ratio_max", f"[{profile}]") or 0.0,
         exceptions_max=int(_number(section, "exceptions_max", f"[{profile}]", required=False) or 0),
         endpoints=endpoints,
+        shares={name: _parse_share(profile, name, limits) for name, limits in section.get("shares", {}).items()},
     )
+
+
+def _parse_share(profile: str, name: str, limits: Mapping[str, Any]) -> ShareLimits:
+    where = f'[{profile}.shares."{name}"]'
+    if unknown := set(limits) - {"of", "min", "max", "min_requests"}:
+        raise SloError(f"{where}: unknown keys {sorted(unknown)}")
+    group = limits.get("of")
+    if not isinstance(group, list) or not all(isinstance(key, str) for key in group) or name not in group:
+        raise SloError(f"{where}: of must be a list of request names that includes {name!r}")
+    if strangers := [key for key in group if not is_recorded(key)]:
+        raise SloError(f"{where}: no scenario records {strangers}; known: {', '.join(sorted(ENDPOINTS))}")
+    low = _number(limits, "min", where, required=False)
+    high = _number(limits, "max", where, required=False)
+    if low is None and high is None:
+        raise SloError(f"{where}: needs min or max")
+    if not 0 <= (low or 0) <= (1 if high is None else high) <= 1:
+        raise SloError(f"{where}: min and max are shares, 0 <= min <= max <= 1")
+    minimum = _number(limits, "min_requests", where, required=False)
+    return ShareLimits(of=tuple(group), min_share=low, max_share=high, min_requests=int(minimum or 1))
 
 
 def load_slo(profile: str, path: Path = SLO_FILE) -> Slo:
@@ -171,7 +206,29 @@ def evaluate(slo: Slo, rows: Mapping[str, StatsRow], exceptions: int = 0) -> lis
             passed = measured is not None and measured <= limit
             shown = "n/a" if measured is None else f"{measured:g} ms"
             results.append(GateResult(f"{name} {label}", f"<= {limit:g} ms", f"{shown} (n={count})", passed))
+    results += [_share_gate(name, limits, rows) for name, limits in slo.shares.items()]
     return results
+
+
+def _share_gate(name: str, limits: ShareLimits, rows: Mapping[str, StatsRow]) -> GateResult:
+    def requests(key: str) -> int:
+        row = rows.get(key)
+        return row.requests if row else 0
+
+    group = sum(requests(key) for key in limits.of)
+    if group < limits.min_requests:
+        return GateResult(f"{name} share", f"group >= {limits.min_requests} requests", str(group), passed=False)
+    part = requests(name)
+    share = part / group
+    bounds = []
+    if limits.min_share is not None:
+        bounds.append(f">= {limits.min_share:.2%}")
+    if limits.max_share is not None:
+        bounds.append(f"<= {limits.max_share:.2%}")
+    passed = (limits.min_share is None or share >= limits.min_share) and (
+        limits.max_share is None or share <= limits.max_share
+    )
+    return GateResult(f"{name} share", ", ".join(bounds), f"{share:.2%} ({part}/{group})", passed)
 
 
 def evaluate_report(slo: Slo, csv_prefix: Path) -> list[GateResult]:

@@ -4,10 +4,11 @@
     uv run python -m loadtests run --profile smoke --start-service            # headless, with gates
 
 The user classes live in ``loadtests/scenarios/users.py`` (LoginStorm, ApiClient, SignUp,
-AdminBrowser); configuration is environment variables (``loadtests/scenarios/config.py``):
-at least ``LOADTEST_PASSWORD``, the password of users seeded with ``litestar users seed``.
-With ``LOADTEST_SHAPE=step`` the capacity profile's step load (``loadtests/shapes.py``)
-drives the run instead of ``--users``.
+AdminBrowser) and ``loadtests/scenarios/attacks.py`` (CredentialStuffer, PasswordSprayer:
+they run only when ``LOADTEST_MIX`` names them); configuration is environment variables
+(``loadtests/scenarios/config.py``): at least ``LOADTEST_PASSWORD``, the password of users
+seeded with ``litestar users seed``. With ``LOADTEST_SHAPE=step`` the capacity profile's
+step load (``loadtests/shapes.py``) drives the run instead of ``--users``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 from locust import events
 from locust.env import Environment
 
+from loadtests.scenarios.attacks import CredentialStuffer, PasswordSprayer
 from loadtests.scenarios.base import config
 from loadtests.scenarios.config import ConfigError
 from loadtests.scenarios.users import AdminBrowser, ApiClient, LoginStorm, SignUp
 
-__all__ = ["AdminBrowser", "ApiClient", "LoginStorm", "SignUp"]
+__all__ = ["AdminBrowser", "ApiClient", "CredentialStuffer", "LoginStorm", "PasswordSprayer", "SignUp"]
 
 try:
     _config = config()
@@ -34,7 +36,9 @@ except ConfigError as exc:
 def _apply_mix() -> None:
     """Weights from LOADTEST_MIX (weight 0: Locust leaves the class out). In a function,
     not at module level: Locust takes every User class bound to a module-level name."""
-    classes = {cls.__name__: cls for cls in (LoginStorm, ApiClient, SignUp, AdminBrowser)}
+    classes = {
+        cls.__name__: cls for cls in (LoginStorm, ApiClient, SignUp, AdminBrowser, CredentialStuffer, PasswordSprayer)
+    }
     if _config.mix is not None:
         for name, cls in classes.items():
             cls.weight = _config.mix.get(name, 0)

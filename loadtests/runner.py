@@ -7,7 +7,8 @@
 
 ``run`` starts Locust headless (``--workers N``: Locust's own master and N worker
 processes on this machine), writes its CSV and HTML reports to
-``loadtests/reports/<profile>-<UTC time>/``, evaluates the profile's gates from
+``loadtests/reports/<profile>-<UTC time>/`` with the service's own ``/metrics`` at the end
+(``service-metrics.txt``, when the service exposes it), evaluates the profile's gates from
 ``loadtests/slo.toml``, prints the gate table and exits 0 when every gate passes, 1 when
 one fails, 2 when the run itself broke (service did not start, Locust crashed, timeout).
 Every process it starts is bounded in time and stopped on the way out.
@@ -24,9 +25,13 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.gates import SLO_FILE, GateResult, SloError, evaluate_report, load_slo, render
 from loadtests.profiles import PROFILES_FILE, Profile, ProfileError, load_profiles, parse_duration
@@ -175,6 +180,50 @@ def print_steps(report_dir: Path) -> None:
             )
 
 
+# The service's counters that say what the protections did, as "label: value" lines.
+SERVICE_COUNTERS = {
+    "user_service_login_attempts": ("login attempts", "result"),
+    "user_service_rate_limited": ("refused by the per-address rate limit", "route"),
+    "user_service_login_throttle_blocks": ("account blocks started or lengthened", ""),
+    "user_service_password_hash_duration_seconds": ("argon2 runs", "operation"),
+    "user_service_password_hash_rejections": ("hashes shed (503)", "operation"),
+}
+
+
+def save_service_metrics(host: str, report_dir: Path) -> str | None:
+    """GET /metrics at the end of the run into ``service-metrics.txt``; None when the
+    service does not expose it there (behind an ingress, as it should be)."""
+    url = host.rstrip("/") + "/metrics"
+    if not url.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - http(s) checked above  # nosec B310
+            text: str = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    (report_dir / "service-metrics.txt").write_text(text)
+    return text
+
+
+def summarize_service_metrics(text: str) -> list[str]:
+    """One line per counter of SERVICE_COUNTERS with its non-zero values, e.g.
+    "login attempts: success 120, throttled 900"."""
+    values: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in SERVICE_COUNTERS:
+            continue
+        title, label = SERVICE_COUNTERS[family.name]
+        for sample in family.samples:
+            # A counter's value is <name>_total; a histogram's number of runs is <name>_count.
+            if sample.name in (f"{family.name}_total", f"{family.name}_count") and sample.value:
+                key = sample.labels.get(label, "total") if label else "total"
+                values.setdefault(title, {})[key] = sample.value
+    return [
+        f"{title}: " + ", ".join(f"{key} {value:g}" for key, value in sorted(counts.items()))
+        for title, counts in values.items()
+    ]
+
+
 def write_gates(report_dir: Path, results: list[GateResult], table: str) -> None:
     (report_dir / "gates.txt").write_text(table + "\n")
     (report_dir / "gates.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
@@ -211,6 +260,13 @@ def command_run(args: argparse.Namespace) -> int:
             host = service.base_url
             env.update(service.locust_env)
         code = run_locust(profile, host, report_dir, env, args.workers)
+        # While the service still runs: what it counted (the hashes the limits saved...).
+        metrics = save_service_metrics(host, report_dir) if code == 0 else None
+    if metrics is not None:
+        since = "this run" if args.start_service else "since the service started"
+        print(f"\nservice counters ({since}; all in {report_dir / 'service-metrics.txt'})")
+        for line in summarize_service_metrics(metrics):
+            print(f"  {line}")
     if code != 0:
         print(f"locust exited with {code}: the run is broken, gates not evaluated", file=sys.stderr)
         return EXIT_BROKEN
@@ -241,7 +297,9 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a profile headless and evaluate its SLO gates")
-    run.add_argument("--profile", required=True, help="a section of loadtests/profiles.toml: smoke, capacity, soak")
+    run.add_argument(
+        "--profile", required=True, help="a section of loadtests/profiles.toml: smoke, capacity, soak, stuffing"
+    )
     target = run.add_mutually_exclusive_group()
     target.add_argument("--host", help="base URL of a running service, e.g. http://127.0.0.1:8000")
     target.add_argument(

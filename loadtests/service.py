@@ -6,9 +6,18 @@ like the test suite's), migrated by ``litestar database upgrade``; users seeded 
 as production runs it (``python -m app``, uvicorn with uvloop) on a free port of 127.0.0.1.
 
 argon2 runs with the service's own defaults (``PasswordSettings``), not the test suite's
-cheap parameters: a login must cost what it costs in production. ``USER_SERVICE_*``
-variables in the caller's environment are passed on (to try other parameters, pool
-sizes or log levels), except the database, key, port and environment, which are ours.
+cheap parameters: a login must cost what it costs in production. So do the per-address
+rate limits, which are on; the service trusts 127.0.0.1 (the load generator) as a proxy,
+so that it counts each simulated client address (``X-Forwarded-For``,
+``loadtests/scenarios/addresses.py``) on its own, as it does behind the ingress.
+``USER_SERVICE_*`` variables in the caller's environment are passed on and win (to try
+other parameters, pool sizes, limits or log levels), except the database, key, port and
+environment, which are ours.
+
+A profile whose mix has an attack class (``CredentialStuffer``, ``PasswordSprayer``) also
+gets the accounts under attack, seeded under a prefix of their own for each run (unless
+``LOADTEST_TARGET_PREFIX`` names one): the login throttle remembers failures for an hour,
+so a rerun on the same database would otherwise start with its targets already blocked.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from pathlib import Path
 from app.auth.tokens import generate_private_key_pem
 from app.settings import PasswordSettings
 from loadtests.profiles import Profile
+from loadtests.scenarios.config import ATTACK_CLASSES, parse_mix
 from tests.postgres import throwaway_postgres
 from tests.server_process import LITESTAR_CLI, ROOT, ServerProcess
 
@@ -57,6 +67,10 @@ def service_env() -> dict[str, str]:
         "USER_SERVICE_PASSWORDS__TIME_COST": str(defaults.time_cost),
         "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": str(defaults.memory_cost_kib),
         "USER_SERVICE_PASSWORDS__PARALLELISM": str(defaults.parallelism),
+        # The limits as production has them (the test suite's server turns them off), and
+        # Locust on 127.0.0.1 as the trusted proxy that names each simulated client.
+        "USER_SERVICE_RATE_LIMITS__ENABLED": "true",
+        "USER_SERVICE_HTTP__TRUSTED_PROXIES": "127.0.0.1",
     }
     env.update({k: v for k, v in os.environ.items() if k.startswith("USER_SERVICE_") and k not in OURS})
     return env
@@ -101,18 +115,17 @@ def started_service(profile: Profile, report_dir: Path) -> Iterator[StartedServi
         print(f"service: migrating {_safe(database)}", flush=True)
         _check(_cli(env, "database", "upgrade", "--no-prompt"), "litestar database upgrade")
 
-        seed = _cli(
-            {**env, "USER_SERVICE_SEED_PASSWORD": password},
-            *("users", "seed", "--count", str(profile.seed_users), "--prefix", prefix),
-        )
-        _check(seed, "litestar users seed")
-        print(f"service: {seed.stdout.strip()}", flush=True)
-        present = re.search(r"(\d+) already present", seed.stdout)
-        if present and int(present.group(1)) and not os.environ.get("LOADTEST_PASSWORD"):
-            raise ServiceError(
-                f"{present.group(1)} {prefix}* users already exist in this database with a password this run does "
-                "not know: set LOADTEST_PASSWORD to the one they were seeded with, or use an empty database"
-            )
+        _seed(env, password, prefix, profile.seed_users)
+        locust_env = {
+            "LOADTEST_PASSWORD": password,
+            "LOADTEST_USER_PREFIX": prefix,
+            "LOADTEST_USER_COUNT": str(profile.seed_users),
+        }
+        if has_attack(profile):
+            targets = os.environ.get("LOADTEST_TARGET_PREFIX") or f"target{secrets.token_hex(3)}-"
+            target_count = int(os.environ.get("LOADTEST_TARGET_COUNT", "1000"))
+            _seed(env, password, targets, target_count)
+            locust_env |= {"LOADTEST_TARGET_PREFIX": targets, "LOADTEST_TARGET_COUNT": str(target_count)}
 
         made = _cli({**env, "USER_SERVICE_ADMIN_PASSWORD": admin_password}, *admin_args(admin))
         # An admin that exists already is fine only if the caller told us its password.
@@ -124,15 +137,29 @@ def started_service(profile: Profile, report_dir: Path) -> Iterator[StartedServi
         print(f"service: {server.base_url} (log: {server.log_file})", flush=True)
         yield StartedService(
             base_url=server.base_url,
-            locust_env={
-                "LOADTEST_PASSWORD": password,
-                "LOADTEST_USER_PREFIX": prefix,
-                "LOADTEST_USER_COUNT": str(profile.seed_users),
-                "LOADTEST_ADMIN_USERNAME": admin,
-                "LOADTEST_ADMIN_PASSWORD": admin_password,
-            },
+            locust_env={**locust_env, "LOADTEST_ADMIN_USERNAME": admin, "LOADTEST_ADMIN_PASSWORD": admin_password},
             log_file=server.log_file,
             database=database,
+        )
+
+
+def has_attack(profile: Profile) -> bool:
+    """Whether the run's mix (LOADTEST_MIX wins over the profile's, as in the runner) has an attacker."""
+    mix = parse_mix(os.environ.get("LOADTEST_MIX", "")) or profile.mix
+    return any(mix.get(name, 0) > 0 for name in ATTACK_CLASSES)
+
+
+def _seed(env: dict[str, str], password: str, prefix: str, count: int) -> None:
+    seed = _cli(
+        {**env, "USER_SERVICE_SEED_PASSWORD": password}, *("users", "seed", "--count", str(count), "--prefix", prefix)
+    )
+    _check(seed, "litestar users seed")
+    print(f"service: {seed.stdout.strip()}", flush=True)
+    present = re.search(r"(\d+) already present", seed.stdout)
+    if present and int(present.group(1)) and not os.environ.get("LOADTEST_PASSWORD"):
+        raise ServiceError(
+            f"{present.group(1)} {prefix}* users already exist in this database with a password this run does "
+            "not know: set LOADTEST_PASSWORD to the one they were seeded with, or use an empty database"
         )
 
 

@@ -13,6 +13,7 @@ from app.auth.schemas import JsonWebKey, JsonWebKeySet, LoginRequest, RefreshReq
 from app.auth.services import AuthService, IssuedTokens, Registration
 from app.auth.tokens import TokenIssuer
 from app.edge.rate_limits import RATE_LIMIT_OPT
+from app.openapi import BODY, problems
 from app.users.schemas import UserRead
 
 NO_STORE = CacheControlHeader(no_store=True)
@@ -31,7 +32,13 @@ class AuthController(Controller):
         "auth_service": Provide(provide_auth_service, sync_to_thread=False),
     }
 
-    @post("/register", status_code=HTTP_201_CREATED, summary="Create an account", opt={RATE_LIMIT_OPT: "register"})
+    @post(
+        "/register",
+        status_code=HTTP_201_CREATED,
+        summary="Create an account",
+        opt={RATE_LIMIT_OPT: "register"},
+        responses=problems(*BODY, 409, 429, 503),
+    )
     async def register(self, data: JSONBody[UserCreate], auth_service: NamedDependency[AuthService]) -> UserRead:
         user = await auth_service.register(
             Registration(username=data.username, email=data.email, password=data.password, full_name=data.full_name)
@@ -44,6 +51,7 @@ class AuthController(Controller):
         cache_control=NO_STORE,
         summary="Exchange credentials for tokens",
         opt={RATE_LIMIT_OPT: "login"},
+        responses=problems(*BODY, 401, 429, 503),
     )
     async def login(self, data: JSONBody[LoginRequest], auth_service: NamedDependency[AuthService]) -> TokenPair:
         return _pair(await auth_service.login(data.username, data.password))
@@ -54,11 +62,17 @@ class AuthController(Controller):
         cache_control=NO_STORE,
         summary="Rotate a refresh token",
         opt={RATE_LIMIT_OPT: "refresh"},
+        responses=problems(*BODY, 401, 429, 503),
     )
     async def refresh(self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]) -> TokenPair:
         return _pair(await auth_service.refresh(data.refresh_token))
 
-    @post("/logout", status_code=HTTP_204_NO_CONTENT, summary="End the session of a refresh token")
+    @post(
+        "/logout",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="End the session of a refresh token",
+        responses=problems(*BODY, 503),
+    )
     async def logout(self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]) -> None:
         await auth_service.logout(data.refresh_token)
 

@@ -56,10 +56,19 @@ def _seconds_until(moment: dt.datetime | None, now: dt.datetime) -> int:
     return math.ceil((moment - now).total_seconds())
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one login attempt did to its name's counter."""
+
+    refused: bool  # the name was blocked: nothing counted, the attempt must be refused
+    failures: int
+    retry_after_seconds: int  # refused: until the block ends; else: the block this attempt started
+
+
 class ThrottleStore(Protocol):
     async def state(self, key: str, now: dt.datetime) -> ThrottleState: ...
 
-    async def record_failure(self, key: str, now: dt.datetime) -> ThrottleState: ...
+    async def attempt(self, key: str, now: dt.datetime) -> Attempt: ...
 
     async def clear(self, key: str) -> None: ...
 
@@ -85,29 +94,37 @@ class DatabaseThrottleStore:
             return CLEAR
         return ThrottleState(row.failures, _seconds_until(row.blocked_until, now))
 
-    async def record_failure(self, key: str, now: dt.datetime) -> ThrottleState:
+    async def attempt(self, key: str, now: dt.datetime) -> Attempt:
         stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
-        # One atomic upsert counts the failure, so concurrent failures on two replicas are
-        # both counted; the row's own old values decide whether the count starts again.
+        blocked = _Entry.blocked_until > now
+        # One upsert checks and counts: it locks the row, so of concurrent attempts on one
+        # name each sees the count (and the block) the ones before it left. A blocked name
+        # is left as it is (a refused attempt neither counts nor lengthens the block).
         values = {"key": key, "failures": 1, "last_failure_at": now, "blocked_until": None}
         counted = {
-            "failures": case((_Entry.last_failure_at < stale_before, 1), else_=_Entry.failures + 1),
-            "last_failure_at": now,
+            "failures": case(
+                (blocked, _Entry.failures), (_Entry.last_failure_at < stale_before, 1), else_=_Entry.failures + 1
+            ),
+            "last_failure_at": case((blocked, _Entry.last_failure_at), else_=now),
         }
+        returning = (_Entry.failures, _Entry.blocked_until)
         # Both dialects spell the upsert the same way, from different modules.
         if self._engine.dialect.name == "postgresql":
             pg = postgresql.insert(_Entry).values(values)
-            upsert = pg.on_conflict_do_update(index_elements=[_Entry.key], set_=counted).returning(_Entry.failures)
+            upsert = pg.on_conflict_do_update(index_elements=[_Entry.key], set_=counted).returning(*returning)
         else:
             lite = sqlite.insert(_Entry).values(values)
-            upsert = lite.on_conflict_do_update(index_elements=[_Entry.key], set_=counted).returning(_Entry.failures)
+            upsert = lite.on_conflict_do_update(index_elements=[_Entry.key], set_=counted).returning(*returning)
         async with self._engine.begin() as conn:
-            failures = (await conn.execute(upsert)).scalar_one()
+            failures, blocked_until = (await conn.execute(upsert)).one()
+            if (remaining := _seconds_until(blocked_until, now)) > 0:
+                return Attempt(refused=True, failures=failures, retry_after_seconds=remaining)
             delay = self._settings.delay_after(failures)
             if delay:
-                blocked_until = now + dt.timedelta(seconds=delay)
-                await conn.execute(update(_Entry).where(_Entry.key == key).values(blocked_until=blocked_until))
-        return ThrottleState(failures, delay)
+                # In the same transaction: the next attempt waits for the row and sees it.
+                block = update(_Entry).where(_Entry.key == key).values(blocked_until=now + dt.timedelta(seconds=delay))
+                await conn.execute(block)
+        return Attempt(refused=False, failures=failures, retry_after_seconds=delay)
 
     async def clear(self, key: str) -> None:
         async with self._engine.begin() as conn:
@@ -123,6 +140,27 @@ class DatabaseThrottleStore:
         return last_failure_at < now - dt.timedelta(seconds=self._settings.forget_after_seconds)
 
 
+# The check, the count and the block in one atomic step, as the database store's upsert.
+# KEYS: failures, blocked. ARGV: forget_after, free_attempts, base_delay, max_delay.
+# Returns {failures, milliseconds (left of the block, or of the block just started), refused}.
+_REDIS_ATTEMPT = """
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 then
+  return {tonumber(redis.call('GET', KEYS[1]) or '0'), left, 1}
+end
+local failures = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+local beyond = failures - tonumber(ARGV[2])
+if beyond <= 0 then
+  return {failures, 0, 0}
+end
+local delay = math.min(tonumber(ARGV[4]), tonumber(ARGV[3]) * 2 ^ math.min(beyond - 1, 32))
+delay = math.floor(delay)
+redis.call('SET', KEYS[2], '1', 'EX', delay)
+return {failures, delay * 1000, 0}
+"""
+
+
 class RedisThrottleStore:
     """Two keys per name: the failure count, which expires ``forget_after_seconds`` after
     the last failure, and a block marker, which expires when the block ends. Redis's own
@@ -133,6 +171,7 @@ class RedisThrottleStore:
     def __init__(self, redis: Redis, settings: LoginThrottleSettings) -> None:
         self._redis = redis
         self._settings = settings
+        self._attempt = redis.register_script(_REDIS_ATTEMPT)
 
     def _keys(self, key: str) -> tuple[str, str]:
         return f"{self.PREFIX}failures:{key}", f"{self.PREFIX}blocked:{key}"
@@ -145,22 +184,29 @@ class RedisThrottleStore:
             failures, blocked_ms = await pipe.execute()
         return ThrottleState(int(failures or 0), math.ceil(max(int(blocked_ms), 0) / 1000))
 
-    async def record_failure(self, key: str, now: dt.datetime) -> ThrottleState:
-        failures_key, blocked_key = self._keys(key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(failures_key)
-            pipe.expire(failures_key, self._settings.forget_after_seconds)
-            failures, _ = await pipe.execute()
-        delay = self._settings.delay_after(int(failures))
-        if delay:
-            await self._redis.set(blocked_key, b"1", ex=delay)
-        return ThrottleState(int(failures), delay)
+    async def attempt(self, key: str, now: dt.datetime) -> Attempt:
+        policy = self._settings
+        failures, milliseconds, refused = await self._attempt(
+            keys=self._keys(key),
+            args=[
+                policy.forget_after_seconds,
+                policy.free_attempts,
+                policy.base_delay_seconds,
+                policy.max_delay_seconds,
+            ],
+        )
+        return Attempt(
+            refused=bool(refused), failures=int(failures), retry_after_seconds=math.ceil(int(milliseconds) / 1000)
+        )
 
     async def clear(self, key: str) -> None:
         await self._redis.delete(*self._keys(key))
 
     async def forget_stale(self, now: dt.datetime) -> int:
         return 0  # keys expire by themselves
+
+
+NOT_COUNTED = Attempt(refused=False, failures=0, retry_after_seconds=0)
 
 
 class LoginThrottle:
@@ -181,10 +227,13 @@ class LoginThrottle:
             return CLEAR
         return await self._store.state(throttle_key(login_name), _now())
 
-    async def record_failure(self, login_name: str | None) -> ThrottleState:
+    async def attempt(self, login_name: str | None) -> Attempt:
+        """Check the name and count this attempt as a failure, in one atomic step, before
+        any password work: concurrent guesses then cannot all pass the check while their
+        hashes run. A successful login clears the count (``clear``)."""
         if not self._settings.enabled or not login_name:
-            return CLEAR
-        return await self._store.record_failure(throttle_key(login_name), _now())
+            return NOT_COUNTED
+        return await self._store.attempt(throttle_key(login_name), _now())
 
     async def clear(self, login_name: str | None) -> None:
         if self._settings.enabled and login_name:

@@ -32,14 +32,10 @@ class SecurityEvents:
         if self._metrics:
             self._metrics.login_attempts.labels(result="throttled").inc()
 
-    def login_throttle_engaged(self, failures: int, block_seconds: int, user_id: UUID | None) -> None:
-        """A failed login that blocks its name: the start (or a lengthening) of a back-off."""
-        _log.warning(
-            "login_throttle_engaged",
-            failures=failures,
-            block_seconds=block_seconds,
-            user_id=str(user_id) if user_id else None,
-        )
+    def login_throttle_engaged(self, failures: int, block_seconds: int) -> None:
+        """An attempt past the free ones blocks its name: the start (or a lengthening) of a
+        back-off. (The attempt itself goes on; a success ends the block.)"""
+        _log.warning("login_throttle_engaged", failures=failures, block_seconds=block_seconds)
         if self._metrics:
             self._metrics.login_throttle_blocks.inc()
 

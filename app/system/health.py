@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,6 +37,16 @@ async def database_problem(engine: AsyncEngine) -> str | None:
     return None
 
 
+# A probe that fails answers 503 with the same JSON shape and the reason in "problem".
+NOT_YET = {
+    503: ResponseSpec(
+        data_container=dict[str, Any],
+        description="Not ready (or not started): `problem` says why.",
+        generate_examples=False,
+    )
+}
+
+
 class HealthController(Controller):
     path = "/health"
     tags = ["operations"]
@@ -48,7 +59,7 @@ class HealthController(Controller):
         # database outage must not get healthy pods killed.
         return {"status": "ok"}
 
-    @get("/ready", summary="Readiness: database reachable and not draining")
+    @get("/ready", summary="Readiness: database reachable and not draining", responses=NOT_YET)
     async def ready(self, state: State, db_engine: NamedDependency[AsyncEngine]) -> Response[dict[str, Any]]:
         lifecycle: Lifecycle = state.lifecycle
         checks: dict[str, str] = {}
@@ -69,7 +80,12 @@ class HealthController(Controller):
         response.content["checks"] = checks
         return response
 
-    @get("/startup", sync_to_thread=False, summary="Start-up finished: schema current, keys loaded, pools open")
+    @get(
+        "/startup",
+        sync_to_thread=False,
+        summary="Start-up finished: schema current, keys loaded, pools open",
+        responses=NOT_YET,
+    )
     def startup(self, state: State) -> Response[dict[str, Any]]:
         lifecycle: Lifecycle = state.lifecycle
         if lifecycle.started:

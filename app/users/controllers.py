@@ -17,6 +17,7 @@ from app.auth.principal import Principal
 from app.auth.services import AuthService
 from app.auth.tokens import AccessClaims
 from app.db.models import Role
+from app.openapi import BEARER, BODY, problems
 from app.users.administration import UserAdministration
 from app.users.schemas import PasswordChange, ProfileUpdate, UserAdminUpdate, UserPage, UserRead
 from app.users.services import UserFilter, UserService
@@ -29,16 +30,17 @@ ADMINS = {"roles": [Role.ADMIN]}
 class MeController(Controller):
     path = "/api/v1/users/me"
     tags = ["users"]
+    security = [BEARER]
     dependencies = {
         "users_service": Provide(provide_users_service),
         "auth_service": Provide(provide_auth_service, sync_to_thread=False),
     }
 
-    @get(summary="The caller's account")
+    @get(summary="The caller's account", responses=problems(401, 503))
     async def read_me(self, request: AuthedRequest) -> UserRead:
         return UserRead.of(request.user)
 
-    @patch(summary="Change the caller's email or full name")
+    @patch(summary="Change the caller's email or full name", responses=problems(*BODY, 401, 409, 503))
     async def update_me(
         self, request: AuthedRequest, data: JSONBody[ProfileUpdate], users_service: NamedDependency[UserService]
     ) -> UserRead:
@@ -50,7 +52,12 @@ class MeController(Controller):
         )
         return UserRead.of(user)
 
-    @put("/password", status_code=HTTP_204_NO_CONTENT, summary="Change the caller's password")
+    @put(
+        "/password",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Change the caller's password",
+        responses=problems(*BODY, 401, 503),
+    )
     async def change_password(
         self, request: AuthedRequest, data: JSONBody[PasswordChange], auth_service: NamedDependency[AuthService]
     ) -> None:
@@ -63,12 +70,13 @@ class UsersController(Controller):
     path = "/api/v1/users"
     tags = ["users"]
     guards = [requires_role]
+    security = [BEARER]
     dependencies = {
         "users_service": Provide(provide_users_service),
         "user_administration": Provide(provide_user_administration, sync_to_thread=False),
     }
 
-    @get(opt=STAFF, summary="List users (admin, moderator)")
+    @get(opt=STAFF, summary="List users (admin, moderator)", responses=problems(401, 403, 422, 503))
     async def list_users(
         self,
         users_service: NamedDependency[UserService],
@@ -91,11 +99,16 @@ class UsersController(Controller):
         )
         return UserPage(items=[UserRead.of(u) for u in users], total=total, limit=limit, offset=offset)
 
-    @get("/{user_id:uuid}", opt=STAFF, summary="One user (admin, moderator)")
+    @get("/{user_id:uuid}", opt=STAFF, summary="One user (admin, moderator)", responses=problems(401, 403, 404, 503))
     async def get_user(self, user_id: FromPath[UUID], users_service: NamedDependency[UserService]) -> UserRead:
         return UserRead.of(await users_service.get_live(user_id))
 
-    @patch("/{user_id:uuid}", opt=STAFF, summary="Change role (admin) or activation (admin; moderator for plain users)")
+    @patch(
+        "/{user_id:uuid}",
+        opt=STAFF,
+        summary="Change role (admin) or activation (admin; moderator for plain users)",
+        responses=problems(*BODY, 401, 403, 404, 503),
+    )
     async def administer_user(
         self,
         request: AuthedRequest,
@@ -111,7 +124,13 @@ class UsersController(Controller):
         )
         return UserRead.of(user)
 
-    @delete("/{user_id:uuid}", opt=ADMINS, status_code=HTTP_204_NO_CONTENT, summary="Soft-delete a user (admin)")
+    @delete(
+        "/{user_id:uuid}",
+        opt=ADMINS,
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Soft-delete a user (admin)",
+        responses=problems(401, 403, 404, 503),
+    )
     async def delete_user(
         self,
         request: AuthedRequest,

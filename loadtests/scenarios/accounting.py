@@ -22,9 +22,8 @@ from typing import Any
 
 from locust.contrib.fasthttp import ResponseContextManager
 
-from loadtests.scenarios.names import shed
+from loadtests.scenarios.names import SHED_PROBLEM, shed
 
-SHED_PROBLEM = "hashing-capacity-exceeded"
 MAX_BACKOFF_SECONDS = 5.0
 
 

@@ -6,12 +6,13 @@ import functools
 import random
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from locust.contrib.fasthttp import FastHttpUser
 
-from loadtests.scenarios import names
+from loadtests.scenarios import addresses, names
 from loadtests.scenarios.accounting import Verdict, back_off, require_fields, settle
 from loadtests.scenarios.config import LoadTestConfig
 
@@ -56,11 +57,24 @@ class ServiceUser(FastHttpUser):
     # a failure worth seeing (a connection timeout is counted as one).
     network_timeout = 30.0
     connection_timeout = 10.0
+    # The simulated client address (X-Forwarded-For, see addresses.py) that the service's
+    # per-address rate limits count: one per user (a person on a device), or, for the
+    # classes where every request is another person (a login storm, a wave of sign-ups),
+    # a new one per request.
+    address_per_request = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cfg = config()
         self.tokens: Tokens | None = None
+        self.address = addresses.random_address(addresses.PEOPLE)
+
+    def forwarded_for(self) -> str:
+        return addresses.random_address(addresses.PEOPLE) if self.address_per_request else self.address
+
+    def headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """What every request sends: the simulated address, plus ``extra`` (Authorization)."""
+        return {addresses.HEADER: self.forwarded_for(), **(extra or {})}
 
     def random_seeded_username(self) -> str:
         return self.cfg.seeded_username(random.randint(1, self.cfg.user_count))  # noqa: S311 - not crypto
@@ -71,7 +85,11 @@ class ServiceUser(FastHttpUser):
     def login(self, username: str, password: str) -> Tokens | None:
         """POST /login expecting 200; None when shed (after backing off) or failed."""
         with self.client.post(
-            names.LOGIN, json={"username": username, "password": password}, name=names.LOGIN, catch_response=True
+            names.LOGIN,
+            json={"username": username, "password": password},
+            headers=self.headers(),
+            name=names.LOGIN,
+            catch_response=True,
         ) as response:
             verdict = settle(response, expected={200})
             body = (
@@ -86,7 +104,9 @@ class ServiceUser(FastHttpUser):
     def login_with_wrong_password(self, username: str) -> None:
         """POST /login with a wrong password: the expected 401 is a success under its own name."""
         body = {"username": username, "password": f"wrong-{secrets.token_hex(6)}"}
-        with self.client.post(names.LOGIN, json=body, name=names.LOGIN_WRONG_PASSWORD, catch_response=True) as response:
+        with self.client.post(
+            names.LOGIN, json=body, headers=self.headers(), name=names.LOGIN_WRONG_PASSWORD, catch_response=True
+        ) as response:
             verdict = settle(response, expected={401})
         if verdict is Verdict.SHED:
             back_off(response)
@@ -94,7 +114,11 @@ class ServiceUser(FastHttpUser):
     def refresh(self, tokens: Tokens) -> Tokens | None:
         """Rotate: the old refresh token is spent by this call, whatever it answers."""
         with self.client.post(
-            names.REFRESH, json={"refresh_token": tokens.refresh_token}, name=names.REFRESH, catch_response=True
+            names.REFRESH,
+            json={"refresh_token": tokens.refresh_token},
+            headers=self.headers(),
+            name=names.REFRESH,
+            catch_response=True,
         ) as response:
             ok = settle(response, expected={200}) is Verdict.OK
             body = require_fields(response, "access_token", "refresh_token", "expires_in") if ok else None
@@ -102,7 +126,11 @@ class ServiceUser(FastHttpUser):
 
     def logout(self, tokens: Tokens) -> None:
         with self.client.post(
-            names.LOGOUT, json={"refresh_token": tokens.refresh_token}, name=names.LOGOUT, catch_response=True
+            names.LOGOUT,
+            json={"refresh_token": tokens.refresh_token},
+            headers=self.headers(),
+            name=names.LOGOUT,
+            catch_response=True,
         ) as response:
             settle(response, expected={204})
 

@@ -8,6 +8,16 @@
 | ``LOADTEST_ADMIN_USERNAME`` / ``_PASSWORD`` | the admin AdminBrowser logs in as | AdminBrowser off |
 | ``LOADTEST_WRONG_PASSWORD_SHARE`` | share of logins sent with a wrong password | ``0.1`` |
 | ``LOADTEST_MIX`` | weights by class, ``ApiClient=6,LoginStorm=2``; unnamed classes do not run | class defaults |
+
+The attack classes (``loadtests/scenarios/attacks.py``) run only when ``LOADTEST_MIX`` names them:
+
+| variable | meaning | default |
+|---|---|---|
+| ``LOADTEST_TARGET_PREFIX`` | the attacked accounts are ``{prefix}{i:06d}`` (never a legitimate user) | ``target`` |
+| ``LOADTEST_TARGET_COUNT`` | how many were seeded (i = 1..count) | ``1000`` |
+| ``LOADTEST_STUFFING_ADDRESSES`` | addresses the credential stuffer rotates through | ``5`` |
+| ``LOADTEST_SPRAYING_ACCOUNTS`` | seeded accounts the password sprayer aims at (and as many unknown names) | ``3`` |
+| ``LOADTEST_ATTACK_RATE`` | login attempts per second of each attacking Locust user | ``5`` |
 """
 
 from __future__ import annotations
@@ -17,7 +27,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-USER_CLASSES = ("LoginStorm", "ApiClient", "SignUp", "AdminBrowser")
+from loadtests.scenarios.addresses import STUFFERS, hosts
+
+USER_CLASSES = ("LoginStorm", "ApiClient", "SignUp", "AdminBrowser", "CredentialStuffer", "PasswordSprayer")
+ATTACK_CLASSES = ("CredentialStuffer", "PasswordSprayer")
+MAX_STUFFING_ADDRESSES = hosts(STUFFERS)
 
 
 class ConfigError(ValueError):
@@ -33,6 +47,11 @@ class LoadTestConfig:
     admin_password: str | None = None
     wrong_password_share: float = 0.1
     mix: dict[str, int] | None = field(default=None)
+    target_prefix: str = "target"
+    target_count: int = 1000
+    stuffing_addresses: int = 5
+    spraying_accounts: int = 3
+    attack_rate: float = 5.0
 
     @property
     def has_admin(self) -> bool:
@@ -40,6 +59,13 @@ class LoadTestConfig:
 
     def seeded_username(self, index: int) -> str:
         return f"{self.user_prefix}{index:06d}"
+
+    def target_username(self, index: int) -> str:
+        return f"{self.target_prefix}{index:06d}"
+
+    def unknown_username(self, tag: str) -> str:
+        # A "." never occurs in a seeded name ({prefix} + six digits): never an account.
+        return f"{self.target_prefix}.{tag}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> LoadTestConfig:
@@ -52,12 +78,23 @@ class LoadTestConfig:
         try:
             count = int(environ.get("LOADTEST_USER_COUNT", "1000"))
             share = float(environ.get("LOADTEST_WRONG_PASSWORD_SHARE", "0.1"))
+            target_count = int(environ.get("LOADTEST_TARGET_COUNT", "1000"))
+            addresses = int(environ.get("LOADTEST_STUFFING_ADDRESSES", "5"))
+            spraying_accounts = int(environ.get("LOADTEST_SPRAYING_ACCOUNTS", "3"))
+            attack_rate = float(environ.get("LOADTEST_ATTACK_RATE", "5"))
         except ValueError as exc:
-            raise ConfigError(f"LOADTEST_USER_COUNT / LOADTEST_WRONG_PASSWORD_SHARE: {exc}") from exc
+            raise ConfigError(f"LOADTEST_* numbers: {exc}") from exc
         if count < 1:
             raise ConfigError("LOADTEST_USER_COUNT must be at least 1")
         if not 0.0 <= share <= 1.0:
             raise ConfigError("LOADTEST_WRONG_PASSWORD_SHARE must be between 0 and 1")
+        if not 1 <= spraying_accounts < target_count:
+            # The stuffer takes the targets the sprayer leaves: at least one must be left.
+            raise ConfigError("LOADTEST_SPRAYING_ACCOUNTS must be at least 1 and below LOADTEST_TARGET_COUNT")
+        if not 1 <= addresses <= MAX_STUFFING_ADDRESSES:
+            raise ConfigError(f"LOADTEST_STUFFING_ADDRESSES must be between 1 and {MAX_STUFFING_ADDRESSES}")
+        if attack_rate <= 0:
+            raise ConfigError("LOADTEST_ATTACK_RATE must be above 0")
         config = cls(
             password=password,
             user_prefix=environ.get("LOADTEST_USER_PREFIX", "loadtest"),
@@ -66,6 +103,11 @@ class LoadTestConfig:
             admin_password=environ.get("LOADTEST_ADMIN_PASSWORD") or None,
             wrong_password_share=share,
             mix=parse_mix(environ.get("LOADTEST_MIX", "")),
+            target_prefix=environ.get("LOADTEST_TARGET_PREFIX", "target"),
+            target_count=target_count,
+            stuffing_addresses=addresses,
+            spraying_accounts=spraying_accounts,
+            attack_rate=attack_rate,
         )
         if config.mix and config.mix.get("AdminBrowser", 0) > 0 and not config.has_admin:
             raise ConfigError("AdminBrowser is in LOADTEST_MIX but LOADTEST_ADMIN_USERNAME/PASSWORD are not set")

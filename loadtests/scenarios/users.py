@@ -11,6 +11,11 @@
 
 ``locust --tags hashing`` runs only what hashes; ``--tags api-client`` only the API client.
 Weights are the class defaults below, or ``LOADTEST_MIX`` (see ``config.py``).
+
+Each request carries a simulated client address in ``X-Forwarded-For`` (``addresses.py``):
+ApiClient and AdminBrowser keep one per user, LoginStorm and SignUp take a new one per
+request, so the service's per-address rate limits see people, not one load generator.
+The attackers are in ``attacks.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class LoginStorm(ServiceUser):
 
     weight = 2
     wait_time = between(0.5, 1.5)
+    address_per_request = True  # each login of the storm is another person
 
     @tag("login-storm", "hashing")
     @task
@@ -57,7 +63,9 @@ class ApiClient(ServiceUser):
         tokens = self.authenticated(self.username, self.cfg.password)
         if tokens is None:
             return
-        with self.client.get(names.ME, headers=tokens.headers, name=names.ME, catch_response=True) as response:
+        with self.client.get(
+            names.ME, headers=self.headers(tokens.headers), name=names.ME, catch_response=True
+        ) as response:
             verdict = settle(response, expected={200})
             body = require_fields(response, "id", "username", "role") if verdict is Verdict.OK else None
             if body and body["username"].lower() != self.username.lower():
@@ -92,6 +100,7 @@ class SignUp(ServiceUser):
 
     weight = 1
     wait_time = between(1.0, 3.0)
+    address_per_request = True  # each sign-up is another person
 
     @tag("sign-up", "hashing")
     @task
@@ -104,7 +113,9 @@ class SignUp(ServiceUser):
             "password": secrets.token_urlsafe(12),
             "full_name": "Load Test",
         }
-        with self.client.post(names.REGISTER, json=body, name=names.REGISTER, catch_response=True) as response:
+        with self.client.post(
+            names.REGISTER, json=body, headers=self.headers(), name=names.REGISTER, catch_response=True
+        ) as response:
             verdict = settle(response, expected={201})
             if verdict is Verdict.OK:
                 require_fields(response, "id", "username")
@@ -134,7 +145,7 @@ class AdminBrowser(ServiceUser):
         if tokens is None:
             return
         with self.client.get(
-            names.USERS, params=params, headers=tokens.headers, name=name, catch_response=True
+            names.USERS, params=params, headers=self.headers(tokens.headers), name=name, catch_response=True
         ) as response:
             verdict = settle(response, expected={200})
             page = require_fields(response, "items", "total", "limit", "offset") if verdict is Verdict.OK else None
@@ -172,7 +183,7 @@ class AdminBrowser(ServiceUser):
             return
         user_id = random.choice(self.seen_ids)  # noqa: S311 - not crypto
         with self.client.get(
-            f"{names.USERS}/{user_id}", headers=tokens.headers, name=names.USER, catch_response=True
+            f"{names.USERS}/{user_id}", headers=self.headers(tokens.headers), name=names.USER, catch_response=True
         ) as response:
             if settle(response, expected={200}) is Verdict.OK:
                 require_fields(response, "id", "username", "email")

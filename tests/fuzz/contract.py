@@ -6,7 +6,7 @@ so a fuzzer reading it alone almost never produces a registration the service ac
 (a valid email, a username of 3-32 allowed characters), and then never reaches a login, a
 refresh or a logout with a real token. The narrowing adds only rules the service enforces
 anyway; negative generation still breaks them on purpose. The links are what schemathesis's
-stateful phase follows: register -> login (with the same credentials) -> refresh -> logout,
+stateful phase follows: register -> login (with the same credentials) -> refresh -> refresh or logout,
 and register -> the admin endpoints for the new user.
 """
 
@@ -61,15 +61,18 @@ def augmented(document: Mapping[str, Any]) -> dict[str, Any]:
             for method, operation_id in by_id.items()
         },
     )
-    for path in (f"{AUTH}/login", f"{AUTH}/refresh"):
-        _add_links(
-            paths[path]["post"],
-            "200",
-            {
-                "Refresh": _link(refresh, **_token_body("refresh_token")),
-                "LogOut": _link(logout, **_token_body("refresh_token")),
-            },
-        )
+    # From a login, only on to a refresh (a logout answers 204 to anything, so the fuzzing
+    # phase reaches it anyway): every login the stateful phase gets through becomes a
+    # refresh with a live token. From a refresh, on to either.
+    _add_links(paths[f"{AUTH}/login"]["post"], "200", {"Refresh": _link(refresh, **_token_body("refresh_token"))})
+    _add_links(
+        paths[f"{AUTH}/refresh"]["post"],
+        "200",
+        {
+            "Refresh": _link(refresh, **_token_body("refresh_token")),
+            "LogOut": _link(logout, **_token_body("refresh_token")),
+        },
+    )
     return doc
 
 

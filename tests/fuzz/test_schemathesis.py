@@ -74,6 +74,11 @@ def _config(username: str, password: str) -> str:
             "[generation]",
             f"max-examples = {MAX_EXAMPLES}",
             'database = "none"',
+            # Only the links the document declares (contract.py): with every error response
+            # documented, inferred links multiply the stateful phase's transitions and it
+            # rarely walked register -> login -> refresh to the end any more.
+            "[phases.stateful.inference]",
+            "algorithms = []",
             "[auth.dynamic.openapi.BearerToken]",
             'path = "/api/v1/auth/login"',
             f'payload = {{ username = "{username}", password = "{password}" }}',
@@ -219,12 +224,6 @@ def test_no_server_error_no_hang_no_response_breaking_its_schema(fuzz_run: FuzzR
     assert "unhandled error" not in fuzz_run.server_log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the generated OpenAPI document lists only 200/201/204 and Litestar's default 400 "
-    "(application/json, {status_code, detail, extra}); the service answers 401, 403, 404, 409, 422 and 503 "
-    "(and its 400s) as application/problem+json",
-)
 def test_every_status_code_and_media_type_is_documented(fuzz_run: FuzzRun) -> None:
     assert documentation_gaps(fuzz_run.report) == [], fuzz_run.output
 

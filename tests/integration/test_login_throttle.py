@@ -97,6 +97,14 @@ async def test_an_unknown_name_is_throttled_exactly_like_a_real_one(throttled: C
     assert real_story[-1][0] == 429
 
 
+async def test_a_burst_of_concurrent_guesses_gets_only_the_free_attempts_and_one_more(throttled: Client) -> None:
+    name = unique_name()
+    await register(throttled, name)
+    answers = await asyncio.gather(*(login(throttled, name, "not-the-password-1") for _ in range(20)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [401] * 3 + [429] * 17
+
+
 async def test_names_are_throttled_case_insensitively(throttled: Client) -> None:
     name = unique_name("casey")
     await register(throttled, name)
@@ -197,26 +205,41 @@ async def make_store(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
 
-async def test_store_counts_concurrent_failures_exactly(make_store: StoreFactory) -> None:
-    """Forty failures at once on one name (as from many replicas): every one is counted."""
+async def test_store_counts_concurrent_attempts_exactly(make_store: StoreFactory) -> None:
+    """Forty attempts at once on one name (as from many replicas): every one is counted."""
     store = make_store(LoginThrottleSettings(free_attempts=100))
     key = throttle_key("target")
-    await asyncio.gather(*(store.record_failure(key, NOW) for _ in range(40)))
+    attempts = await asyncio.gather(*(store.attempt(key, NOW) for _ in range(40)))
+    assert not any(a.refused for a in attempts)
     assert (await store.state(key, NOW)).failures == 40
+
+
+async def test_store_lets_only_the_free_attempts_and_one_more_through_a_burst(make_store: StoreFactory) -> None:
+    """The check and the count are one atomic step: a burst of concurrent guesses cannot all
+    pass the check before any of them is counted."""
+    store = make_store(LoginThrottleSettings(free_attempts=2, base_delay_seconds=60, max_delay_seconds=60))
+    key = throttle_key("burst")
+    attempts = await asyncio.gather(*(store.attempt(key, NOW) for _ in range(40)))
+    assert sum(not a.refused for a in attempts) == 3
+    assert all(a.retry_after_seconds == 60 for a in attempts if a.refused)
 
 
 async def test_store_blocks_for_the_policy_delay_and_clears(make_store: StoreFactory) -> None:
     store = make_store(LoginThrottleSettings(free_attempts=1, base_delay_seconds=30, max_delay_seconds=60))
     key = throttle_key("someone")
-    assert not (await store.record_failure(key, NOW)).blocked
-    second = await store.record_failure(key, NOW)
-    assert second.retry_after_seconds == 30
+    first = await store.attempt(key, NOW)
+    assert (first.refused, first.retry_after_seconds) == (False, 0)
+    second = await store.attempt(key, NOW)
+    assert (second.refused, second.retry_after_seconds) == (False, 30)  # goes on, and starts a block
     state = await store.state(key, NOW)
     assert state.blocked
     assert 0 < state.retry_after_seconds <= 30
+    third = await store.attempt(key, NOW)
+    assert third.refused
+    assert third.failures == 2  # a refused attempt is not counted: it cannot lengthen the block
     await store.clear(key)
-    assert await store.state(key, NOW) == (await store.state(throttle_key("never-seen"), NOW))
     assert not (await store.state(key, NOW)).blocked
+    assert not (await store.attempt(key, NOW)).refused
 
 
 async def test_database_store_forgets_old_failures(db_engine: AsyncEngine) -> None:
@@ -224,9 +247,9 @@ async def test_database_store_forgets_old_failures(db_engine: AsyncEngine) -> No
     store = DatabaseThrottleStore(db_engine, policy)
     key = throttle_key("old-mistakes")
     for _ in range(2):
-        await store.record_failure(key, NOW)
+        await store.attempt(key, NOW)
     later = NOW + dt.timedelta(seconds=61)
     assert (await store.state(key, later)).failures == 0
-    # The next failure starts the count again instead of blocking.
-    assert (await store.record_failure(key, later)).failures == 1
+    # The next attempt starts the count again instead of blocking.
+    assert (await store.attempt(key, later)).failures == 1
     assert await store.forget_stale(later + dt.timedelta(seconds=61)) == 1
