@@ -126,16 +126,15 @@ class AuthService:
         return user
 
     async def login(self, identifier: str, password: str) -> IssuedTokens:
-        """Unknown user, wrong password and inactive user all cost one verify and raise the
-        same InvalidCredentials. A name with too many recent failures is refused before
-        any of that (LoginThrottled), even when the pool is full."""
+        """Unknown user, wrong password and inactive user all cost one verify, count as a
+        failure of the name typed, and raise the same InvalidCredentials. A name with too
+        many recent failures is refused before any of that (LoginThrottled), even when
+        the pool is full."""
         normalized = normalize_login_identifier(identifier)
-        attempt = await self._throttle.attempt(normalized)
-        if attempt.refused:
-            self._events.login_throttled(attempt.failures, attempt.retry_after_seconds)
-            raise LoginThrottled(attempt.retry_after_seconds)
-        if attempt.retry_after_seconds:
-            self._events.login_throttle_engaged(attempt.failures, attempt.retry_after_seconds)
+        throttle = await self._throttle.state(normalized)
+        if throttle.blocked:
+            self._events.login_throttled(throttle.failures, throttle.retry_after_seconds)
+            raise LoginThrottled(throttle.retry_after_seconds)
         try:
             self._hasher.ensure_capacity("verify")
         except HashingCapacityExceeded:
@@ -147,37 +146,41 @@ class AuthService:
         try:
             if user is None:
                 await self._hasher.verify_against_nothing(password)
-                self._refuse_login("unknown_user")
+                await self._refuse_login(normalized, "unknown_user")
             result = await self._hasher.verify(user.password_hash, password)
         except HashingCapacityExceeded:
             self._events.login_failed("shed", user.user_id if user else None)
             raise
         if not result.matches:
-            self._refuse_login("wrong_password", user.user_id)
+            await self._refuse_login(normalized, "wrong_password", user.user_id)
         if not user.can_authenticate:
-            self._refuse_login("deleted_user" if user.deleted_at else "inactive_user", user.user_id)
+            await self._refuse_login(normalized, "deleted_user" if user.deleted_at else "inactive_user", user.user_id)
         # The hash was verified against a read from before the wait for a worker; a password
         # change or deactivation may have committed since. Re-read under a share lock in
         # this transaction, so such a change is either seen now or waits for this session
         # and then revokes it: a session opened with an old password never survives.
         current = await self._users.lock_credentials(user.user_id)
         if current is None or current.password_hash != user.password_hash:
-            self._refuse_login("wrong_password", user.user_id)
+            await self._refuse_login(normalized, "wrong_password", user.user_id)
         if not current.can_authenticate:
-            self._refuse_login("deleted_user" if current.deleted_at else "inactive_user", user.user_id)
+            await self._refuse_login(
+                normalized, "deleted_user" if current.deleted_at else "inactive_user", user.user_id
+            )
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
             await self._users.set_password_hash(user.user_id, await self._hasher.hash(password))
         issued = await self._start_session(user.user_id, current.role)
         await self._db.commit()
-        # The attempt was counted as a failure up front; it was not one.
-        await self._throttle.clear(normalized)
+        if throttle.failures:
+            await self._throttle.clear(normalized)
         self._events.login_succeeded(user.user_id, rehashed=result.needs_rehash)
         return issued
 
-    def _refuse_login(self, reason: str, user_id: UUID | None = None) -> NoReturn:
-        # Already counted against the name by the throttle, before the hash.
+    async def _refuse_login(self, login_name: str | None, reason: str, user_id: UUID | None = None) -> NoReturn:
         self._events.login_failed(reason, user_id)
+        counted = await self._throttle.record_failure(login_name)
+        if counted.retry_after_seconds and not counted.refused:
+            self._events.login_throttle_engaged(counted.failures, counted.retry_after_seconds)
         raise InvalidCredentials()
 
     async def refresh(self, presented: str) -> IssuedTokens:

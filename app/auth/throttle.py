@@ -227,10 +227,16 @@ class LoginThrottle:
             return CLEAR
         return await self._store.state(throttle_key(login_name), _now())
 
-    async def attempt(self, login_name: str | None) -> Attempt:
-        """Check the name and count this attempt as a failure, in one atomic step, before
-        any password work: concurrent guesses then cannot all pass the check while their
-        hashes run. A successful login clears the count (``clear``)."""
+    async def record_failure(self, login_name: str | None) -> Attempt:
+        """Count a failed login against its name (atomically: concurrent failures on every
+        replica are all counted, and one that finds the name already blocked by another is
+        not), starting a block once the free attempts are used up.
+
+        Failures are counted after the hash, not before: counting every attempt up front
+        closed the window for concurrent guesses, but it also refused a user's own
+        concurrent logins with the right password (six devices at once got 429s). The price
+        is that guesses already in flight when a block starts still finish: at most the
+        hashing pool and its queue (pool_size + queue_size) per replica."""
         if not self._settings.enabled or not login_name:
             return NOT_COUNTED
         return await self._store.attempt(throttle_key(login_name), _now())

@@ -33,8 +33,8 @@ class SecurityEvents:
             self._metrics.login_attempts.labels(result="throttled").inc()
 
     def login_throttle_engaged(self, failures: int, block_seconds: int) -> None:
-        """An attempt past the free ones blocks its name: the start (or a lengthening) of a
-        back-off. (The attempt itself goes on; a success ends the block.)"""
+        """A failure past the free ones blocks its name: the start (or a lengthening) of a
+        back-off."""
         _log.warning("login_throttle_engaged", failures=failures, block_seconds=block_seconds)
         if self._metrics:
             self._metrics.login_throttle_blocks.inc()
