@@ -283,7 +283,7 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     everything else a logged 500 that shows nothing of its cause."""
     if _is_database_unreachable(exc):
         return domain_error_handler(request, DependencyUnavailable())
-    if _caused_by(exc, DataError):
+    if caused_by(exc, DataError):
         return problem_response(
             status=422,
             kind=InvalidInput.kind,
@@ -307,7 +307,8 @@ def _client_detail(exc: HTTPException) -> str:
     return detail if len(detail) <= 200 else detail[:200]
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is ``exc`` or anywhere in its chain of causes and contexts."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.principal import UserLike
 from app.db.models import Role, User
-from app.errors import AlreadyRegistered, FieldError, InvalidInput, PermissionDenied, UserNotFound
+from app.errors import AlreadyRegistered, FieldError, InvalidInput, PermissionDenied, UserNotFound, caused_by
 from app.users.validation import normalize_email, normalize_full_name
 
 
@@ -41,19 +41,6 @@ class UserFilter:
     role: Role | None = None
     is_active: bool | None = None
     query: str | None = None
-
-
-def _is_constraint_violation(exc: BaseException) -> bool:
-    """Whether the database itself refused the row (SQLAlchemy's IntegrityError somewhere in
-    the chain), rather than the connection failing mid-statement."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, SQLAlchemyIntegrityError):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _escape_like(text: str) -> str:
@@ -159,8 +146,10 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         try:
             return await self.repository.add(user)
         except (RepositoryIntegrityError, SQLAlchemyIntegrityError) as exc:
-            if not _is_constraint_violation(exc):
-                raise  # a lost connection, which advanced-alchemy also calls IntegrityError: 503
+            # The database refused the row, or the connection died mid-statement, which
+            # advanced-alchemy also calls IntegrityError (then: 503, not 409).
+            if not caused_by(exc, SQLAlchemyIntegrityError):
+                raise
             raise AlreadyRegistered(errors=duplicate_fields(exc)) from exc
 
     async def search(self, criteria: UserFilter) -> tuple[Sequence[User], int]:
@@ -216,7 +205,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             updated = await self.repository.update(user)
             await self.repository.session.commit()
         except (RepositoryIntegrityError, SQLAlchemyIntegrityError) as exc:
-            if not _is_constraint_violation(exc):
+            if not caused_by(exc, SQLAlchemyIntegrityError):
                 raise
             raise AlreadyRegistered(errors=duplicate_fields(exc)) from exc
         return updated
