@@ -21,9 +21,9 @@ from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receiv
 
 from app.edge.client_address import ASGICall
 from app.edge.headers import ALWAYS, API_POLICY
+from app.errors import PROBLEM_MEDIA_TYPE
 
 MAX_JSON_DEPTH = 16
-PROBLEM_MEDIA_TYPE = b"application/problem+json"
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
@@ -71,7 +71,7 @@ def limit_header_bytes(app: ASGICall, max_bytes: int, problem_type: str) -> ASGI
             "type": "http.response.start",
             "status": 431,
             "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE),
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"content-security-policy", API_POLICY.encode()),
                 (b"cache-control", b"no-store"),
