@@ -153,12 +153,11 @@ class AuthService:
             raise
         if not result.matches:
             await self._refuse_login(normalized, "wrong_password", user.user_id)
-        if not user.can_authenticate:
-            await self._refuse_login(normalized, "deleted_user" if user.deleted_at else "inactive_user", user.user_id)
         # The hash was verified against a read from before the wait for a worker; a password
         # change or deactivation may have committed since. Re-read under a share lock in
         # this transaction, so such a change is either seen now or waits for this session
-        # and then revokes it: a session opened with an old password never survives.
+        # and then revokes it: a session opened with an old password never survives. The
+        # re-read is also the one place an inactive or deleted account is refused.
         current = await self._users.lock_credentials(user.user_id)
         if current is None or current.password_hash != user.password_hash:
             await self._refuse_login(normalized, "wrong_password", user.user_id)

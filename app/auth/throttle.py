@@ -57,18 +57,18 @@ def _seconds_until(moment: dt.datetime | None, now: dt.datetime) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
-    """What one login attempt did to its name's counter."""
+class CountedFailure:
+    """What one failed login did to its name's counter."""
 
-    refused: bool  # the name was blocked: nothing counted, the attempt must be refused
+    refused: bool  # the name was already blocked: nothing counted
     failures: int
-    retry_after_seconds: int  # refused: until the block ends; else: the block this attempt started
+    retry_after_seconds: int  # refused: until the block ends; else: the block this failure started
 
 
 class ThrottleStore(Protocol):
     async def state(self, key: str, now: dt.datetime) -> ThrottleState: ...
 
-    async def attempt(self, key: str, now: dt.datetime) -> Attempt: ...
+    async def record_failure(self, key: str, now: dt.datetime) -> CountedFailure: ...
 
     async def clear(self, key: str) -> None: ...
 
@@ -94,10 +94,10 @@ class DatabaseThrottleStore:
             return CLEAR
         return ThrottleState(row.failures, _seconds_until(row.blocked_until, now))
 
-    async def attempt(self, key: str, now: dt.datetime) -> Attempt:
+    async def record_failure(self, key: str, now: dt.datetime) -> CountedFailure:
         stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
         blocked = _Entry.blocked_until > now
-        # One upsert checks and counts: it locks the row, so of concurrent attempts on one
+        # One upsert checks and counts: it locks the row, so of concurrent failures on one
         # name each sees the count (and the block) the ones before it left. A blocked name
         # is left as it is (a refused attempt neither counts nor lengthens the block).
         values = {"key": key, "failures": 1, "last_failure_at": now, "blocked_until": None}
@@ -118,13 +118,13 @@ class DatabaseThrottleStore:
         async with self._engine.begin() as conn:
             failures, blocked_until = (await conn.execute(upsert)).one()
             if (remaining := _seconds_until(blocked_until, now)) > 0:
-                return Attempt(refused=True, failures=failures, retry_after_seconds=remaining)
+                return CountedFailure(refused=True, failures=failures, retry_after_seconds=remaining)
             delay = self._settings.delay_after(failures)
             if delay:
-                # In the same transaction: the next attempt waits for the row and sees it.
+                # In the same transaction: the next failure waits for the row and sees it.
                 block = update(_Entry).where(_Entry.key == key).values(blocked_until=now + dt.timedelta(seconds=delay))
                 await conn.execute(block)
-        return Attempt(refused=False, failures=failures, retry_after_seconds=delay)
+        return CountedFailure(refused=False, failures=failures, retry_after_seconds=delay)
 
     async def clear(self, key: str) -> None:
         async with self._engine.begin() as conn:
@@ -184,7 +184,7 @@ class RedisThrottleStore:
             failures, blocked_ms = await pipe.execute()
         return ThrottleState(int(failures or 0), math.ceil(max(int(blocked_ms), 0) / 1000))
 
-    async def attempt(self, key: str, now: dt.datetime) -> Attempt:
+    async def record_failure(self, key: str, now: dt.datetime) -> CountedFailure:
         policy = self._settings
         failures, milliseconds, refused = await self._attempt(
             keys=self._keys(key),
@@ -195,7 +195,7 @@ class RedisThrottleStore:
                 policy.max_delay_seconds,
             ],
         )
-        return Attempt(
+        return CountedFailure(
             refused=bool(refused), failures=int(failures), retry_after_seconds=math.ceil(int(milliseconds) / 1000)
         )
 
@@ -206,7 +206,7 @@ class RedisThrottleStore:
         return 0  # keys expire by themselves
 
 
-NOT_COUNTED = Attempt(refused=False, failures=0, retry_after_seconds=0)
+NOT_COUNTED = CountedFailure(refused=False, failures=0, retry_after_seconds=0)
 
 
 class LoginThrottle:
@@ -227,7 +227,7 @@ class LoginThrottle:
             return CLEAR
         return await self._store.state(throttle_key(login_name), _now())
 
-    async def record_failure(self, login_name: str | None) -> Attempt:
+    async def record_failure(self, login_name: str | None) -> CountedFailure:
         """Count a failed login against its name (atomically: concurrent failures on every
         replica are all counted, and one that finds the name already blocked by another is
         not), starting a block once the free attempts are used up.
@@ -239,7 +239,7 @@ class LoginThrottle:
         hashing pool and its queue (pool_size + queue_size) per replica."""
         if not self._settings.enabled or not login_name:
             return NOT_COUNTED
-        return await self._store.attempt(throttle_key(login_name), _now())
+        return await self._store.record_failure(throttle_key(login_name), _now())
 
     async def clear(self, login_name: str | None) -> None:
         if self._settings.enabled and login_name:

@@ -222,7 +222,7 @@ async def test_store_counts_concurrent_attempts_exactly(make_store: StoreFactory
     """Forty attempts at once on one name (as from many replicas): every one is counted."""
     store = make_store(LoginThrottleSettings(free_attempts=100))
     key = throttle_key("target")
-    attempts = await asyncio.gather(*(store.attempt(key, NOW) for _ in range(40)))
+    attempts = await asyncio.gather(*(store.record_failure(key, NOW) for _ in range(40)))
     assert not any(a.refused for a in attempts)
     assert (await store.state(key, NOW)).failures == 40
 
@@ -232,7 +232,7 @@ async def test_store_lets_only_the_free_attempts_and_one_more_through_a_burst(ma
     pass the check before any of them is counted."""
     store = make_store(LoginThrottleSettings(free_attempts=2, base_delay_seconds=60, max_delay_seconds=60))
     key = throttle_key("burst")
-    attempts = await asyncio.gather(*(store.attempt(key, NOW) for _ in range(40)))
+    attempts = await asyncio.gather(*(store.record_failure(key, NOW) for _ in range(40)))
     assert sum(not a.refused for a in attempts) == 3
     assert all(a.retry_after_seconds == 60 for a in attempts if a.refused)
 
@@ -240,19 +240,19 @@ async def test_store_lets_only_the_free_attempts_and_one_more_through_a_burst(ma
 async def test_store_blocks_for_the_policy_delay_and_clears(make_store: StoreFactory) -> None:
     store = make_store(LoginThrottleSettings(free_attempts=1, base_delay_seconds=30, max_delay_seconds=60))
     key = throttle_key("someone")
-    first = await store.attempt(key, NOW)
+    first = await store.record_failure(key, NOW)
     assert (first.refused, first.retry_after_seconds) == (False, 0)
-    second = await store.attempt(key, NOW)
+    second = await store.record_failure(key, NOW)
     assert (second.refused, second.retry_after_seconds) == (False, 30)  # goes on, and starts a block
     state = await store.state(key, NOW)
     assert state.blocked
     assert 0 < state.retry_after_seconds <= 30
-    third = await store.attempt(key, NOW)
+    third = await store.record_failure(key, NOW)
     assert third.refused
     assert third.failures == 2  # a refused attempt is not counted: it cannot lengthen the block
     await store.clear(key)
     assert not (await store.state(key, NOW)).blocked
-    assert not (await store.attempt(key, NOW)).refused
+    assert not (await store.record_failure(key, NOW)).refused
 
 
 async def test_database_store_forgets_old_failures(db_engine: AsyncEngine) -> None:
@@ -260,9 +260,9 @@ async def test_database_store_forgets_old_failures(db_engine: AsyncEngine) -> No
     store = DatabaseThrottleStore(db_engine, policy)
     key = throttle_key("old-mistakes")
     for _ in range(2):
-        await store.attempt(key, NOW)
+        await store.record_failure(key, NOW)
     later = NOW + dt.timedelta(seconds=61)
     assert (await store.state(key, later)).failures == 0
     # The next attempt starts the count again instead of blocking.
-    assert (await store.attempt(key, later)).failures == 1
+    assert (await store.record_failure(key, later)).failures == 1
     assert await store.forget_stale(later + dt.timedelta(seconds=61)) == 1
