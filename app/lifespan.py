@@ -5,22 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar import Litestar
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 
-from app.auth.password_policy import BreachedPasswordChecker
-from app.auth.passwords import PasswordHasher
-from app.auth.throttle import LoginThrottle
+from app.container import Container
 from app.db.migrate import pending_revisions, upgrade_to_head
+from app.identity.memory import keep_hash_memory_mapped
+from app.identity.throttle import LoginThrottle
 from app.observability.logging import get_logger
-from app.observability.setup import Observability
-from app.settings import Settings
 from app.system.health import Lifecycle
-from app.system.memory import keep_hash_memory_mapped
 from app.system.shutdown import drain_on_sigterm
 
 logger = get_logger("user_service.lifecycle")
@@ -53,14 +51,23 @@ async def _await_current_schema(config: SQLAlchemyAsyncConfig, lifecycle: Lifecy
         await asyncio.sleep(SCHEMA_RETRY_SECONDS)
 
 
+def lifespan_of(container: Container) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """Litestar's lifespan hook for an app built on ``container``."""
+
+    def for_app(_: Litestar) -> AbstractAsyncContextManager[None]:
+        return lifespan(container)
+
+    return for_app
+
+
 @contextlib.asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
-    settings: Settings = app.state.settings
-    hasher: PasswordHasher = app.state.password_hasher
-    breach_checker: BreachedPasswordChecker = app.state.breach_checker
-    db_config: SQLAlchemyAsyncConfig = app.state.db_config
-    lifecycle: Lifecycle = app.state.lifecycle
-    observability: Observability = app.state.observability
+async def lifespan(container: Container) -> AsyncGenerator[None, None]:
+    settings = container.settings
+    hasher = container.hasher
+    breach_checker = container.breach_checker
+    db_config = container.database
+    lifecycle = container.lifecycle
+    observability = container.observability
 
     async with contextlib.AsyncExitStack() as stack:
         # Unwound in reverse on shutdown, and on a failed start-up as well.
@@ -72,12 +79,12 @@ async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         await hasher.start()
         if settings.db.should_migrate_on_start:
             await upgrade_to_head(db_config.get_engine())
-        if (redis := app.state.redis) is not None:
+        if (redis := container.redis) is not None:
             stack.push_async_callback(redis.aclose)
         for background in (
             _await_current_schema(db_config, lifecycle),
             observability.sample_db_pool(db_config.get_engine()),
-            _forget_stale_abuse_state(app.state.login_throttle, app.state.rate_limit_store),
+            _forget_stale_abuse_state(container.login_throttle, container.rate_limit_store),
         ):
             stack.push_async_callback(_cancel, asyncio.create_task(background))
         stack.callback(drain_on_sigterm(lifecycle, settings.http.drain_seconds))

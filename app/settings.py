@@ -99,7 +99,7 @@ class PasswordSettings(BaseModel):
     pwned_check_enabled: bool = False
     pwned_api_url: HttpUrl = HttpUrl("https://api.pwnedpasswords.com/range/")
     pwned_timeout_seconds: float = Field(default=2.0, gt=0)
-    # glibc: serve argon2's memory from the heap and keep it mapped (app/system/memory.py).
+    # glibc: serve argon2's memory from the heap and keep it mapped (app/identity/memory.py).
     keep_memory_mapped: bool = True
 
 

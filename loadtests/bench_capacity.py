@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from app.auth.tokens import generate_private_key_pem
+from app.identity.tokens import generate_private_key_pem
 from app.settings import PasswordSettings
 from loadtests.bench_observability import database
 from tests.server_process import ServerProcess
@@ -44,7 +44,7 @@ import json, sys, threading, time
 from argon2 import PasswordHasher, Type
 params, threads, seconds, keep_mapped = json.loads(sys.argv[1])
 if keep_mapped:
-    from app.system.memory import keep_hash_memory_mapped
+    from app.identity.memory import keep_hash_memory_mapped
     keep_hash_memory_mapped()
 hasher = PasswordHasher(type=Type.ID, **params)
 stored = hasher.hash("x" * 24)

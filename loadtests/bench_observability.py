@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from app.auth.tokens import generate_private_key_pem
+from app.identity.tokens import generate_private_key_pem
 from tests.otlp_receiver import otlp_receiver
 from tests.postgres import throwaway_postgres
 from tests.server_process import LITESTAR_CLI, ROOT, ServerProcess

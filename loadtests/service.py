@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.auth.tokens import generate_private_key_pem
+from app.identity.tokens import generate_private_key_pem
 from app.settings import PasswordSettings
 from loadtests.profiles import Profile
 from loadtests.scenarios.config import ATTACK_CLASSES, parse_mix

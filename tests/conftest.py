@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.auth.tokens import generate_private_key_pem
+from app.identity.tokens import generate_private_key_pem
 from app.main import create_app
 from app.settings import (
     DatabaseSettings,

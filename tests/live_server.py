@@ -21,7 +21,7 @@ STARTUP_TIMEOUT_SECONDS = 30.0
 
 
 class LiveClient(httpx.AsyncClient):
-    """An httpx client bound to one running app, which tests may inspect (``client.app.state``)."""
+    """An httpx client bound to one running app, which tests may inspect (``container_of(client.app)``)."""
 
     def __init__(self, app: Litestar, base_url: str) -> None:
         super().__init__(base_url=base_url, timeout=60.0)

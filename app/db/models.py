@@ -9,7 +9,8 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, func
+from sqlalchemy import ColumnElement, Enum, ForeignKey, Index, Integer, String, and_, func
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 
@@ -50,9 +51,16 @@ class User(UUIDv7AuditBase):
     # Soft delete: the row (and its username and email) stays, the account is dead.
     deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
-    @property
+    # The one rule for "this account may log in and use its sessions", in Python for a
+    # loaded user and in SQL for queries that select it (login, every authenticated request).
+    @hybrid_property
     def can_authenticate(self) -> bool:
         return self.is_active and self.deleted_at is None
+
+    @can_authenticate.inplace.expression
+    @classmethod
+    def _can_authenticate_expression(cls) -> ColumnElement[bool]:
+        return and_(cls.is_active.is_(True), cls.deleted_at.is_(None))
 
 
 # Uniqueness is case-insensitive and enforced by the database itself, so two concurrent
@@ -89,7 +97,7 @@ class RefreshToken(UUIDv7Base):
 
 
 class LoginThrottleEntry(DefaultBase):
-    """Consecutive failed logins against one account name (see app/auth/throttle.py).
+    """Consecutive failed logins against one account name (see app/identity/throttle.py).
 
     ``key`` is a SHA-256, never the name typed: attackers choose those strings, and a
     table of them would be a list of guessed usernames and emails."""

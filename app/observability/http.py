@@ -8,18 +8,15 @@ It wraps the whole application (routing and error handling included), so 404s, 4
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.enums import ScopeType
-from litestar.types import Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import trace
 
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
-from app.observability.request_id import current_request_id, request_id_of
-
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from app.observability.request_id import request_id_of
 
 # OpenTelemetry HTTP semantic conventions: any other method is reported as "_OTHER",
 # so a client cannot mint label values.
@@ -35,6 +32,14 @@ class HttpTelemetry:
     def __init__(self, metrics: Metrics | None) -> None:
         self._metrics = metrics
 
+    def around(self, app: ASGIApp) -> ASGIApp:
+        """This telemetry as a layer of the outer chain around ``app``."""
+
+        async def measured(scope: Scope, receive: Receive, send: Send) -> None:
+            await self(scope, receive, send, app)
+
+        return measured
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         if scope["type"] != ScopeType.HTTP or scope["path"] in UNMEASURED_PATHS:
             await app(scope, receive, send)
@@ -42,7 +47,6 @@ class HttpTelemetry:
         raw_method = str(scope.get("method", ""))
         method = raw_method if raw_method in KNOWN_METHODS else "_OTHER"
         request_id = request_id_of(scope)
-        token = current_request_id.set(request_id)
         seen: dict[str, Any] = {"status": 500}
         started = time.perf_counter()
         if self._metrics:
@@ -71,7 +75,6 @@ class HttpTelemetry:
         finally:
             duration = time.perf_counter() - started
             self._record(scope, method, request_id, duration, seen)
-            current_request_id.reset(token)
 
     def _record(self, scope: Scope, method: str, request_id: str, duration: float, seen: dict[str, Any]) -> None:
         status: int = seen["status"]

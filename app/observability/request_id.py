@@ -7,7 +7,7 @@ from contextvars import ContextVar
 from uuid import uuid4
 
 from litestar.datastructures import MutableScopeHeaders
-from litestar.types import Message, Scope
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "X-Request-ID"
 _HEADER_KEY = HEADER.lower().encode()
@@ -28,7 +28,22 @@ def request_id_of(scope: Scope) -> str:
     return str(request_id)
 
 
-async def add_request_id_header(message: Message, scope: Scope) -> None:
-    """App-level before-send hook: also covers 404s and errors raised before any middleware."""
-    if message["type"] == "http.response.start":
-        MutableScopeHeaders.from_message(message)[HEADER] = request_id_of(scope)
+def with_request_id(app: ASGIApp) -> ASGIApp:
+    """A layer of the outer chain: the id is known to every log line of the request (through
+    the context variable) and sent back on every response, errors and 431s included."""
+
+    async def identified(scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = request_id_of(scope)
+        token = current_request_id.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableScopeHeaders.from_message(message)[HEADER] = request_id
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            current_request_id.reset(token)
+
+    return identified

@@ -1,4 +1,7 @@
-"""Builds the app's observability from settings and attaches it to the pieces it watches."""
+"""Builds the app's observability from settings: the façade the rest of the service reports to.
+
+It knows nothing of the pieces it watches: app/container.py connects their hooks (the
+hashing pool's, the database engine's) to the methods here."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth.passwords import HashTiming, PasswordHasher
 from app.observability.events import SecurityEvents
 from app.observability.http import HttpTelemetry
 from app.observability.logging import configure_logging
@@ -32,27 +34,29 @@ class Observability:
     def plugins(self) -> list[PluginProtocol]:
         return [self.tracing.litestar_plugin()] if self.tracing else []
 
-    def watch_hasher(self, hasher: PasswordHasher) -> None:
+    def hashing_pool(self, workers: int, queue_capacity: int) -> None:
         if self.metrics:
-            metrics = self.metrics
+            self.metrics.hash_workers.set(workers)
+            self.metrics.hash_queue_capacity.set(queue_capacity)
 
-            def finished(operation: str, timing: HashTiming) -> None:
-                # Called in the request's context: its trace is the exemplar.
-                exemplar = current_trace_exemplar() if not metrics.multiprocess else None
-                metrics.hash_duration.labels(operation=operation).observe(timing.run_seconds, exemplar)
-                metrics.hash_queue_wait.labels(operation=operation).observe(timing.queue_wait_seconds, exemplar)
-
-            def load(running: int, queued: int) -> None:
-                metrics.hash_running.set(running)
-                metrics.hash_queue_depth.set(queued)
-
-            hasher.observers.append(finished)
-            hasher.load_observers.append(load)
-            hasher.rejection_observers.append(lambda op: metrics.hash_rejections.labels(operation=op).inc())
-            metrics.hash_workers.set(hasher.pool_size)
-            metrics.hash_queue_capacity.set(hasher.queue_size)
+    def hash_finished(self, operation: str, queue_wait_seconds: float, run_seconds: float) -> None:
+        """One pooled hash or verify is done; called in the request's context, so its trace
+        is the exemplar and the parent of the hash's span."""
+        if self.metrics:
+            exemplar = current_trace_exemplar() if not self.metrics.multiprocess else None
+            self.metrics.hash_duration.labels(operation=operation).observe(run_seconds, exemplar)
+            self.metrics.hash_queue_wait.labels(operation=operation).observe(queue_wait_seconds, exemplar)
         if self.tracing:
-            hasher.observers.append(self.tracing.record_hash)
+            self.tracing.record_hash(operation, queue_wait_seconds, run_seconds)
+
+    def hash_load(self, running: int, queued: int) -> None:
+        if self.metrics:
+            self.metrics.hash_running.set(running)
+            self.metrics.hash_queue_depth.set(queued)
+
+    def hash_shed(self, operation: str) -> None:
+        if self.metrics:
+            self.metrics.hash_rejections.labels(operation=operation).inc()
 
     def watch_engine(self, engine: AsyncEngine) -> None:
         if self.tracing:

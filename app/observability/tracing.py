@@ -20,8 +20,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth.passwords import HashTiming
-
 # Probes and scrapes every few seconds would drown the traces that matter.
 UNTRACED_PATHS = ["^/metrics$", "^/health/"]
 
@@ -49,15 +47,15 @@ class Tracing:
         usage = NoOpMeter("user-service").create_up_down_counter("db.client.connections.usage")
         EngineTracer(self.tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
 
-    def record_hash(self, operation: str, timing: HashTiming) -> None:
+    def record_hash(self, operation: str, queue_wait_seconds: float, run_seconds: float) -> None:
         """A span for one pooled hash, from submission to result; the wait is an attribute."""
         end = time.time_ns()
-        started = end - int(timing.run_seconds * 1e9)
-        submitted = started - int(timing.queue_wait_seconds * 1e9)
+        started = end - int(run_seconds * 1e9)
+        submitted = started - int(queue_wait_seconds * 1e9)
         span = self.tracer.start_span(f"password {operation}", start_time=submitted, kind=trace.SpanKind.INTERNAL)
         span.set_attribute("user_service.hash.operation", operation)
-        span.set_attribute("user_service.hash.queue_wait_seconds", timing.queue_wait_seconds)
-        span.set_attribute("user_service.hash.run_seconds", timing.run_seconds)
+        span.set_attribute("user_service.hash.queue_wait_seconds", queue_wait_seconds)
+        span.set_attribute("user_service.hash.run_seconds", run_seconds)
         span.end(end_time=end)
 
     def shutdown(self) -> None:

@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 from litestar import Controller, Response, get
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.errors import problem_response
+from app.web.problems import problem_response
 
 READY_DB_TIMEOUT_SECONDS = 2.0
 
 
-@dataclass
 class Lifecycle:
-    started: bool = False
-    draining: bool = False
-    startup_problem: str | None = "starting"
+    """Where start-up and shutdown stand. A plain class, not a dataclass: it is injected
+    into the probes, and Litestar would validate (and copy) a dataclass field by field."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.draining = False
+        self.startup_problem: str | None = "starting"
 
 
 async def database_problem(engine: AsyncEngine) -> str | None:
@@ -60,8 +61,9 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", summary="Readiness: database reachable and not draining", responses=NOT_YET)
-    async def ready(self, state: State, db_engine: NamedDependency[AsyncEngine]) -> Response[dict[str, Any]]:
-        lifecycle: Lifecycle = state.lifecycle
+    async def ready(
+        self, lifecycle: NamedDependency[Lifecycle], db_engine: NamedDependency[AsyncEngine]
+    ) -> Response[dict[str, Any]]:
         checks: dict[str, str] = {}
         checks["startup"] = "ok" if lifecycle.started else (lifecycle.startup_problem or "starting")
         checks["draining"] = "fail: shutting down" if lifecycle.draining else "ok"
@@ -86,8 +88,7 @@ class HealthController(Controller):
         summary="Start-up finished: schema current, keys loaded, pools open",
         responses=NOT_YET,
     )
-    def startup(self, state: State) -> Response[dict[str, Any]]:
-        lifecycle: Lifecycle = state.lifecycle
+    def startup(self, lifecycle: NamedDependency[Lifecycle]) -> Response[dict[str, Any]]:
         if lifecycle.started:
             return Response({"status": "ok"})
         return problem_response(

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from litestar import Request, Response, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from app.observability.metrics import Metrics
 
 
 @get("/metrics", exclude_from_auth=True, include_in_schema=False, sync_to_thread=False)
-def metrics_endpoint(request: Request[object, object, State], state: State) -> Response[bytes]:
-    metrics: Metrics = state.metrics
+def metrics_endpoint(request: Request[object, object, State], metrics: NamedDependency[Metrics]) -> Response[bytes]:
     exposition = metrics.expose(request.headers.get("accept", ""))
     return Response(exposition.body, media_type=exposition.content_type)

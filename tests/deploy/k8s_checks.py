@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from app.auth.tokens import generate_private_key_pem
+from app.identity.tokens import generate_private_key_pem
 from app.main import create_app
 from app.settings import DatabaseSettings, Environment, Settings, TokenSettings
 from app.system.health import READY_DB_TIMEOUT_SECONDS

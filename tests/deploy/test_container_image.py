@@ -32,7 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.auth.tokens import generate_private_key_pem
+from app.identity.tokens import generate_private_key_pem
 from app.settings import HttpSettings, ServerSettings
 from tests.deploy.artifacts import ROOT
 from tests.server_process import free_port

@@ -24,7 +24,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from app.auth.tokens import generate_private_key_pem
+from app.identity.tokens import generate_private_key_pem
 from deploy import generate, k8s_artifacts
 from tests.deploy import k8s_checks as checks
 from tests.deploy.k8s_checks import Obj

@@ -14,7 +14,8 @@ from argon2 import PasswordHasher as Argon2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth.passwords import HashTiming, PasswordHasher
+from app.container import container_of
+from app.identity.passwords import HashTiming, PasswordHasher
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import make_settings
@@ -79,7 +80,7 @@ async def test_unknown_user_wrong_password_and_inactive_user_look_identical(
     await register(client, "removed")
     await set_column(db_engine, "removed", "deleted_at = now(), is_active = false")
     verifies: list[str] = []
-    hasher: PasswordHasher = client.app.state.password_hasher
+    hasher: PasswordHasher = container_of(client.app).hasher
     hasher.observers.append(lambda operation, _timing: verifies.append(operation))
 
     responses = [
@@ -178,7 +179,7 @@ async def test_hashing_never_blocks_the_event_loop(
     timings: list[HashTiming] = []
     async with serve(create_app(heavy)) as client:
         await register(client, "busy_bee")
-        hasher: PasswordHasher = client.app.state.password_hasher
+        hasher: PasswordHasher = container_of(client.app).hasher
         hasher.observers.append(lambda _op, timing: timings.append(timing))
         stop, lags = asyncio.Event(), list[float]()
         probe = asyncio.create_task(_probe_lag(stop, lags))

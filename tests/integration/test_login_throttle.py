@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth.throttle import DatabaseThrottleStore, RedisThrottleStore, ThrottleStore, throttle_key
+from app.identity.throttle import DatabaseThrottleStore, RedisThrottleStore, ThrottleStore, throttle_key
 from app.main import create_app
 from app.settings import LoginThrottleSettings, Settings
 from tests.conftest import make_settings

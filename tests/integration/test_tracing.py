@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.container import container_of
 from app.main import create_app
 from app.settings import Settings
 from tests.integration.helpers import Client, login, register
@@ -91,7 +92,7 @@ async def test_tracing_off_means_no_provider_no_thread_no_spans(
     client: Client, settings: Settings, signing_key_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The default (no OTLP endpoint configured): nothing exists.
-    assert client.app.state.observability.tracing is None
+    assert container_of(client.app).observability.tracing is None
     await register(client, "untraced")
     await login(client, "untraced")
     assert _exporter_threads() == []
@@ -99,7 +100,7 @@ async def test_tracing_off_means_no_provider_no_thread_no_spans(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     app = create_app(settings)
     try:
-        assert app.state.observability.tracing is not None
+        assert container_of(app).observability.tracing is not None
         assert _exporter_threads() != []
     finally:
-        app.state.observability.shutdown()
+        container_of(app).observability.shutdown()

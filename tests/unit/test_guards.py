@@ -11,8 +11,8 @@ import pytest
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from app.auth.guards import requires_role
-from app.auth.principal import Principal
+from app.accounts.authentication import Principal, requires_role
+from app.accounts.schemas import UserRead
 from app.db.models import Role
 from app.errors import NotAuthenticated, PermissionDenied
 
@@ -29,7 +29,7 @@ class FakeHandler:
 
 def user(role: Role) -> Principal:
     now = dt.datetime.now(dt.UTC)
-    return Principal(
+    account = UserRead(
         id=uuid4(),
         username=f"{role.value}_1",
         email=f"{role.value}@example.com",
@@ -39,8 +39,8 @@ def user(role: Role) -> Principal:
         is_verified=True,
         created_at=now,
         updated_at=now,
-        session_id=uuid4(),
     )
+    return Principal(account=account, session_id=uuid4())
 
 
 def guard(scope_user: object, opt: dict[str, Any]) -> None:

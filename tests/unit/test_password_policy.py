@@ -14,14 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app.auth.password_policy import (
+from app.errors import InvalidInput
+from app.identity.password_policy import (
     BreachedPasswordChecker,
     common_passwords,
     normalize_password,
     password_problems,
     validate_new_password,
 )
-from app.errors import InvalidInput
 from app.settings import PasswordSettings
 
 DEFAULTS = PasswordSettings()

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher as Argon2Hasher
 
-from app.auth.passwords import HashTiming, PasswordHasher
 from app.errors import HashingCapacityExceeded
+from app.identity.passwords import HashTiming, PasswordHasher
 from app.settings import PasswordSettings
 
 CHEAP: dict[str, Any] = {"time_cost": 1, "memory_cost_kib": 64, "parallelism": 1}

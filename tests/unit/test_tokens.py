@@ -18,15 +18,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from app.auth.tokens import (
+from app.db.models import Role
+from app.errors import NotAuthenticated
+from app.identity.tokens import (
     KeyConfigurationError,
     TokenIssuer,
     generate_private_key_pem,
     hash_refresh_token,
     new_refresh_token,
 )
-from app.db.models import Role
-from app.errors import NotAuthenticated
 from app.settings import TokenSettings
 
 ISSUER = "test-issuer"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import FieldError
-from app.users.validation import (
+from app.accounts.validation import (
     normalize_email,
     normalize_full_name,
     normalize_username,
     username_problems,
 )
+from app.errors import FieldError
 
 
 def full_width(text: str) -> str:

@@ -23,9 +23,9 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 from sqlalchemy import case, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.dialects import SUPPORTED, upsertable_insert
 from app.db.models import LoginThrottleEntry
 from app.settings import LoginThrottleSettings
 
@@ -83,7 +83,7 @@ class DatabaseThrottleStore:
     def __init__(self, engine: AsyncEngine, settings: LoginThrottleSettings) -> None:
         self._engine = engine
         self._settings = settings
-        if engine.dialect.name not in ("postgresql", "sqlite"):
+        if engine.dialect.name not in SUPPORTED:
             raise ValueError(f"the login throttle supports PostgreSQL and SQLite, not {engine.dialect.name}")
 
     async def state(self, key: str, now: dt.datetime) -> ThrottleState:
@@ -108,13 +108,12 @@ class DatabaseThrottleStore:
             "last_failure_at": case((blocked, _Entry.last_failure_at), else_=now),
         }
         returning = (_Entry.failures, _Entry.blocked_until)
-        # Both dialects spell the upsert the same way, from different modules.
-        if self._engine.dialect.name == "postgresql":
-            pg = postgresql.insert(_Entry).values(values)
-            upsert = pg.on_conflict_do_update(index_elements=[_Entry.key], set_=counted).returning(*returning)
-        else:
-            lite = sqlite.insert(_Entry).values(values)
-            upsert = lite.on_conflict_do_update(index_elements=[_Entry.key], set_=counted).returning(*returning)
+        upsert = (
+            upsertable_insert(self._engine.dialect.name, _Entry)
+            .values(values)
+            .on_conflict_do_update(index_elements=[_Entry.key], set_=counted)
+            .returning(*returning)
+        )
         async with self._engine.begin() as conn:
             failures, blocked_until = (await conn.execute(upsert)).one()
             if (remaining := _seconds_until(blocked_until, now)) > 0:
@@ -217,10 +216,6 @@ class LoginThrottle:
     def __init__(self, store: ThrottleStore, settings: LoginThrottleSettings) -> None:
         self._store = store
         self._settings = settings
-
-    @property
-    def enabled(self) -> bool:
-        return self._settings.enabled
 
     async def state(self, login_name: str | None) -> ThrottleState:
         if not self._settings.enabled or not login_name:

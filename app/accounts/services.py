@@ -1,4 +1,6 @@
-"""Registration, login, refresh, logout and password change: the account use cases."""
+"""The account use cases: registration, login, refresh, logout, password change and
+profile change. Each owns its transaction and commits it; persistence is in
+repository.py (users) and sessions.py (login sessions)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,15 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.password_policy import BreachedPasswordChecker, normalize_password, validate_new_password
-from app.auth.passwords import PasswordHasher
-from app.auth.sessions import LoginSessions, RevokeReason, RotationOutcome
-from app.auth.throttle import LoginThrottle
-from app.auth.tokens import TokenIssuer
+from app.accounts.repository import UserRepository
+from app.accounts.sessions import LoginSessions, RevokeReason, RotationOutcome
+from app.accounts.validation import (
+    normalize_email,
+    normalize_full_name,
+    normalize_login_identifier,
+    normalize_username,
+    username_problems,
+)
 from app.db.models import Role, User
 from app.errors import (
     AlreadyRegistered,
@@ -25,16 +31,12 @@ from app.errors import (
     LoginThrottled,
     WrongCurrentPassword,
 )
+from app.identity.password_policy import BreachedPasswordChecker, normalize_password, validate_new_password
+from app.identity.passwords import PasswordHasher
+from app.identity.throttle import LoginThrottle
+from app.identity.tokens import TokenIssuer
 from app.observability.events import SecurityEvents
 from app.settings import PasswordSettings
-from app.users.services import UserService
-from app.users.validation import (
-    normalize_email,
-    normalize_full_name,
-    normalize_login_identifier,
-    normalize_username,
-    username_problems,
-)
 
 _REGISTRATION_RESULTS: dict[type[DomainError], str] = {
     InvalidInput: "invalid",
@@ -59,17 +61,27 @@ class Registration:
     full_name: str | None = None
 
 
-class AuthService:
+@dataclass(frozen=True, slots=True)
+class ProfileChange:
+    """Only what is given changes: ``email`` None keeps it; ``full_name`` only when
+    ``set_full_name`` (so None can clear it)."""
+
+    email: str | None = None
+    full_name: str | None = None
+    set_full_name: bool = False
+
+
+class AccountService:
     def __init__(
         self,
         *,
         db: AsyncSession,
-        users: UserService,
+        users: UserRepository,
+        sessions: LoginSessions,
         hasher: PasswordHasher,
         tokens: TokenIssuer,
         password_settings: PasswordSettings,
         breach_checker: BreachedPasswordChecker,
-        refresh_ttl_seconds: int,
         events: SecurityEvents,
         throttle: LoginThrottle,
     ) -> None:
@@ -77,28 +89,25 @@ class AuthService:
         self._throttle = throttle
         self._events = events
         self._users = users
+        self._sessions = sessions
         self._hasher = hasher
         self._tokens = tokens
         self._password_settings = password_settings
         self._breach_checker = breach_checker
-        self._sessions = LoginSessions(db, refresh_ttl_seconds)
 
-    @property
-    def sessions(self) -> LoginSessions:
-        return self._sessions
-
-    async def register(self, data: Registration) -> User:
+    async def register(self, data: Registration, *, role: Role = Role.USER, verified: bool = False) -> User:
         """Create a user. Every field problem is reported at once; uniqueness is checked
-        before hashing (no work spent on a taken name) and again by the database."""
+        before hashing (no work spent on a taken name) and again by the database. The API
+        registers plain unverified users; an operator's CLI may create an admin."""
         try:
-            user = await self._register(data)
+            user = await self._register(data, role, verified)
         except DomainError as exc:
             self._events.registration(_REGISTRATION_RESULTS.get(type(exc), "error"))
             raise
         self._events.registration("created", user.id)
         return user
 
-    async def _register(self, data: Registration) -> User:
+    async def _register(self, data: Registration, role: Role, verified: bool) -> User:
         self._hasher.ensure_capacity("hash")
         username = normalize_username(data.username)
         errors: list[FieldError] = username_problems(username)
@@ -120,7 +129,14 @@ class AuthService:
         await self._db.commit()
         password_hash = await self._hasher.hash(password)
         user = await self._users.insert_new(
-            User(username=username, email=email, full_name=full_name, password_hash=password_hash)
+            User(
+                username=username,
+                email=email,
+                full_name=full_name,
+                password_hash=password_hash,
+                role=role,
+                is_verified=verified,
+            )
         )
         await self._db.commit()
         return user
@@ -221,9 +237,8 @@ class AuthService:
         result = await self._hasher.verify(user.password_hash, normalize_password(current))
         if not result.matches:
             raise WrongCurrentPassword()
-        # Only the hash is written (a whole-object update would write back a deactivation
-        # that committed meanwhile), and before the sessions are revoked: the row lock it
-        # takes orders it against concurrent logins (see login()).
+        # The hash is written before the sessions are revoked: the row lock it takes orders
+        # it against concurrent logins (see login()).
         await self._users.set_password_hash(user.id, await self._hasher.hash(new_password))
         await self._sessions.revoke_all_of(user.id, RevokeReason.PASSWORD_CHANGE, keep=current_session)
         await self._db.commit()
@@ -232,6 +247,33 @@ class AuthService:
         for name in (user.username, user.email):
             await self._throttle.clear(name)
         self._events.password_changed(user.id)
+
+    async def update_profile(self, user_id: UUID, change: ProfileChange) -> User:
+        """Change email and/or full name; a changed email must be verified again."""
+        user = await self._users.get_live(user_id)
+        errors: list[FieldError] = []
+        new_email: str | None = None
+        if change.email is not None:
+            new_email, email_errors = normalize_email(change.email)
+            errors += email_errors
+        new_name: str | None = None
+        if change.set_full_name:
+            new_name, name_errors = normalize_full_name(change.full_name)
+            errors += name_errors
+        if errors:
+            raise InvalidInput(errors=errors)
+        if new_email is not None and new_email.casefold() != user.email.casefold():
+            if taken := await self._users.taken_fields(username=None, email=new_email, exclude=user.id):
+                raise AlreadyRegistered(errors=taken)
+            user.email = new_email
+            user.is_verified = False
+        elif new_email is not None:
+            user.email = new_email  # same address, maybe other letter case: still verified
+        if change.set_full_name:
+            user.full_name = new_name
+        updated = await self._users.save(user)
+        await self._db.commit()
+        return updated
 
     async def _start_session(self, user_id: UUID, role: Role) -> IssuedTokens:
         session_id, refresh_token = await self._sessions.start(user_id)

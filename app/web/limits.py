@@ -1,5 +1,5 @@
 """Limits on the work one request can cause, beyond the body size (Litestar's
-``request_max_body_size``) and the hashing queue (app/auth/passwords.py):
+``request_max_body_size``) and the hashing queue (app/identity/passwords.py):
 
 - header bytes: uvicorn's httptools parser accepts headers of any size (a 10 MB header
   was answered 200 in a test); requests over ``USER_SERVICE_HTTP__MAX_HEADER_BYTES`` get
@@ -12,16 +12,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from litestar import Request
 from litestar.exceptions import ClientException
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
-from app.edge.client_address import ASGICall
-from app.edge.headers import ALWAYS, API_POLICY
-from app.errors import PROBLEM_MEDIA_TYPE
+from app.web.client_address import ASGICall
+from app.web.problems import PROBLEM_MEDIA_TYPE, problem_bytes
 
 MAX_JSON_DEPTH = 16
 
@@ -52,16 +50,17 @@ class BoundedJsonRequest(Request[Any, Any, Any]):
         return value
 
 
-def limit_header_bytes(app: ASGICall, max_bytes: int, problem_type: str) -> ASGICall:
-    """``app`` behind a 431 for requests whose header names and values exceed ``max_bytes``."""
-    body = json.dumps(
-        {
-            "type": problem_type,
-            "title": "Request header fields too large",
-            "status": 431,
-            "detail": f"The request's headers exceed {max_bytes} bytes.",
-        }
-    ).encode()
+def limit_header_bytes(app: ASGICall, max_bytes: int) -> ASGICall:
+    """``app`` behind a 431 for requests whose header names and values exceed ``max_bytes``.
+
+    The answer is a problem document like every other; the layers outside this one add
+    X-Request-ID and the security headers to it."""
+    body = problem_bytes(
+        status=431,
+        kind="headers-too-large",
+        title="Request header fields too large",
+        detail=f"The request's headers exceed {max_bytes} bytes.",
+    )
 
     async def bounded(scope: Scope, receive: Receive, send: Send) -> None:
         if sum(len(name) + len(value) for name, value in scope["headers"]) <= max_bytes:
@@ -73,9 +72,6 @@ def limit_header_bytes(app: ASGICall, max_bytes: int, problem_type: str) -> ASGI
             "headers": [
                 (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
-                (b"content-security-policy", API_POLICY.encode()),
-                (b"cache-control", b"no-store"),
-                *((name.lower().encode(), value.encode()) for name, value in ALWAYS.items()),
             ],
         }
         await send(start)

@@ -1,12 +1,16 @@
-"""Request and response bodies of /api/v1/auth."""
+"""Request and response bodies of /api/v1/auth and /api/v1/users/me."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
+from uuid import UUID
 
 import msgspec
 
-# Generous upper bounds on raw input, checked before any work: the real rules (API.md)
+from app.db.models import Role
+
+# Generous upper bounds on raw input, checked before any work: the real rules (docs/api.md)
 # run after Unicode normalisation and give per-field messages.
 RawPassword = Annotated[str, msgspec.Meta(max_length=1024, description="8-256 characters after NFKC normalisation")]
 RawToken = Annotated[str, msgspec.Meta(max_length=512)]
@@ -48,3 +52,35 @@ class JsonWebKey(msgspec.Struct):
 
 class JsonWebKeySet(msgspec.Struct):
     keys: list[JsonWebKey]
+
+
+# An account as the API shows it. Its fields are the one list of what a user is to a
+# client: the authentication middleware selects exactly these columns. (No docstring: it
+# would become the schema's description in the OpenAPI document.)
+class UserRead(msgspec.Struct):
+    id: UUID
+    username: str
+    email: str
+    full_name: str | None
+    role: Role
+    is_active: bool
+    is_verified: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def of(cls, user: object) -> UserRead:
+        """From anything that has these fields as attributes (the ORM entity)."""
+        return cls(*(getattr(user, field) for field in cls.__struct_fields__))
+
+
+class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """Only the fields present change; ``full_name: null`` clears the name."""
+
+    email: Annotated[str, msgspec.Meta(max_length=320)] | msgspec.UnsetType = msgspec.UNSET
+    full_name: Annotated[str, msgspec.Meta(max_length=400)] | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: RawPassword
+    new_password: RawPassword

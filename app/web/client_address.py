@@ -14,6 +14,8 @@ from typing import Any
 
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+# Loosely typed on purpose: uvicorn's middleware and Litestar name the same ASGI types
+# differently, and neither accepts the other's.
 ASGICall = Callable[[Any, Any, Any], Awaitable[None]]
 
 

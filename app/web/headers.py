@@ -1,10 +1,12 @@
-"""Security headers on every response, errors and 404s included (a before-send hook runs
-for all of them, unlike route middleware)."""
+"""Security headers on every response: a layer of the outer chain (app/web/chain.py), so
+errors, 404s and the 431 written below Litestar carry them too."""
 
 from __future__ import annotations
 
 from litestar.datastructures import MutableScopeHeaders
-from litestar.types import BeforeMessageSendHookHandler, Message, Scope
+from litestar.types import Message, Receive, Scope, Send
+
+from app.web.client_address import ASGICall
 
 # The API serves JSON only: nothing may load, frame or execute from its responses.
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
@@ -19,12 +21,10 @@ ALWAYS = {
 }
 
 
-def security_headers(*, hsts_seconds: int, docs_path: str = "/schema") -> BeforeMessageSendHookHandler:
+def with_security_headers(app: ASGICall, *, hsts_seconds: int, docs_path: str = "/schema") -> ASGICall:
     hsts = f"max-age={hsts_seconds}; includeSubDomains" if hsts_seconds else None
 
-    async def add_security_headers(message: Message, scope: Scope) -> None:
-        if message["type"] != "http.response.start":
-            return
+    def add_security_headers(message: Message, scope: Scope) -> None:
         headers = MutableScopeHeaders.from_message(message)
         for name, value in ALWAYS.items():
             headers[name] = value
@@ -39,4 +39,12 @@ def security_headers(*, hsts_seconds: int, docs_path: str = "/schema") -> Before
         if hsts and scope.get("scheme") == "https":
             headers["Strict-Transport-Security"] = hsts
 
-    return add_security_headers
+    async def secured(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                add_security_headers(message, scope)
+            await send(message)
+
+        await app(scope, receive, send_secured)
+
+    return secured

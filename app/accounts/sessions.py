@@ -1,4 +1,5 @@
-"""Login sessions and their refresh-token families: start, rotate, revoke."""
+"""The auth_sessions and refresh_tokens tables: login sessions and their refresh-token
+families (start, rotate, revoke). Nothing here commits; the use case does."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
-from app.auth.tokens import hash_refresh_token, new_refresh_token
 from app.db.models import AuthSession, RefreshToken, User, utcnow
+from app.identity.tokens import hash_refresh_token, new_refresh_token
 
 
 class RevokeReason(StrEnum):
@@ -54,14 +54,9 @@ def _refusal(token: RefreshToken, session: AuthSession, user: User, now: dt.date
     return None
 
 
-class SessionRepository(SQLAlchemyAsyncRepository[AuthSession]):
-    model_type = AuthSession
-
-
 class LoginSessions:
     def __init__(self, db: AsyncSession, refresh_ttl_seconds: int) -> None:
         self._db = db
-        self._repo = SessionRepository(session=db)
         self._refresh_ttl = dt.timedelta(seconds=refresh_ttl_seconds)
 
     async def start(self, user_id: UUID) -> tuple[UUID, str]:

@@ -15,16 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert
-from sqlalchemy.dialects import postgresql, sqlite
-
-from app.auth.password_policy import normalize_password, password_problems
-from app.auth.passwords import PasswordHasher
-from app.db.config import database_config
-from app.db.models import Role, User
+from app.accounts.repository import insert_users_ignoring_duplicates
+from app.accounts.validation import username_problems
+from app.container import Container
+from app.db.models import Role
 from app.errors import FieldError, InvalidInput
+from app.identity.password_policy import normalize_password, password_problems
 from app.settings import Settings
-from app.users.validation import username_problems
 
 SEED_EMAIL_DOMAIN = "loadtest.invalid"
 DEFAULT_PREFIX = "loadtest"
@@ -88,18 +85,8 @@ def _batches(prefix: str, count: int, password_hash: str, size: int) -> Iterator
         yield batch
 
 
-def _insert_ignoring_duplicates(dialect: str) -> Insert:
-    """``INSERT ... ON CONFLICT DO NOTHING``: any unique index (the case-insensitive
-    username and email ones included) turns a duplicate into a skipped row."""
-    if dialect == "postgresql":
-        return postgresql.insert(User).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(User).on_conflict_do_nothing()
-    raise ValueError(f"seeding supports PostgreSQL and SQLite, not {dialect}")
-
-
 async def seed_users(
-    settings: Settings,
+    container: Container,
     *,
     count: int,
     password: str,
@@ -108,8 +95,8 @@ async def seed_users(
 ) -> SeedResult:
     """Insert ``count`` users that log in with ``password``; existing ones are left alone."""
     started = time.perf_counter()
-    normalized = check_seed_request(settings, count=count, prefix=prefix, password=password)
-    hasher = PasswordHasher(settings.passwords)
+    normalized = check_seed_request(container.settings, count=count, prefix=prefix, password=password)
+    hasher = container.hasher
     await hasher.start()
     try:
         hashed_at = time.perf_counter()
@@ -118,10 +105,10 @@ async def seed_users(
     finally:
         hasher.shutdown()
 
-    engine = database_config(settings.db, settings.service_name).get_engine()
+    engine = container.database.get_engine()
     inserted = 0
     try:
-        statement = _insert_ignoring_duplicates(engine.dialect.name).returning(User.id)
+        statement = insert_users_ignoring_duplicates(engine.dialect.name)
         async with engine.begin() as conn:
             for batch in _batches(prefix, count, password_hash, batch_size):
                 # executemany with RETURNING: SQLAlchemy sends one multi-row VALUES per batch,

@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 
-from app.errors import PROBLEM_MEDIA_TYPE
+from app.web.problems import PROBLEM_MEDIA_TYPE
 
 
 class FieldProblem(msgspec.Struct):

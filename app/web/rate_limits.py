@@ -6,7 +6,7 @@ and counting under its own key, so a client's registrations do not use up its lo
 The counters live in the app's ``rate_limit`` store: this process's memory, or Redis
 (shared by every replica) when ``USER_SERVICE_REDIS_URL`` is set.
 
-The client address is scope["client"], which app/edge/client_address.py has already
+The client address is scope["client"], which app/web/client_address.py has already
 replaced with the forwarded address when the peer is a trusted proxy.
 """
 

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.auth.passwords import argon2id
+from app.identity.memory import keep_hash_memory_mapped
+from app.identity.passwords import argon2id
 from app.settings import PasswordSettings, available_cpus
-from app.system.memory import keep_hash_memory_mapped
 
 
 @dataclass(frozen=True, slots=True)
