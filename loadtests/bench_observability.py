@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 
 from app.auth.tokens import generate_private_key_pem
-from tests.otlp_receiver import otlp_receiver
-from tests.postgres import throwaway_postgres
-from tests.server_process import LITESTAR_CLI, ROOT, ServerProcess
+from testkit.otlp_receiver import otlp_receiver
+from testkit.postgres import throwaway_postgres
+from testkit.server_process import LITESTAR_CLI, ROOT, ServerProcess
 
 PASSWORD = "bench-marigold-55-orchard"
 

@@ -36,8 +36,8 @@ from app.auth.tokens import generate_private_key_pem
 from app.settings import PasswordSettings
 from loadtests.profiles import Profile
 from loadtests.scenarios.config import ATTACK_CLASSES, parse_mix
-from tests.postgres import throwaway_postgres
-from tests.server_process import LITESTAR_CLI, ROOT, ServerProcess
+from testkit.postgres import throwaway_postgres
+from testkit.server_process import LITESTAR_CLI, ROOT, ServerProcess
 
 OURS = {
     "USER_SERVICE_DB__URL",

@@ -24,10 +24,10 @@ from app.settings import (
     Settings,
     TokenSettings,
 )
-from tests.live_server import LiveClient, serve
-from tests.postgres import throwaway_postgres
-from tests.redis_server import forget_service_keys, throwaway_redis
-from tests.server_process import LITESTAR_CLI, ServerProcess
+from testkit.live_server import LiveClient, serve
+from testkit.postgres import throwaway_postgres
+from testkit.redis_server import forget_service_keys, throwaway_redis
+from testkit.server_process import LITESTAR_CLI, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # The cheapest argon2id the library allows: tests exercise the logic, not the cost.

@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.auth.tokens import generate_private_key_pem
 from app.settings import HttpSettings, ServerSettings
+from testkit.server_process import free_port
 from tests.deploy.artifacts import ROOT
-from tests.server_process import free_port
 
 # A cold build (debootstrap of the base, then every layer) takes minutes, and pytest-timeout
 # counts the module fixture that builds into the first test's time.

@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
 from app.settings import Settings
+from testkit.live_server import serve
 from tests.conftest import make_settings
 from tests.deploy.artifacts import RULES_FILE, dashboard_queries, load_rules, require_tool, substitute_variables
 from tests.integration.helpers import AUTH, ME, USERS, Client, bearer, login, make_user, register, unique_name
-from tests.live_server import serve
 
 pytestmark = pytest.mark.slow
 
