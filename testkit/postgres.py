@@ -10,11 +10,12 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from testkit.ports import free_port
 
 DATABASE = "user_service_test"
 
@@ -38,12 +39,6 @@ def _bindir() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """Start a server in a temporary folder; yield its asyncpg URL; stop and delete it."""
@@ -55,7 +50,7 @@ def throwaway_postgres() -> Iterator[str]:
     if as_root:
         owner = pwd.getpwnam("postgres")
         os.chown(workdir, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
+    port = free_port()
 
     def run(*args: str) -> None:
         subprocess.run([*prefix, *args], check=True, capture_output=True, text=True)

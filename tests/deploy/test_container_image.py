@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.auth.tokens import generate_private_key_pem
 from app.settings import HttpSettings, ServerSettings
-from testkit.server_process import free_port
+from testkit.ports import free_port
 from tests.deploy.artifacts import ROOT
 
 # A cold build (debootstrap of the base, then every layer) takes minutes, and pytest-timeout

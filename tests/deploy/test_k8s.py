@@ -26,7 +26,7 @@ import yaml
 
 from app.auth.tokens import generate_private_key_pem
 from deploy import generate, k8s_artifacts
-from testkit.server_process import free_port
+from testkit.ports import free_port
 from tests.deploy import k8s_checks as checks
 from tests.deploy.k8s_checks import Obj
 
