@@ -34,7 +34,7 @@ import httpx
 from app.identity.tokens import generate_private_key_pem
 from app.settings import PasswordSettings
 from loadtests.bench_observability import database
-from tests.server_process import ServerProcess
+from testkit.server_process import ServerProcess
 
 PASSWORD = "bench-marigold-55-orchard"
 CONCURRENCY_STEPS = (1, 2, 4, 8, 16, 32, 64)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,9 +23,9 @@ from pathlib import Path
 import httpx
 
 from app.identity.tokens import generate_private_key_pem
-from tests.otlp_receiver import otlp_receiver
-from tests.postgres import throwaway_postgres
-from tests.server_process import LITESTAR_CLI, ROOT, ServerProcess
+from testkit.otlp_receiver import otlp_receiver
+from testkit.postgres import migrate, throwaway_postgres
+from testkit.server_process import ServerProcess
 
 PASSWORD = "bench-marigold-55-orchard"
 
@@ -37,9 +36,7 @@ def database() -> Iterator[str]:
         yield url
         return
     with throwaway_postgres() as url:
-        env = {**os.environ, "USER_SERVICE_DB__URL": url}
-        command = [*LITESTAR_CLI, "database", "upgrade", "--no-prompt"]
-        subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+        migrate(url)
         yield url
 
 

@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.gates import SLO_FILE, GateResult, SloError, evaluate_report, load_slo, render
 from loadtests.profiles import PROFILES_FILE, Profile, ProfileError, load_profiles, parse_duration
-from tests.server_process import free_port
+from testkit.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"

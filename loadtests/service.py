@@ -36,8 +36,8 @@ from app.identity.tokens import generate_private_key_pem
 from app.settings import PasswordSettings
 from loadtests.profiles import Profile
 from loadtests.scenarios.config import ATTACK_CLASSES, parse_mix
-from tests.postgres import throwaway_postgres
-from tests.server_process import LITESTAR_CLI, ROOT, ServerProcess
+from testkit.postgres import existing_or_throwaway, migrate
+from testkit.server_process import LITESTAR_CLI, ROOT, ServerProcess
 
 OURS = {
     "USER_SERVICE_DB__URL",
@@ -89,11 +89,6 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _database() -> contextlib.AbstractContextManager[str]:
-    url = os.environ.get("LOADTEST_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
-    return contextlib.nullcontext(url) if url else throwaway_postgres()
-
-
 @contextlib.contextmanager
 def started_service(profile: Profile, report_dir: Path) -> Iterator[StartedService]:
     prefix = os.environ.get("LOADTEST_USER_PREFIX", "loadtest")
@@ -101,7 +96,8 @@ def started_service(profile: Profile, report_dir: Path) -> Iterator[StartedServi
     admin = os.environ.get("LOADTEST_ADMIN_USERNAME") or ADMIN_DEFAULT
     admin_password = os.environ.get("LOADTEST_ADMIN_PASSWORD") or f"lt-{secrets.token_urlsafe(18)}"
     with contextlib.ExitStack() as stack:
-        database = stack.enter_context(_database())
+        url = os.environ.get("LOADTEST_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+        database = stack.enter_context(existing_or_throwaway(url))
         keys = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadtest-keys-")))
         (keys / "signing.pem").write_bytes(generate_private_key_pem())
         server = ServerProcess(
@@ -113,7 +109,7 @@ def started_service(profile: Profile, report_dir: Path) -> Iterator[StartedServi
         env = {k: v for k, v in server.env.items() if k != "USER_SERVICE_SERVER__PORT"}
 
         print(f"service: migrating {_safe(database)}", flush=True)
-        _check(_cli(env, "database", "upgrade", "--no-prompt"), "litestar database upgrade")
+        migrate(database, env=env, timeout=CLI_TIMEOUT_SECONDS)
 
         _seed(env, password, prefix, profile.seed_users)
         locust_env = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -24,10 +23,10 @@ from app.settings import (
     Settings,
     TokenSettings,
 )
-from tests.live_server import LiveClient, serve
-from tests.postgres import throwaway_postgres
-from tests.redis_server import forget_service_keys, throwaway_redis
-from tests.server_process import LITESTAR_CLI, ServerProcess
+from testkit.live_server import LiveClient, serve
+from testkit.postgres import existing_or_throwaway, migrate
+from testkit.redis_server import forget_service_keys, throwaway_redis
+from testkit.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # The cheapest argon2id the library allows: tests exercise the logic, not the cost.
@@ -42,43 +41,16 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """TEST_DATABASE_URL (wiped and migrated) or a throwaway server of our own."""
-    if url := os.environ.get("TEST_DATABASE_URL"):
+    with existing_or_throwaway(os.environ.get("TEST_DATABASE_URL")) as url:
         yield url
-    else:
-        with throwaway_postgres() as url:
-            yield url
 
 
 @pytest.fixture(scope="session")
 def migrated_database(database_url: str) -> str:
-    """The schema comes from the same command production runs: ``litestar database upgrade``."""
-    _drop_everything(database_url)
-    env = {**os.environ, "USER_SERVICE_DB__URL": database_url, "USER_SERVICE_ENVIRONMENT": "test"}
-    result = subprocess.run(
-        [*LITESTAR_CLI, "database", "upgrade", "--no-prompt"],
-        cwd=ROOT,
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    """The schema comes from the same command production runs: ``litestar database upgrade``,
+    on an emptied public schema (the test database is disposable)."""
+    migrate(database_url, drop_first=True)
     return database_url
-
-
-def _drop_everything(url: str) -> None:
-    import anyio
-
-    async def drop() -> None:
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            # Every table, whatever revision left it: the test database is disposable.
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        await engine.dispose()
-
-    anyio.run(drop)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from litestar.types import Receive, Scope, Send
 
 from app.main import create_app
 from app.settings import HttpSettings, Settings
+from testkit.ports import free_port
 from tests.deploy.compose_stack import (
     NGINX_CONFIG,
     SECRETS_SCRIPT,
@@ -48,12 +49,6 @@ def compose() -> dict[str, Any]:
 
 
 # --- nginx ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.identity.tokens import generate_private_key_pem
 from app.settings import HttpSettings, ServerSettings
+from testkit.ports import free_port
 from tests.deploy.artifacts import ROOT
-from tests.server_process import free_port
 
 # A cold build (debootstrap of the base, then every layer) takes minutes, and pytest-timeout
 # counts the module fixture that builds into the first test's time.
@@ -171,7 +171,7 @@ print(json.dumps({
     "prefix": sys.prefix,
     "tools": {name: shutil.which(name) for name in ("uv", "gcc", "cc", "make")},
     "modules": {name: importlib.util.find_spec(name) is not None
-                for name in ("app", "tests", "loadtests", "deploy", "pytest", "uv")},
+                for name in ("app", "tests", "testkit", "loadtests", "deploy", "pytest", "uv")},
     "app_from": os.path.dirname(importlib.util.find_spec("app").origin),
     "paths": {path: os.path.exists(path) for path in (
         "/src", "/opt/uv", "/opt/venv/bin/pip", "/root/.cache", "/tmp/.cache", "/app/pyproject.toml"
@@ -191,6 +191,7 @@ def test_runtime_stage_has_only_the_environment_and_the_service(image: BuiltImag
     assert found["modules"] == {
         "app": True,
         "tests": False,
+        "testkit": False,
         "loadtests": False,
         "deploy": False,
         "pytest": False,

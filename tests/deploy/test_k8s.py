@@ -26,9 +26,9 @@ import yaml
 
 from app.identity.tokens import generate_private_key_pem
 from deploy import generate, k8s_artifacts
+from testkit.ports import free_port
 from tests.deploy import k8s_checks as checks
 from tests.deploy.k8s_checks import Obj
-from tests.server_process import free_port
 
 RENDERINGS = ("base", "overlays/dev", "overlays/prod", "loadtest")
 SERVICE_RENDERINGS = ("base", "overlays/dev", "overlays/prod")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,10 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
 from app.settings import Settings
+from testkit.live_server import serve
+from testkit.ports import free_port
 from tests.conftest import make_settings
 from tests.deploy.artifacts import RULES_FILE, dashboard_queries, load_rules, require_tool, substitute_variables
 from tests.integration.helpers import AUTH, ME, USERS, Client, bearer, login, make_user, register, unique_name
-from tests.live_server import serve
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +38,6 @@ LOOPBACK = "127.0.0.1"
 # series as it was; before querying, enough samples for every rate() to see the increases.
 SCRAPES_BEFORE_TRAFFIC = 3
 SCRAPES_BEFORE_QUERYING = 6
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def exercise_every_series(client: Client, db: AsyncEngine) -> None:

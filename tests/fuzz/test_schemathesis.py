@@ -33,8 +33,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from testkit.server_process import ROOT, ServerProcess
 from tests.fuzz.contract import augmented, documentation_gaps, hard_failures, read_report
-from tests.server_process import ROOT, ServerProcess
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
 

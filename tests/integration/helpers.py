@@ -9,7 +9,7 @@ from httpx import Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.live_server import LiveClient
+from testkit.live_server import LiveClient
 
 PASSWORD = "violet-tangerine-47-harbor"
 _counter = itertools.count(1)

@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
+from testkit.server_process import LITESTAR_CLI
 from tests.conftest import ROOT
 from tests.integration.helpers import USERS, Client, bearer, login
-from tests.server_process import LITESTAR_CLI
 
 ADMIN_PASSWORD = "granite-orbit-55-meadow"
 

@@ -2,7 +2,7 @@
 change against logins and refreshes, many clients spending one refresh token, a logout
 against a refresh, a password change against a deactivation.
 
-The service runs in the test's event loop behind a real uvicorn (tests/live_server.py), so
+The service runs in the test's event loop behind a real uvicorn (testkit/live_server.py), so
 the requests below really overlap; argon2 is made slow enough (a few milliseconds) that
 a login's verify spans the password change's commit, which is where a race would be.
 """
@@ -22,9 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
+from testkit.live_server import LiveClient, serve
 from tests.conftest import make_settings
 from tests.integration.helpers import AUTH, ME, PASSWORD, Client, bearer, login, register, unique_name
-from tests.live_server import LiveClient, serve
 
 NEW_PASSWORD = "cobalt-orchard-62-lantern"
 ROUNDS = 20

@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from app.main import create_app
 from app.settings import Settings
+from testkit.live_server import serve
 from tests.conftest import make_settings
 from tests.integration.helpers import AUTH, ME, Client, bearer, login, register, unique_name
-from tests.live_server import serve
 
 LIMITS = {"enabled": True, "login": "3/minute", "registration": "2/minute", "refresh": "3/minute"}
 RATE_LIMITED_TYPE = "too-many-requests"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,20 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testkit.ports import free_port
 from tests.conftest import ROOT
 
 PASSWORD = "saffron-kettle-21-bridge"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_the_service_runs_with_no_configuration_at_all(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("USER_SERVICE_")}
     server = subprocess.Popen(
         [

@@ -32,9 +32,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from testkit.server_process import CLEAN_EXIT, ServerProcess
+from testkit.tcp_proxy import TcpProxy
 from tests.integration.helpers import PASSWORD
-from tests.server_process import CLEAN_EXIT, ServerProcess
-from tests.tcp_proxy import TcpProxy
 
 # These tests are about capacity and the database, not the abuse protections.
 UNTHROTTLED = {"USER_SERVICE_RATE_LIMITS__ENABLED": "false", "USER_SERVICE_LOGIN_THROTTLE__ENABLED": "false"}
@@ -56,7 +56,7 @@ def is_problem(response: httpx.Response, status: int, kind: str) -> bool:
 
 
 class ThreadedProxy:
-    """tests/tcp_proxy.py on an event loop of its own, so it keeps relaying while the test
+    """testkit/tcp_proxy.py on an event loop of its own, so it keeps relaying while the test
     blocks (ServerProcess.start polls synchronously) and cuts at an exact moment."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:

@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
 from app.settings import Settings
+from testkit.live_server import serve
 from tests.conftest import make_settings
 from tests.integration.helpers import AUTH, USERS, Client, assert_problem, login, make_user, register
-from tests.live_server import serve
 
 
 async def test_control_characters_in_the_login_name_are_just_bad_credentials(client: Client) -> None:

@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.main import create_app
 from app.settings import Settings
 from app.system.health import READY_DB_TIMEOUT_SECONDS
+from testkit.live_server import serve
+from testkit.server_process import CLEAN_EXIT, SLOW_SINGLE_THREAD_HASHING, ServerProcess
+from testkit.tcp_proxy import TcpProxy
 from tests.conftest import make_settings
 from tests.integration.helpers import PASSWORD, assert_problem, login, register
-from tests.live_server import serve
-from tests.server_process import CLEAN_EXIT, SLOW_SINGLE_THREAD_HASHING, ServerProcess
-from tests.tcp_proxy import TcpProxy
 
 
 async def _ready_status(client: httpx.AsyncClient) -> tuple[int, float]:

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.main import create_app
 from app.observability.logging import configure_logging
 from app.settings import LogFormat, LoggingSettings, Settings
+from testkit.live_server import LiveClient, serve
 from tests.integration.helpers import AUTH, ME, PASSWORD, USERS, Client, bearer, login, make_user, register
-from tests.live_server import LiveClient, serve
 
 
 class LogCapture:

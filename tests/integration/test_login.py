@@ -18,9 +18,9 @@ from app.container import container_of
 from app.identity.passwords import HashTiming, PasswordHasher
 from app.main import create_app
 from app.settings import Settings
+from testkit.live_server import serve
 from tests.conftest import make_settings
 from tests.integration.helpers import ME, PASSWORD, Client, assert_problem, bearer, login, register
-from tests.live_server import serve
 
 
 def _b64_json(part: str) -> dict[str, Any]:

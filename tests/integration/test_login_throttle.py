@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.identity.throttle import DatabaseThrottleStore, RedisThrottleStore, ThrottleStore, throttle_key
 from app.main import create_app
 from app.settings import LoginThrottleSettings, Settings
+from testkit.live_server import serve
 from tests.conftest import make_settings
 from tests.integration.helpers import AUTH, ME, PASSWORD, Client, bearer, login, register, unique_name
-from tests.live_server import serve
 
 # Two free failures, then blocks of 1 s and 2 s (the cap): short enough to wait out.
 FAST = {"free_attempts": 2, "base_delay_seconds": 1, "max_delay_seconds": 2}

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
 from app.settings import Settings
+from testkit.live_server import serve
 from tests.conftest import make_settings
 from tests.integration.helpers import AUTH, ME, USERS, Client, bearer, login, make_user, register
-from tests.live_server import serve
 
 
 async def scrape(client: Client) -> list[Sample]:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server_process import CLEAN_EXIT, ServerProcess
+from testkit.server_process import CLEAN_EXIT, ServerProcess
 
 LIVE_COUNT = "http_server_request_duration_seconds_count"
 

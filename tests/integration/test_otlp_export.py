@@ -8,8 +8,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.otlp_receiver import otlp_receiver
-from tests.server_process import CLEAN_EXIT, ServerProcess
+from testkit.otlp_receiver import otlp_receiver
+from testkit.server_process import CLEAN_EXIT, ServerProcess
 
 PASSWORD = "juniper-socket-64-harvest"
 

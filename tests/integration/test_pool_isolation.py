@@ -15,7 +15,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.server_process import SLOW_SINGLE_THREAD_HASHING, ServerProcess
+from testkit.server_process import SLOW_SINGLE_THREAD_HASHING, ServerProcess
 
 PASSWORD = "harbor-lantern-19-meadow"
 

@@ -11,9 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
+from testkit.server_process import LITESTAR_CLI
 from tests.conftest import ROOT
 from tests.integration.helpers import ME, Client, bearer, login
-from tests.server_process import LITESTAR_CLI
 
 SEED_PASSWORD = "quartz-lantern-61-meadow"
 

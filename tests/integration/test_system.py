@@ -7,9 +7,9 @@ from pathlib import Path
 
 from app.main import create_app
 from app.settings import Settings
+from testkit.live_server import serve
 from tests.conftest import make_settings
 from tests.integration.helpers import AUTH, Client, assert_problem
-from tests.live_server import serve
 
 
 async def test_probes_are_ok_on_a_healthy_service(client: Client) -> None:

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.container import container_of
 from app.main import create_app
 from app.settings import Settings
+from testkit.live_server import LiveClient, serve
 from tests.integration.helpers import Client, login, register
-from tests.live_server import LiveClient, serve
 
 
 @pytest.fixture

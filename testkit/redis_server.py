@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.server_process import free_port
+from testkit.ports import free_port
 
 START_TIMEOUT_SECONDS = 10.0
 

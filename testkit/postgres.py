@@ -1,22 +1,35 @@
-"""A throwaway PostgreSQL server for the test session, from the machine's server package.
+"""PostgreSQL for the tests and the load tests: a throwaway server from the machine's server
+package, and the schema from the service's own migration command.
 
-Used when TEST_DATABASE_URL is not set. ``initdb`` refuses to run as root, so as root
-the server runs as the ``postgres`` system user (created by Debian's package).
+The throwaway server is used when the caller names no database (TEST_DATABASE_URL,
+LOADTEST_DATABASE_URL). ``initdb`` refuses to run as root, so as root the server runs as
+the ``postgres`` system user (created by Debian's package).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from testkit.ports import free_port
+from testkit.server_process import LITESTAR_CLI, ROOT
+
 DATABASE = "user_service_test"
+MIGRATE_TIMEOUT_SECONDS = 120.0
+
+
+class MigrationFailed(RuntimeError):
+    """``litestar database upgrade`` exited non-zero; the message ends with its output."""
 
 
 def _bindir() -> Path:
@@ -38,12 +51,6 @@ def _bindir() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """Start a server in a temporary folder; yield its asyncpg URL; stop and delete it."""
@@ -55,7 +62,7 @@ def throwaway_postgres() -> Iterator[str]:
     if as_root:
         owner = pwd.getpwnam("postgres")
         os.chown(workdir, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
+    port = free_port()
 
     def run(*args: str) -> None:
         subprocess.run([*prefix, *args], check=True, capture_output=True, text=True)
@@ -106,3 +113,53 @@ def throwaway_postgres() -> Iterator[str]:
         with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
             run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def existing_or_throwaway(url: str | None) -> contextlib.AbstractContextManager[str]:
+    """``url`` when the caller names a database (left as it is on exit), else a throwaway server."""
+    return contextlib.nullcontext(url) if url else throwaway_postgres()
+
+
+def migrate(
+    url: str,
+    *,
+    drop_first: bool = False,
+    env: Mapping[str, str] | None = None,
+    timeout: float = MIGRATE_TIMEOUT_SECONDS,
+) -> None:
+    """Bring the database at ``url`` to the newest revision with the command production runs,
+    ``litestar database upgrade --no-prompt``; raises MigrationFailed if it fails.
+
+    ``drop_first`` drops the public schema (every table, whatever revision left it) first:
+    only for a disposable database. ``env`` is the command's environment (by default this
+    process's); the database URL and ``USER_SERVICE_ENVIRONMENT=test`` are set on top of it.
+    """
+    if drop_first:
+        _drop_public_schema(url)
+    result = subprocess.run(
+        [*LITESTAR_CLI, "database", "upgrade", "--no-prompt"],
+        cwd=ROOT,
+        env={**(os.environ if env is None else env), "USER_SERVICE_DB__URL": url, "USER_SERVICE_ENVIRONMENT": "test"},
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise MigrationFailed(
+            f"litestar database upgrade failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+
+
+def _drop_public_schema(url: str) -> None:
+    async def drop() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP SCHEMA public CASCADE"))
+                await conn.execute(text("CREATE SCHEMA public"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(drop())

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from testkit.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # The service's own command line, as an operator runs it.
@@ -26,12 +27,6 @@ SLOW_SINGLE_THREAD_HASHING = {
     "USER_SERVICE_PASSWORDS__POOL_SIZE": "1",
     "USER_SERVICE_PASSWORDS__QUEUE_SIZE": "64",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:

@@ -1,0 +1,1 @@
+"""Machinery shared by tests/ and loadtests/: throwaway PostgreSQL and Redis, the service as a process, free ports."""
