@@ -3,7 +3,7 @@ attacker's response is classified, the share gates of loadtests/slo.toml [stuffi
 attack configuration, and the service summary the runner prints.
 
 No Locust import (it monkey-patches the standard library with gevent): the synthetic CSV
-reports come from tests/unit/test_slo_gates.py.
+reports come from tests/loadtests/test_slo_gates.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from loadtests.runner import EXIT_GATE_FAILED, EXIT_PASSED, main, summarize_serv
 from loadtests.scenarios import addresses, names
 from loadtests.scenarios.config import ConfigError, LoadTestConfig
 from loadtests.service import has_attack, service_env
-from tests.unit.test_slo_gates import Row, replace_row, write_report
+from tests.loadtests.test_slo_gates import Row, replace_row, write_report
 
 STUFFING = "POST " + names.STUFFING
 SPRAYING = "POST " + names.SPRAYING

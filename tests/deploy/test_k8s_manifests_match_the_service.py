@@ -1,0 +1,314 @@
+"""The rendered Kubernetes objects (k8s/) agree with the service's code: environment names,
+settings, pod fit, probes, security, routes, policies, migration, autoscaling and every
+reference. Every check is also shown failing on a deliberately broken copy (the
+``*_rejects_*`` tests)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+
+from tests.deploy import k8s_checks as checks
+from tests.deploy.k8s_checks import Obj
+from tests.deploy.k8s_rendered import RENDERINGS, SERVICE_RENDERINGS, database_cluster, first_rule, scrape_endpoint
+
+CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
+    "environment names": checks.env_name_problems,
+    "settings": checks.settings_problems,
+    "pod fit": checks.pod_fit_problems,
+    "probes": checks.probe_problems,
+    "security": checks.security_problems,
+    "service": checks.service_problems,
+    "ingress": checks.ingress_problems,
+    "network policy": checks.network_policy_problems,
+    "service monitor": checks.service_monitor_problems,
+    "migration": checks.migration_problems,
+    "autoscaling": checks.autoscaling_problems,
+    "generated copies": checks.copies_problems,
+}
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("name", SERVICE_RENDERINGS)
+def test_manifests_agree_with_the_service(rendered: dict[str, list[Obj]], name: str, check: str) -> None:
+    problems = CHECKS[check](rendered[name])
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", RENDERINGS)
+def test_every_reference_resolves(rendered: dict[str, list[Obj]], name: str) -> None:
+    problems = checks.reference_problems(rendered[name], checks.EXTERNAL_SECRETS[name])
+    assert not problems, "\n".join(problems)
+
+
+def test_pods_run_as_the_images_user(rendered: dict[str, list[Obj]]) -> None:
+    uid = checks.image_user()
+    for name in SERVICE_RENDERINGS:
+        for workload in [checks.server(rendered[name]), checks.one(rendered[name], "Job", "user-service-migrate")]:
+            assert checks.pod_spec(workload)["securityContext"]["runAsUser"] == uid, (name, workload["kind"])
+
+
+# Each breakage: the check that must catch it, the rendering it breaks, and how.
+def _server_container(objs: list[Obj]) -> Obj:
+    container: Obj = checks.pod_spec(checks.server(objs))["containers"][0]
+    return container
+
+
+def _configmap(objs: list[Obj]) -> dict[str, str]:
+    (name,) = [s["configMapRef"]["name"] for s in _server_container(objs)["envFrom"] if "configMapRef" in s]
+    data: dict[str, str] = checks.one(objs, "ConfigMap", name)["data"]
+    return data
+
+
+def _env(objs: list[Obj], name: str) -> Obj:
+    (entry,) = [e for e in _server_container(objs)["env"] if e["name"] == name]
+    found: Obj = entry
+    return found
+
+
+def _rename_key(data: dict[str, str], old: str, new: str) -> None:
+    data[new] = data.pop(old)
+
+
+def _ingress_paths(objs: list[Obj]) -> list[Obj]:
+    paths: list[Obj] = checks.one(objs, "Ingress", "user-service")["spec"]["rules"][0]["http"]["paths"]
+    return paths
+
+
+def _route(path: str, kind: str) -> Obj:
+    backend = {"service": {"name": "user-service", "port": {"name": "http"}}}
+    return {"path": path, "pathType": kind, "backend": backend}
+
+
+def _policy(objs: list[Obj]) -> Obj:
+    spec: Obj = checks.one(objs, "NetworkPolicy", "user-service")["spec"]
+    return spec
+
+
+def _pod(objs: list[Obj], kind: str = "Deployment", name: str = "user-service") -> Obj:
+    return checks.pod_spec(checks.one(objs, kind, name))
+
+
+def _probe(objs: list[Obj], probe: str) -> Obj:
+    spec: Obj = _server_container(objs)[probe]
+    return spec
+
+
+BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
+    # A misspelt group (PASSWORD, not PASSWORDS) is ignored by the settings, silently.
+    "misspelt setting": (
+        "environment names",
+        "overlays/prod",
+        lambda objs: _rename_key(
+            _configmap(objs), "USER_SERVICE_PASSWORDS__POOL_SIZE", "USER_SERVICE_PASSWORD__POOL_SIZE"
+        ),
+    ),
+    "unknown OTEL variable": (
+        "environment names",
+        "overlays/dev",
+        lambda objs: _configmap(objs).update(OTEL_EXPORTER_OTLP_ENDPIONT="http://x:4318"),
+    ),
+    "URL built before its parts": (
+        "environment names",
+        "overlays/prod",
+        lambda objs: _server_container(objs)["env"].reverse(),
+    ),
+    "invalid setting value": (
+        "settings",
+        "overlays/dev",
+        lambda objs: _configmap(objs).update(USER_SERVICE_LOGGING__FORMAT="yaml"),
+    ),
+    "listens on localhost": (
+        "settings",
+        "overlays/prod",
+        lambda objs: _configmap(objs).pop("USER_SERVICE_SERVER__HOST"),
+    ),
+    "psycopg2 URL (CloudNativePG's uri as is)": (
+        "settings",
+        "overlays/prod",
+        lambda objs: _env(objs, "USER_SERVICE_DB__URL").update(value="postgresql://$(DB_USER)@$(DB_HOST)/$(DB_NAME)"),
+    ),
+    "container port not the server's": (
+        "settings",
+        "overlays/dev",
+        lambda objs: _server_container(objs)["ports"][0].update(containerPort=8080),
+    ),
+    "pool larger than the CPU limit": (
+        "pod fit",
+        "overlays/prod",
+        lambda objs: _configmap(objs).update(USER_SERVICE_PASSWORDS__POOL_SIZE="4"),
+    ),
+    "memory below the hashing bound": (
+        "pod fit",
+        "overlays/prod",
+        lambda objs: _server_container(objs)["resources"].update(
+            limits={"cpu": "2", "memory": "256Mi"}, requests={"cpu": "2", "memory": "256Mi"}
+        ),
+    ),
+    "grace period shorter than the drain": (
+        "pod fit",
+        "overlays/prod",
+        lambda objs: _pod(objs).update(terminationGracePeriodSeconds=30),
+    ),
+    "no writable /tmp": (
+        "pod fit",
+        "overlays/dev",
+        lambda objs: _server_container(objs)["volumeMounts"].pop(0),
+    ),
+    "liveness probe on readiness": (
+        "probes",
+        "overlays/prod",
+        lambda objs: _probe(objs, "livenessProbe")["httpGet"].update(path="/health/ready"),
+    ),
+    "no startup probe": ("probes", "overlays/prod", lambda objs: _server_container(objs).pop("startupProbe")),
+    "readiness timeout under the DB check's": (
+        "probes",
+        "overlays/dev",
+        lambda objs: _probe(objs, "readinessProbe").update(timeoutSeconds=2),
+    ),
+    "writable root filesystem": (
+        "security",
+        "overlays/prod",
+        lambda objs: _server_container(objs)["securityContext"].update(readOnlyRootFilesystem=False),
+    ),
+    "root user in the Job": (
+        "security",
+        "overlays/prod",
+        lambda objs: _pod(objs, "Job", "user-service-migrate")["securityContext"].update(runAsUser=0),
+    ),
+    "capabilities kept": (
+        "security",
+        "overlays/dev",
+        lambda objs: _server_container(objs)["securityContext"]["capabilities"].update(drop=[]),
+    ),
+    "service account token mounted": (
+        "security",
+        "overlays/prod",
+        lambda objs: _pod(objs).pop("automountServiceAccountToken"),
+    ),
+    "service links on": ("security", "overlays/prod", lambda objs: _pod(objs).update(enableServiceLinks=True)),
+    "no seccomp in dev PostgreSQL": (
+        "security",
+        "overlays/dev",
+        lambda objs: _pod(objs, "StatefulSet", "postgres")["securityContext"].pop("seccompProfile"),
+    ),
+    "Service selects the migration pod": (
+        "service",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Service", "user-service")["spec"]["selector"].pop("app.kubernetes.io/component"),
+    ),
+    "catch-all ingress path": (
+        "ingress",
+        "overlays/prod",
+        lambda objs: _ingress_paths(objs).append(_route("/", "Prefix")),
+    ),
+    "/metrics routed": (
+        "ingress",
+        "overlays/prod",
+        lambda objs: _ingress_paths(objs).append(_route("/metrics", "Exact")),
+    ),
+    "regex path reaching /metrics": (
+        "ingress",
+        "overlays/dev",
+        lambda objs: _ingress_paths(objs).append(_route("/(api|metrics)", "ImplementationSpecific")),
+    ),
+    "default backend": (
+        "ingress",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Ingress", "user-service")["spec"].update(
+            defaultBackend={"service": {"name": "user-service", "port": {"name": "http"}}}
+        ),
+    ),
+    "ingress path to nowhere": (
+        "ingress",
+        "overlays/prod",
+        lambda objs: _ingress_paths(objs).append(_route("/v2", "Prefix")),
+    ),
+    "ingress open to all": ("network policy", "overlays/prod", lambda objs: _policy(objs)["ingress"][0].pop("from")),
+    "ingress from another namespace": (
+        "network policy",
+        "overlays/prod",
+        lambda objs: _policy(objs)["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"].update(
+            {"kubernetes.io/metadata.name": "default"}
+        ),
+    ),
+    "egress to the internet": (
+        "network policy",
+        "overlays/prod",
+        lambda objs: _policy(objs)["egress"].append({"ports": [{"port": 443, "protocol": "TCP"}]}),
+    ),
+    "egress unrestricted": (
+        "network policy",
+        "overlays/dev",
+        lambda objs: _policy(objs)["policyTypes"].remove("Egress"),
+    ),
+    "job label not user-service": (
+        "service monitor",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "ServiceMonitor", "user-service")["spec"].update(
+            jobLabel="app.kubernetes.io/component"
+        ),
+    ),
+    "scrape path not a route": (
+        "service monitor",
+        "overlays/prod",
+        lambda objs: scrape_endpoint(objs).update(path="/stats"),
+    ),
+    "migration prompts": (
+        "migration",
+        "overlays/prod",
+        lambda objs: _pod(objs, "Job", "user-service-migrate")["containers"][0]["command"].remove("--no-prompt"),
+    ),
+    "migration with another configuration": (
+        "migration",
+        "overlays/prod",
+        lambda objs: _pod(objs, "Job", "user-service-migrate")["containers"][0]["env"].pop(),
+    ),
+    "replicas fighting the autoscaler": (
+        "autoscaling",
+        "overlays/prod",
+        lambda objs: checks.server(objs)["spec"].update(replicas=3),
+    ),
+    "more pods than PostgreSQL connections": (
+        "autoscaling",
+        "overlays/prod",
+        lambda objs: database_cluster(objs)["spec"]["postgresql"]["parameters"].update(max_connections="100"),
+    ),
+    "rule edited in the PrometheusRule": (
+        "generated copies",
+        "overlays/prod",
+        lambda objs: first_rule(objs).update(expr="vector(1)"),
+    ),
+    "dashboard edited in its ConfigMap": (
+        "generated copies",
+        "base",
+        lambda objs: checks.one(objs, "ConfigMap", "user-service-dashboard-auth")["data"].update(
+            {"auth.json": '{"title": "edited"}'}
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_check_rejects_a_broken_manifest(rendered: dict[str, list[Obj]], breakage: str) -> None:
+    check, name, breaks = BREAKAGES[breakage]
+    objs = copy.deepcopy(rendered[name])
+    assert not CHECKS[check](objs), "the unbroken rendering must pass first"
+    breaks(objs)
+    assert CHECKS[check](objs), f"the {check} check missed: {breakage}"
+
+
+def test_reference_check_rejects_a_missing_secret(rendered: dict[str, list[Obj]]) -> None:
+    objs = copy.deepcopy(rendered["overlays/dev"])
+    _env(objs, "USER_SERVICE_DB__URL")["valueFrom"]["secretKeyRef"]["name"] = "user-service-database"
+    assert checks.reference_problems(objs, checks.EXTERNAL_SECRETS["overlays/dev"])
+    objs = copy.deepcopy(rendered["overlays/prod"])
+    _env(objs, "DB_HOST")["valueFrom"]["secretKeyRef"]["key"] = "hostname"  # not a key CloudNativePG writes
+    assert checks.reference_problems(objs, checks.EXTERNAL_SECRETS["overlays/prod"])
+    objs = copy.deepcopy(rendered["overlays/dev"])
+    del checks.one(objs, "Secret", _env(objs, "USER_SERVICE_DB__URL")["valueFrom"]["secretKeyRef"]["name"])["metadata"][
+        "namespace"
+    ]
+    assert checks.reference_problems(objs, checks.EXTERNAL_SECRETS["overlays/dev"])
