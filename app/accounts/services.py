@@ -5,10 +5,8 @@ repository.py (users) and sessions.py (login sessions)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from uuid import UUID
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.repository import UserRepository
 from app.accounts.sessions import LoginSessions, RevokeReason, RotationOutcome
@@ -37,6 +35,9 @@ from app.identity.throttle import LoginThrottle
 from app.identity.tokens import TokenIssuer
 from app.observability.events import SecurityEvents
 from app.settings import PasswordSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 _REGISTRATION_RESULTS: dict[type[DomainError], str] = {
     InvalidInput: "invalid",

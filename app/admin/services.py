@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from uuid import UUID
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.authentication import Principal
 from app.accounts.repository import UserFilter, UserRepository
@@ -15,6 +14,9 @@ from app.accounts.sessions import LoginSessions, RevokeReason
 from app.db.models import Role, User
 from app.errors import PermissionDenied
 from app.observability.events import SecurityEvents
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 class UserAdministration:

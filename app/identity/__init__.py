@@ -1,0 +1,1 @@
+"""Primitives with no feature in them: password hashing, tokens, the login throttle."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: the outer chain, problem details, limits, headers, client address."""
