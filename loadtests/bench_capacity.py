@@ -165,6 +165,7 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
             f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
         )
         server = ServerProcess(
+            measured=False,
             database_url=url,
             signing_key_file=key,
             log_file=workdir / "server.log",

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtests.gates import SLO_FILE, GateResult, SloError, evaluate_report, load_slo, render
 from loadtests.profiles import PROFILES_FILE, Profile, ProfileError, load_profiles, parse_duration
 from testkit.ports import free_port
+from testkit.server_process import without_coverage
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
@@ -248,7 +249,8 @@ def command_run(args: argparse.Namespace) -> int:
     print(f"profile {profile.name}: {profile.description}\nreports: {report_dir}", flush=True)
 
     # The caller's LOADTEST_* (mix, wrong-password share, credentials) win over the profile's.
-    env = {**os.environ}
+    # Locust's processes run without the test suite's coverage tracer (if any).
+    env = without_coverage({**os.environ})
     for key, value in profile.locust_env().items():
         env.setdefault(key, value)
     with contextlib.ExitStack() as stack:

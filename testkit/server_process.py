@@ -29,8 +29,20 @@ SLOW_SINGLE_THREAD_HASHING = {
 }
 
 
+# coverage.py measures Python subprocesses of the test run (pyproject.toml: patch =
+# ["subprocess"]) through this variable; the processes of a benchmark or a load test must
+# run without its tracer, or their latency would be the tracer's.
+COVERAGE_VARIABLE = "COVERAGE_PROCESS_CONFIG"
+
+
+def without_coverage(env: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name != COVERAGE_VARIABLE}
+
+
 class ServerProcess:
-    def __init__(self, *, database_url: str, signing_key_file: Path, log_file: Path, **env: str) -> None:
+    def __init__(
+        self, *, database_url: str, signing_key_file: Path, log_file: Path, measured: bool = True, **env: str
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_file = log_file
@@ -48,6 +60,8 @@ class ServerProcess:
             "USER_SERVICE_RATE_LIMITS__ENABLED": "false",
             **env,
         }
+        if not measured:
+            self.env = without_coverage(self.env)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:

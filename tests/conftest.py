@@ -68,7 +68,7 @@ def make_settings(database_url: str, signing_key_file: Path, **overrides: object
         "tokens": {"signing_key_file": signing_key_file},
         "http": {},
         # Every test client is 127.0.0.1: per-address limits would couple unrelated tests.
-        # tests/integration/test_abuse_protection.py turns them on.
+        # tests/integration/test_edge.py turns them on where it tests them.
         "rate_limits": {"enabled": False},
         "login_throttle": {},
     }

@@ -1,4 +1,4 @@
-"""Normalisation and rules for usernames, emails and names (API.md, "Validation")."""
+"""Normalisation and rules for usernames, emails and names (docs/api.md, "Validation")."""
 
 from __future__ import annotations
 

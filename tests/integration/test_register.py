@@ -1,4 +1,4 @@
-"""POST /api/v1/auth/register: API.md's validation rules, conflicts and races."""
+"""POST /api/v1/auth/register: docs/api.md's validation rules, conflicts and races."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Who may list, read, change and delete users over real HTTP: the role matrix of the
-"Users" admin rows of API.md, refused changes leaving the target untouched, and 401 with
+"Users" admin rows of docs/api.md, refused changes leaving the target untouched, and 401 with
 WWW-Authenticate without a valid token."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reading one user over real HTTP: exactly the User fields of API.md, 404 problem details
+"""Reading one user over real HTTP: exactly the User fields of docs/api.md, 404 problem details
 for an unknown id, and no response that leaks a password hash."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What the user-management tests (tests/integration/test_user_admin_*.py) share: the
-User and page shapes of API.md, the admin operations, and the requests and database
+User and page shapes of docs/api.md, the admin operations, and the requests and database
 look-ups that arrange and check them."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ async def call(client: Client, operation: str, target_id: str, headers: dict[str
 
 
 def assert_user(body: Any) -> dict[str, Any]:
-    """``body`` is a User exactly as API.md lists it: no hash, no extra field."""
+    """``body`` is a User exactly as docs/api.md lists it: no hash, no extra field."""
     assert isinstance(body, dict)
     assert set(body) == USER_FIELDS, sorted(body)
     return body

@@ -1,4 +1,4 @@
-"""Usernames, emails and full names as API.md ("Validation that users expect") describes them."""
+"""Usernames, emails and full names as docs/api.md ("Validation that users expect") describes them."""
 
 from __future__ import annotations
 
