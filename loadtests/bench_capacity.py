@@ -164,15 +164,18 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
         login_script.write_text(
             f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
         )
-        server = ServerProcess(
-            measured=False,
-            database_url=url,
-            signing_key_file=key,
-            log_file=workdir / "server.log",
-            USER_SERVICE_PASSWORDS__TIME_COST=str(settings.time_cost),
-            USER_SERVICE_PASSWORDS__MEMORY_COST_KIB=str(settings.memory_cost_kib),
-            USER_SERVICE_LOGGING__LEVEL="WARNING",  # a line per request would be a benchmark of the disk
-        ).start()
+        server = (
+            ServerProcess(
+                database_url=url,
+                signing_key_file=key,
+                log_file=workdir / "server.log",
+                USER_SERVICE_PASSWORDS__TIME_COST=str(settings.time_cost),
+                USER_SERVICE_PASSWORDS__MEMORY_COST_KIB=str(settings.memory_cost_kib),
+                USER_SERVICE_LOGGING__LEVEL="WARNING",  # a line per request would be a benchmark of the disk
+            )
+            .untraced()
+            .start()
+        )
         try:
             base = server.base_url
             pid = server.process.pid if server.process else 0

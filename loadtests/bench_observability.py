@@ -73,9 +73,9 @@ def run_once(url: str, key: Path, workdir: Path, config: str, otlp_endpoint: str
     env = dict(CONFIGS[config])
     if "OTEL_TRACES_SAMPLER" in env:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
-    server = ServerProcess(
-        database_url=url, signing_key_file=key, log_file=workdir / "server.log", measured=False, **env
-    ).start()
+    server = (
+        ServerProcess(database_url=url, signing_key_file=key, log_file=workdir / "server.log", **env).untraced().start()
+    )
     try:
         name = f"bench{time.time_ns()}"
         body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}

@@ -101,12 +101,11 @@ def started_service(profile: Profile, report_dir: Path) -> Iterator[StartedServi
         keys = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadtest-keys-")))
         (keys / "signing.pem").write_bytes(generate_private_key_pem())
         server = ServerProcess(
-            measured=False,
             database_url=database,
             signing_key_file=keys / "signing.pem",
             log_file=report_dir / "service.log",
             **service_env(),
-        )
+        ).untraced()
         env = {k: v for k, v in server.env.items() if k != "USER_SERVICE_SERVER__PORT"}
 
         print(f"service: migrating {_safe(database)}", flush=True)

@@ -40,9 +40,7 @@ def without_coverage(env: dict[str, str]) -> dict[str, str]:
 
 
 class ServerProcess:
-    def __init__(
-        self, *, database_url: str, signing_key_file: Path, log_file: Path, measured: bool = True, **env: str
-    ) -> None:
+    def __init__(self, *, database_url: str, signing_key_file: Path, log_file: Path, **env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_file = log_file
@@ -60,9 +58,12 @@ class ServerProcess:
             "USER_SERVICE_RATE_LIMITS__ENABLED": "false",
             **env,
         }
-        if not measured:
-            self.env = without_coverage(self.env)
         self.process: subprocess.Popen[bytes] | None = None
+
+    def untraced(self) -> ServerProcess:
+        """Run without the test suite's coverage tracer: for benchmarks and load tests."""
+        self.env = without_coverage(self.env)
+        return self
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         with self.log_file.open("ab") as log:
