@@ -110,15 +110,22 @@ async def _forget_stale_abuse_state(throttle: LoginThrottle, rate_limits: Store)
     once each. (Redis expires its keys by itself.)"""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
-        try:
-            forgotten = await throttle.forget_stale()
-            if isinstance(rate_limits, MemoryStore):
-                await rate_limits.delete_expired()
-        except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
-            logger.warning("housekeeping_failed", error=type(exc).__name__)
-        else:
-            if forgotten:
-                logger.info("login_throttle_forgotten", entries=forgotten)
+        await forget_stale_abuse_state(throttle, rate_limits)
+
+
+async def forget_stale_abuse_state(throttle: LoginThrottle, rate_limits: Store) -> int:
+    """One round of that housekeeping; returns the throttle entries forgotten. A failure
+    (the database away) is logged and left for the next round."""
+    try:
+        forgotten = await throttle.forget_stale()
+        if isinstance(rate_limits, MemoryStore):
+            await rate_limits.delete_expired()
+    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
+        logger.warning("housekeeping_failed", error=type(exc).__name__)
+        return 0
+    if forgotten:
+        logger.info("login_throttle_forgotten", entries=forgotten)
+    return forgotten
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

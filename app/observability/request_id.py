@@ -6,8 +6,7 @@ import re
 from contextvars import ContextVar
 from uuid import uuid4
 
-from litestar.datastructures import MutableScopeHeaders
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 HEADER = "X-Request-ID"
 _HEADER_KEY = HEADER.lower().encode()
@@ -29,20 +28,14 @@ def request_id_of(scope: Scope) -> str:
 
 
 def with_request_id(app: ASGIApp) -> ASGIApp:
-    """A layer of the outer chain: the id is known to every log line of the request (through
-    the context variable) and sent back on every response, errors and 431s included."""
+    """A layer of the outer chain: the request's id, echoed or made, is bound to every log
+    line of the request (through the context variable). The response header is added by
+    the response-headers layer (app/web/headers.py) with the others, in one pass."""
 
     async def identified(scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = request_id_of(scope)
-        token = current_request_id.set(request_id)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableScopeHeaders.from_message(message)[HEADER] = request_id
-            await send(message)
-
+        token = current_request_id.set(request_id_of(scope))
         try:
-            await app(scope, receive, send_with_id)
+            await app(scope, receive, send)
         finally:
             current_request_id.reset(token)
 

@@ -4,11 +4,12 @@ Outside in (each layer wraps the ones below it):
 
 1. trusted proxies  scope["client"] and scope["scheme"] from X-Forwarded-* of trusted peers,
                     so every layer below sees the real client (app/web/client_address.py)
-2. request id       X-Request-ID echoed or made, bound to every log line of the request,
-                    sent on every response (app/observability/request_id.py)
+2. request id       X-Request-ID echoed or made, bound to every log line of the request
+                    (app/observability/request_id.py)
 3. telemetry        RED metrics, the access line, the span's route name; outside the limit
                     below, so refusals are counted too (app/observability/http.py)
-4. security headers on every response, the 431 below included (app/web/headers.py)
+4. response headers X-Request-ID and the security headers on every response, the 431
+                    below included (app/web/headers.py)
 5. header limit     431 for oversized headers before any parsing (app/web/limits.py)
 
 then Litestar itself, whose own middleware runs in the order create_app lists it: CORS,
@@ -29,7 +30,7 @@ from app.observability.http import HttpTelemetry
 from app.observability.request_id import with_request_id
 from app.settings import HttpSettings
 from app.web.client_address import behind_trusted_proxies
-from app.web.headers import with_security_headers
+from app.web.headers import with_response_headers
 from app.web.limits import limit_header_bytes
 
 Layer = Callable[[ASGIApp], ASGIApp]
@@ -41,7 +42,7 @@ def outer_chain(http: HttpSettings, telemetry: HttpTelemetry) -> Layer:
         lambda app: behind_trusted_proxies(app, http.trusted_proxies),
         with_request_id,
         telemetry.around,
-        lambda app: with_security_headers(app, hsts_seconds=http.hsts_seconds),
+        lambda app: with_response_headers(app, hsts_seconds=http.hsts_seconds),
         lambda app: limit_header_bytes(app, http.max_header_bytes),
     ]
 

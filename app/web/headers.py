@@ -1,11 +1,14 @@
-"""Security headers on every response: a layer of the outer chain (app/web/chain.py), so
-errors, 404s and the 431 written below Litestar carry them too."""
+"""The headers every response carries, X-Request-ID and the security headers: a layer of
+the outer chain (app/web/chain.py), so errors, 404s and the 431 written below Litestar
+carry them too. One pass over the response's headers adds them all."""
 
 from __future__ import annotations
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import Message, Receive, Scope, Send
 
+from app.observability.request_id import HEADER as REQUEST_ID_HEADER
+from app.observability.request_id import request_id_of
 from app.web.client_address import ASGICall
 
 # The API serves JSON only: nothing may load, frame or execute from its responses.
@@ -21,11 +24,12 @@ ALWAYS = {
 }
 
 
-def with_security_headers(app: ASGICall, *, hsts_seconds: int, docs_path: str = "/schema") -> ASGICall:
+def with_response_headers(app: ASGICall, *, hsts_seconds: int, docs_path: str = "/schema") -> ASGICall:
     hsts = f"max-age={hsts_seconds}; includeSubDomains" if hsts_seconds else None
 
-    def add_security_headers(message: Message, scope: Scope) -> None:
+    def add_headers(message: Message, scope: Scope) -> None:
         headers = MutableScopeHeaders.from_message(message)
+        headers[REQUEST_ID_HEADER] = request_id_of(scope)
         for name, value in ALWAYS.items():
             headers[name] = value
         is_docs = scope["path"] == docs_path or scope["path"].startswith(docs_path + "/")
@@ -42,7 +46,7 @@ def with_security_headers(app: ASGICall, *, hsts_seconds: int, docs_path: str = 
     async def secured(scope: Scope, receive: Receive, send: Send) -> None:
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                add_security_headers(message, scope)
+                add_headers(message, scope)
             await send(message)
 
         await app(scope, receive, send_secured)
