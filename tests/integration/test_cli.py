@@ -117,19 +117,20 @@ def test_calibrate_hashing_reports_the_login_ceiling_of_this_machine() -> None:
             **os.environ,
             "USER_SERVICE_ENVIRONMENT": "test",
             "USER_SERVICE_PASSWORDS__TIME_COST": "1",
-            "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": "1024",
+            "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": "8192",
             "USER_SERVICE_PASSWORDS__POOL_SIZE": "2",
         },
     )
     assert result.returncode == 0, result.stderr
     report = result.stdout
-    assert "argon2id m=1024 KiB (1 MiB), t=1, p=1" in report
+    assert "argon2id m=8192 KiB (8 MiB), t=1, p=1" in report
     assert "hashing pool: 2 threads" in report
     ceiling = re.search(r"login ceiling: ([0-9.]+) verifies/s = (\d+) cores / ([0-9.]+) ms CPU per verify", report)
     assert ceiling is not None, report
     per_second, cores, cpu_ms = float(ceiling[1]), int(ceiling[2]), float(ceiling[3])
     assert cores >= 1
     assert cpu_ms > 0
-    # The ceiling is the cores divided by the CPU one verify costs, as the line says.
+    # The ceiling is the cores divided by the CPU one verify costs, as the line says (the
+    # report rounds the milliseconds to one decimal).
     assert per_second == pytest.approx(cores / (cpu_ms / 1000), rel=0.05)
-    assert "peak hashing memory: 2 x 1 MiB = 2 MiB" in report
+    assert "peak hashing memory: 2 x 8 MiB = 16 MiB" in report
