@@ -42,17 +42,16 @@ def _verify_seconds(base: str) -> float:
 def test_a_login_storm_at_twice_the_hashing_capacity_is_shed_without_timeouts(
     server_process: Callable[..., ServerProcess],
 ) -> None:
-    # Untraced: the latency bounds judge the service, not the test run's coverage tracer.
-    server = (
-        server_process(
-            **STORM_HASHING,
-            USER_SERVICE_PASSWORDS__POOL_SIZE=str(STORM_POOL),
-            USER_SERVICE_PASSWORDS__QUEUE_SIZE=str(STORM_QUEUE),
-            **UNTHROTTLED,
-        )
-        .untraced()
-        .start()
-    )
+    # Measured by coverage like the test process that sends the bursts: an untraced server
+    # against a traced client drained some bursts before they overflowed the queue (one
+    # full-suite run saw a round with no shed). The probe bounds are relative to the verify
+    # time this same server reports, so they hold either way.
+    server = server_process(
+        **STORM_HASHING,
+        USER_SERVICE_PASSWORDS__POOL_SIZE=str(STORM_POOL),
+        USER_SERVICE_PASSWORDS__QUEUE_SIZE=str(STORM_QUEUE),
+        **UNTHROTTLED,
+    ).start()
     try:
         result = asyncio.run(_storm(server.base_url, rounds=3))
         one_verify = _verify_seconds(server.base_url)
