@@ -23,7 +23,7 @@ from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, RedisThr
 from app.identity.tokens import TokenIssuer
 from app.observability.events import SecurityEvents
 from app.observability.setup import Observability, build_observability
-from app.settings import Settings
+from app.settings import Environment, Settings
 from app.system.health import Lifecycle
 
 
@@ -95,7 +95,7 @@ def build_container(settings: Settings, *, tracer_provider: TracerProvider | Non
         database=database,
         observability=observability,
         hasher=hasher,
-        tokens=TokenIssuer(settings.tokens),
+        tokens=TokenIssuer(settings.tokens, refuse_development_key=settings.environment is Environment.PRODUCTION),
         breach_checker=BreachedPasswordChecker(settings.passwords),
         login_throttle=LoginThrottle(throttle_store, settings.login_throttle),
         rate_limit_store=rate_limit_store,

@@ -18,6 +18,7 @@ from app.db.migrate import pending_revisions, upgrade_to_head
 from app.identity.memory import keep_hash_memory_mapped
 from app.identity.throttle import LoginThrottle
 from app.observability.logging import get_logger
+from app.settings import Environment
 from app.system.health import Lifecycle
 from app.system.shutdown import drain_on_sigterm
 
@@ -97,6 +98,9 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
         # (it matters where one process builds many apps: the test suite).
         stack.callback(gc.unfreeze)
         logger.info("service_started", service=settings.service_name, environment=settings.environment.value)
+        if settings.environment is Environment.PRODUCTION:
+            for protection in settings.disabled_protections():
+                logger.warning("abuse_protection_off", setting=protection)
         try:
             yield
         finally:

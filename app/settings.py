@@ -83,6 +83,12 @@ class DatabaseSettings(BaseModel):
         return self.is_embedded if self.migrate_on_start is None else self.migrate_on_start
 
 
+# OWASP's argon2id configurations (Password Storage Cheat Sheet), as (memory KiB, time
+# cost) with parallelism 1: equal in defence, trading memory for passes. Production refuses
+# parameters that meet none of them.
+OWASP_ARGON2ID_MINIMUMS = ((47_104, 1), (19_456, 2), (12_288, 3), (9_216, 4), (7_168, 5))
+
+
 class PasswordSettings(BaseModel):
     # argon2id defaults: twice the time cost of OWASP's first option (m=46 MiB, t=1, p=1);
     # measured at 57 ms per verify on a 2-core runner (README, "Password hashing").
@@ -101,6 +107,12 @@ class PasswordSettings(BaseModel):
     pwned_timeout_seconds: float = Field(default=2.0, gt=0)
     # glibc: serve argon2's memory from the heap and keep it mapped (app/identity/memory.py).
     keep_memory_mapped: bool = True
+
+    @property
+    def meets_owasp_minimum(self) -> bool:
+        return any(
+            self.memory_cost_kib >= memory and self.time_cost >= passes for memory, passes in OWASP_ARGON2ID_MINIMUMS
+        )
 
 
 class TokenSettings(BaseModel):
@@ -321,9 +333,33 @@ class Settings(BaseSettings):
             problems.append("USER_SERVICE_TOKENS__SIGNING_KEY_FILE: points at the generated development key")
         if self.http.debug:
             problems.append("USER_SERVICE_HTTP__DEBUG: debug mode leaks tracebacks")
+        if not self.passwords.meets_owasp_minimum:
+            problems.append(
+                "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB / __TIME_COST: argon2id below OWASP's minimum "
+                f"(m={self.passwords.memory_cost_kib} KiB, t={self.passwords.time_cost}; "
+                "at least m=19456 KiB with t=2, or m=47104 KiB with t=1)"
+            )
+        catch_all = [entry for entry in self.http.trusted_proxies if ipaddress.ip_network(entry).prefixlen == 0]
+        if catch_all:
+            problems.append(
+                f"USER_SERVICE_HTTP__TRUSTED_PROXIES: {', '.join(catch_all)} trusts every peer, so any client "
+                "could choose the address its rate limits count; list the proxies' own addresses"
+            )
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
+
+    def disabled_protections(self) -> list[str]:
+        """Abuse protections turned off: allowed (a deployment may do this at its own edge),
+        but production says so loudly at start-up."""
+        off = []
+        if not self.rate_limits.enabled:
+            off.append("USER_SERVICE_RATE_LIMITS__ENABLED=false: no per-address limits on login, registration, refresh")
+        if not self.login_throttle.enabled:
+            off.append("USER_SERVICE_LOGIN_THROTTLE__ENABLED=false: unlimited password guesses per account")
+        if "*" in self.http.cors_allow_origins:
+            off.append("USER_SERVICE_HTTP__CORS_ALLOW_ORIGINS=*: any web page may call the API from a browser")
+        return off
 
 
 def _is_dev_key_path(path: Path) -> bool:

@@ -81,12 +81,31 @@ def _duplicates_refused() -> Iterator[None]:
 class UserRepository(SQLAlchemyAsyncRepository[User]):
     model_type = User
 
-    async def get_live(self, user_id: UUID) -> User:
-        """The user with this id, unless soft-deleted (then UserNotFound)."""
-        user = await self.get_one_or_none(User.id == user_id, User.deleted_at.is_(None))
+    async def get_live(self, user_id: UUID, *, lock: bool = False) -> User:
+        """The user with this id, unless soft-deleted (then UserNotFound); with ``lock``,
+        its row is locked for update until the caller's transaction ends."""
+        statement = select(User).where(User.id == user_id, User.deleted_at.is_(None))
+        if lock:
+            statement = statement.with_for_update()
+        user = (await self.session.execute(statement)).scalar_one_or_none()
         if user is None:
             raise UserNotFound()
         return user
+
+    async def lock_active_admins(self) -> set[UUID]:
+        """The ids of every active admin, their rows locked for update in id order (one
+        order for every caller, so two administrative changes queue instead of deadlocking).
+        A change that waited re-reads the set as it is after the other one committed."""
+        statement = (
+            select(User.id).where(User.role == Role.ADMIN, User.can_authenticate).order_by(User.id).with_for_update()
+        )
+        return set((await self.session.execute(statement)).scalars().all())
+
+    async def current_role(self, user_id: UUID) -> Role | None:
+        """The role of a user who may still authenticate, read now (None otherwise)."""
+        statement = select(User.role).where(User.id == user_id, User.can_authenticate)
+        role: Role | None = (await self.session.execute(statement)).scalar_one_or_none()
+        return role
 
     async def find_credentials(self, identifier: str) -> Credentials | None:
         """What a login needs of the user whose username or email equals ``identifier``.

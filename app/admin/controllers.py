@@ -59,7 +59,9 @@ class UsersController(Controller):
             QueryParameter(
                 min_length=1,
                 max_length=100,
-                pattern=r"^[^\x00-\x1f\x7f]*$",  # control characters cannot be in any name or address
+                # Control characters cannot be in any name or address. "(?!\n)": in Python's
+                # re (which checks it here) "$" also matches before a final newline.
+                pattern=r"^[^\x00-\x1f\x7f]*$(?!\n)",
                 description="Substring of username or email",
             ),
         ] = None,

@@ -37,9 +37,13 @@ class UserAdministration:
     async def change(self, actor: Principal, target_id: UUID, *, role: Role | None, is_active: bool | None) -> User:
         """Role and activation changes, with docs/api.md's rules for who may do what; a
         deactivation ends every session of the user at once."""
-        target = await self._users.get_live(target_id)
+        actor_role, admins = await self._lock_for_change(actor)
+        target = await self._users.get_live(target_id, lock=True)
         old_role, was_active = target.role, target.is_active
-        _check_may_change(actor, target, role=role, is_active=is_active)
+        _check_may_change(actor.id, actor_role, target, role=role, is_active=is_active)
+        removes_admin = target.id in admins and ((role is not None and role is not Role.ADMIN) or is_active is False)
+        if removes_admin:
+            _keep_an_admin(admins - {target.id})
         if role is not None:
             target.role = role
         if is_active is not None:
@@ -56,9 +60,14 @@ class UserAdministration:
 
     async def delete(self, actor: Principal, target_id: UUID) -> None:
         """Soft delete: the row stays, the account and all its sessions are dead."""
-        target = await self._users.get_live(target_id)
+        actor_role, admins = await self._lock_for_change(actor)
+        if actor_role is not Role.ADMIN:
+            raise PermissionDenied()
+        target = await self._users.get_live(target_id, lock=True)
         if actor.id == target.id:
             raise PermissionDenied("You cannot delete your own account here.")
+        if target.id in admins:
+            _keep_an_admin(admins - {target.id})
         target.deleted_at = dt.datetime.now(dt.UTC)
         target.is_active = False
         await self._users.save(target)
@@ -66,15 +75,34 @@ class UserAdministration:
         await self._db.commit()
         self._events.user_deleted(actor_id=actor.id, user_id=target.id)
 
+    async def _lock_for_change(self, actor: Principal) -> tuple[Role | None, set[UUID]]:
+        """Every administrative write starts here, in its own transaction: the active
+        admins are locked, then the actor's role is read again. The token's role is only
+        what the actor was when it was checked; two admins demoting each other at the same
+        moment would otherwise both pass that check and leave no admin. Now the second
+        waits for the first and finds that it is no longer an admin."""
+        admins = await self._users.lock_active_admins()
+        return await self._users.current_role(actor.id), admins
 
-def _check_may_change(actor: Principal, target: User, *, role: Role | None, is_active: bool | None) -> None:
-    if actor.role is Role.MODERATOR:
+
+def _keep_an_admin(remaining_admins: set[UUID]) -> None:
+    # Unreachable while the actor is a locked, re-read admin other than the target; kept
+    # so that no future path (a new endpoint, a CLI command) can leave the service with
+    # nobody able to administer it.
+    if not remaining_admins:
+        raise PermissionDenied("This change would leave no active admin.")
+
+
+def _check_may_change(
+    actor_id: UUID, actor_role: Role | None, target: User, *, role: Role | None, is_active: bool | None
+) -> None:
+    if actor_role is Role.MODERATOR:
         if role is not None:
             raise PermissionDenied("Moderators cannot change roles.")
         if target.role is not Role.USER:
             raise PermissionDenied("Moderators can only activate or deactivate plain users.")
-    elif actor.role is not Role.ADMIN:
+    elif actor_role is not Role.ADMIN:
         raise PermissionDenied()
-    if actor.id == target.id and ((role is not None and role is not actor.role) or is_active is False):
+    if actor_id == target.id and ((role is not None and role is not actor_role) or is_active is False):
         # An admin locking themselves out could leave the service with no admin at all.
         raise PermissionDenied("You cannot change your own role or deactivate yourself.")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from argon2 import PasswordHasher as Argon2Hasher
-from argon2 import Type
+from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from app.errors import HashingCapacityExceeded
@@ -133,7 +133,19 @@ class PasswordHasher:
         except (VerifyMismatchError, VerificationError, InvalidHashError, ValueError):
             # ValueError (UnicodeEncodeError): a corrupted stored hash is a mismatch, not a 500.
             return VerifyResult(matches=False)
-        return VerifyResult(matches=True, needs_rehash=self._argon2.check_needs_rehash(stored_hash))
+        return VerifyResult(matches=True, needs_rehash=self._is_upgrade(stored_hash))
+
+    def _is_upgrade(self, stored_hash: str) -> bool:
+        """Whether rehashing with the current parameters makes the stored hash stronger.
+        Only ever upwards: a service started with weaker parameters (a mistake, a test
+        set-up) must not rewrite every stronger hash downwards as people log in."""
+        if not self._argon2.check_needs_rehash(stored_hash):
+            return False
+        try:
+            stored = extract_parameters(stored_hash)
+        except InvalidHashError:
+            return False
+        return self._argon2.memory_cost >= stored.memory_cost and self._argon2.time_cost >= stored.time_cost
 
     async def _run(self, operation: str, fn: Callable[..., T], *args: str) -> T:
         if self._executor is None:

@@ -142,14 +142,33 @@ class VerifiedTokenCache:
         return len(self._entries)
 
 
+def development_key_id() -> str | None:
+    """The thumbprint of this machine's generated development key, if there is one."""
+    try:
+        pem = DEV_SIGNING_KEY_PATH.read_bytes()
+    except OSError:
+        return None
+    try:
+        return key_id(_load_private(pem, str(DEV_SIGNING_KEY_PATH)).public_key())
+    except KeyConfigurationError:
+        return None
+
+
 class TokenIssuer:
     """Signs with the current key; verifies with the current and every previous key."""
 
-    def __init__(self, settings: TokenSettings) -> None:
+    def __init__(self, settings: TokenSettings, *, refuse_development_key: bool = False) -> None:
         self._settings = settings
         self.verified = VerifiedTokenCache(settings.verified_cache_size)
         self._signing_key = load_signing_key(settings)
         self._signing_kid = key_id(self._signing_key.public_key())
+        # Production: the development key is refused by what it is, not where it lies, so
+        # a copy at another path or pasted inline is caught too.
+        if refuse_development_key and self._signing_kid == development_key_id():
+            raise KeyConfigurationError(
+                "USER_SERVICE_TOKENS__SIGNING_KEY(_FILE): this is the generated development key "
+                f"({DEV_SIGNING_KEY_PATH}, same thumbprint); production needs a key of its own"
+            )
         self._verification_keys: dict[str, Ed25519PublicKey] = {self._signing_kid: self._signing_key.public_key()}
         for path in settings.verification_key_files:
             setting = "USER_SERVICE_TOKENS__VERIFICATION_KEY_FILES"

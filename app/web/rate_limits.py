@@ -12,6 +12,7 @@ replaced with the forwarded address when the peer is a trusted proxy.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -30,6 +31,25 @@ def client_address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
+# A single IPv6 subscriber is routinely given a whole /64 (RFC 6177) and can send from any
+# of its 2**64 addresses, so per-address counting would give one client endless budgets.
+IPV6_CLIENT_PREFIX = 64
+
+
+def rate_limit_subject(address: str) -> str:
+    """Whom a request is counted against: the IPv4 address, or the IPv6 /64 it lies in (an
+    IPv4-mapped IPv6 address counts as its IPv4 address)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # "unknown", or a test transport's made-up peer
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return address
+
+
 def route_policy(request: Request[Any, Any, Any]) -> str | None:
     policy = request.route_handler.opt.get(RATE_LIMIT_OPT)
     return policy if isinstance(policy, str) else None
@@ -40,7 +60,7 @@ def _policy_config(policy: str, rate: str, path_prefix: str) -> RateLimitConfig:
         return route_policy(request) == policy
 
     def identifier(request: Request[Any, Any, Any]) -> str:
-        return f"{policy}:{client_address(request)}"
+        return f"{policy}:{rate_limit_subject(client_address(request))}"
 
     return RateLimitConfig(
         rate_limit=parse_rate(rate),

@@ -111,6 +111,26 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(se
         assert _is_rate_limited(await attempt("198.51.100.1, 203.0.113.7"))
 
 
+async def test_ipv6_clients_are_counted_per_64_network(settings: Settings) -> None:
+    """One IPv6 subscriber owns a /64: rotating addresses inside it shares one budget
+    (finding 8c of #12), while the next /64 is another client."""
+    trusted = edge_settings(settings, http={"trusted_proxies": ["127.0.0.1", "::1"]})
+    async with serve(create_app(trusted)) as client:
+
+        async def login_from(address: str) -> Any:
+            body = {"username": unique_name(), "password": "wrong-password-1"}
+            return await client.post(f"{AUTH}/login", json=body, headers={"X-Forwarded-For": address})
+
+        same_network = [await login_from(f"2001:db8:0:7::{i:x}") for i in range(1, 5)]
+        assert [r.status_code for r in same_network[:3]] == [401, 401, 401]
+        assert _is_rate_limited(same_network[3])
+        assert (await login_from("2001:db8:0:8::1")).status_code == 401
+        # An IPv4 client written as IPv4-mapped IPv6 is that IPv4 client, not a /64.
+        mapped = [await login_from("::ffff:192.0.2.9") for _ in range(3)]
+        assert [r.status_code for r in mapped] == [401, 401, 401]
+        assert _is_rate_limited(await login_from("192.0.2.9"))
+
+
 async def test_with_redis_the_limit_is_shared_by_every_replica(settings: Settings, redis_url: str) -> None:
     shared = edge_settings(settings).model_copy(update={"redis_url": SecretStr(redis_url)})
     async with serve(create_app(shared)) as first, serve(create_app(shared)) as second:
@@ -192,6 +212,12 @@ async def test_oversized_headers_get_431_and_reach_no_handler(client: Client) ->
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"].endswith("headers-too-large")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+    # Like every answer: the request id (echoed when sane) and the API's policy (finding 8a
+    # of #12: the 431 used to carry neither).
+    assert response.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert response.headers["X-Request-ID"]
+    echoed = await client.get("/health/live", headers={"X-Padding": "a" * 20_000, "X-Request-ID": "trace-431"})
+    assert echoed.headers["X-Request-ID"] == "trace-431"
     # Ordinary requests, bearer tokens included, are far below the limit.
     assert (await client.get("/health/live", headers={"X-Padding": "a" * 4_000})).status_code == 200
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher as Argon2
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.container import container_of
@@ -97,6 +97,36 @@ async def test_unknown_user_wrong_password_and_inactive_user_look_identical(
     assert verifies == ["verify"] * 4
 
 
+async def test_a_dead_account_with_the_right_password_costs_what_a_wrong_password_costs(
+    client: Client, db_engine: AsyncEngine
+) -> None:
+    """Finding 8 of #12: refusing a deactivated or deleted account whose password was right
+    took one more (locked) read than refusing a wrong password, about 3 ms that told an
+    attacker the password was right. The two refusals must run the same statements."""
+    for name in ("alive", "dormant_one", "removed_one"):
+        await register(client, name)
+    await set_column(db_engine, "dormant_one", "is_active = false")
+    await set_column(db_engine, "removed_one", "deleted_at = now(), is_active = false")
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = container_of(client.app).database.get_engine().sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        runs: dict[str, list[str]] = {}
+        for name, password in (("alive", "wrong-password-123"), ("dormant_one", PASSWORD), ("removed_one", PASSWORD)):
+            statements.clear()
+            assert_problem(await login(client, name, password), 401)
+            runs[name] = list(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert runs["dormant_one"] == runs["alive"], runs
+    assert runs["removed_one"] == runs["alive"], runs
+    assert not any("FOR SHARE" in statement for statement in runs["alive"])
+
+
 async def test_outdated_hash_parameters_are_upgraded_at_login(
     settings: Settings, signing_key_file: Path, db_engine: AsyncEngine
 ) -> None:
@@ -118,6 +148,25 @@ async def test_outdated_hash_parameters_are_upgraded_at_login(
         # The upgraded hash is a real hash of the same password.
         assert (await login(new_client, "upgrader")).status_code == 200
         assert_problem(await login(new_client, "upgrader", "not-the-password"), 401)
+
+
+async def test_weaker_parameters_never_rewrite_a_stronger_hash(
+    settings: Settings, signing_key_file: Path, db_engine: AsyncEngine
+) -> None:
+    """Finding 5 of #12: a service started with weaker argon2 parameters logs people in but
+    leaves their stronger hashes as they are (rehashing only ever upgrades)."""
+    stronger = make_settings(str(settings.db.url), signing_key_file, passwords={"time_cost": 2, "memory_cost_kib": 128})
+    async with serve(create_app(stronger)) as strong_client:
+        await register(strong_client, "keeper")
+    query = text("SELECT password_hash FROM users WHERE username = 'keeper'")
+    async with db_engine.connect() as conn:
+        before = (await conn.execute(query)).scalar_one()
+    assert "m=128,t=2" in before
+
+    async with serve(create_app(settings)) as weak_client:  # the suite's m=64, t=1
+        assert (await login(weak_client, "keeper")).status_code == 200
+    async with db_engine.connect() as conn:
+        assert (await conn.execute(query)).scalar_one() == before
 
 
 async def test_a_full_hashing_queue_sheds_with_503_and_retry_after(

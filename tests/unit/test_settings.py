@@ -13,6 +13,9 @@ from app.settings import (
     DatabaseSettings,
     Environment,
     HttpSettings,
+    LoginThrottleSettings,
+    PasswordSettings,
+    RateLimitSettings,
     Settings,
     TokenSettings,
 )
@@ -223,3 +226,58 @@ def test_verification_key_files_accept_a_list_in_code() -> None:
         Path("x.pem"),
         Path("y.pem"),
     ]
+
+
+# --------------------------------------------------------------------------- settings that defeat protections
+
+
+def _production(key_file: Path, **groups: object) -> Settings:
+    return Settings(
+        environment="production",
+        db=DatabaseSettings(url=POSTGRES_URL),
+        tokens=TokenSettings(signing_key_file=key_file),
+        **groups,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(("memory_kib", "passes"), [(8, 1), (19_456, 1), (12_288, 2), (47_103, 1)])
+def test_production_refuses_argon2_below_owasp(key_file: Path, memory_kib: int, passes: int) -> None:
+    weak = PasswordSettings(memory_cost_kib=memory_kib, time_cost=passes)
+    with pytest.raises(ValidationError, match="below OWASP's minimum") as caught:
+        _production(key_file, passwords=weak)
+    assert f"m={memory_kib} KiB, t={passes}" in str(caught.value)
+
+
+@pytest.mark.parametrize(("memory_kib", "passes"), [(47_104, 1), (19_456, 2), (7_168, 5), (47_104, 2)])
+def test_production_accepts_each_owasp_configuration(key_file: Path, memory_kib: int, passes: int) -> None:
+    settings = _production(key_file, passwords=PasswordSettings(memory_cost_kib=memory_kib, time_cost=passes))
+    assert settings.passwords.meets_owasp_minimum
+
+
+@pytest.mark.parametrize("catch_all", ["0.0.0.0/0", "::/0"])
+def test_production_refuses_trusting_every_peer_as_a_proxy(key_file: Path, catch_all: str) -> None:
+    with pytest.raises(ValidationError, match="USER_SERVICE_HTTP__TRUSTED_PROXIES") as caught:
+        _production(key_file, http=HttpSettings(trusted_proxies=["10.0.0.0/8", catch_all]))
+    assert catch_all in str(caught.value)
+    assert "10.0.0.0/8" not in str(caught.value)
+
+
+def test_development_allows_what_production_refuses() -> None:
+    settings = Settings(
+        passwords=PasswordSettings(memory_cost_kib=8, time_cost=1), http=HttpSettings(trusted_proxies=["0.0.0.0/0"])
+    )
+    assert not settings.passwords.meets_owasp_minimum
+
+
+def test_turned_off_protections_are_named(key_file: Path) -> None:
+    settings = _production(
+        key_file,
+        rate_limits=RateLimitSettings(enabled=False),
+        login_throttle=LoginThrottleSettings(enabled=False),
+        http=HttpSettings(cors_allow_origins=["*"]),
+    )
+    named = " ".join(settings.disabled_protections())
+    assert "USER_SERVICE_RATE_LIMITS__ENABLED=false" in named
+    assert "USER_SERVICE_LOGIN_THROTTLE__ENABLED=false" in named
+    assert "USER_SERVICE_HTTP__CORS_ALLOW_ORIGINS=*" in named
+    assert _production(key_file).disabled_protections() == []

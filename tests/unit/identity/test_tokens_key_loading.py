@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from app.identity.tokens import KeyConfigurationError, TokenIssuer
+from app.identity.tokens import KeyConfigurationError, TokenIssuer, generate_private_key_pem
 from app.settings import TokenSettings
 from tests.unit.identity.token_helpers import make_issuer
 
@@ -72,3 +72,25 @@ def test_non_ed25519_verification_key_is_refused_naming_the_file(key_a: Path, tm
         make_issuer(key_a, path)
     assert str(path) in str(caught.value)
     assert "Ed25519" in str(caught.value)
+
+
+def test_production_refuses_a_copy_of_the_development_key_wherever_it_comes_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 5 of #12: the generated key copied elsewhere, or pasted inline, is still the
+    development key, and production knows it by its thumbprint."""
+    from pydantic import SecretStr
+
+    monkeypatch.chdir(tmp_path)
+    TokenIssuer(TokenSettings())  # development: generates .data/dev-signing-key.pem here
+    pem = (tmp_path / ".data" / "dev-signing-key.pem").read_bytes()
+    copy = tmp_path / "innocent-looking.pem"
+    copy.write_bytes(pem)
+
+    for settings in (TokenSettings(signing_key_file=copy), TokenSettings(signing_key=SecretStr(pem.decode()))):
+        with pytest.raises(KeyConfigurationError, match="generated development key"):
+            TokenIssuer(settings, refuse_development_key=True)
+        assert TokenIssuer(settings).signing_kid  # development and tests may use it
+    other = tmp_path / "own.pem"
+    other.write_bytes(generate_private_key_pem())
+    assert TokenIssuer(TokenSettings(signing_key_file=other), refuse_development_key=True).signing_kid
