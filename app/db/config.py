@@ -56,7 +56,7 @@ def database_config(settings: DatabaseSettings, application_name: str = "user-se
         # while the response is already on its way and only logs a failed commit, so the
         # client would get a 2xx for a write that was never stored.
         before_send_handler=None,
-        # Repository errors go through app/errors.py like every other error (problem+json).
+        # Repository errors go through app/web/problems.py like every other error (problem+json).
         set_default_exception_handler=False,
         create_all=False,
         alembic_config=AlembicAsyncConfig(
