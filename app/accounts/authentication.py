@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from litestar import Request
 from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from app.accounts.repository import read_live_caller
 from app.accounts.schemas import UserRead
 from app.db.models import Role
 from app.errors import NotAuthenticated, PermissionDenied
-from app.identity.tokens import TokenIssuer
+from app.identity.tokens import AccessClaims, TokenIssuer
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -40,6 +41,10 @@ class Principal:
     @property
     def role(self) -> Role:
         return self.account.role
+
+
+# What handlers behind the middleware receive: the caller and its verified token claims.
+AuthedRequest = Request[Principal, AccessClaims, Any]
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):

@@ -3,16 +3,14 @@ other services verify with, and /api/v1/users/me (the caller's own account)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
-from litestar import Controller, Request, get, patch, post, put
+from litestar import Controller, get, patch, post, put
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from app.accounts.authentication import Principal
+from app.accounts.authentication import AuthedRequest
 from app.accounts.dependencies import provide_account_service
 from app.accounts.schemas import (
     JsonWebKey,
@@ -27,11 +25,8 @@ from app.accounts.schemas import (
 )
 from app.accounts.services import AccountService, IssuedTokens, ProfileChange, Registration
 from app.container import Container
-from app.identity.tokens import AccessClaims
 from app.web.openapi import BEARER, BODY, problems
 from app.web.rate_limits import RATE_LIMIT_OPT
-
-AuthedRequest = Request[Principal, AccessClaims, Any]
 
 NO_STORE = CacheControlHeader(no_store=True)
 

@@ -12,13 +12,17 @@ from app.accounts.sessions import LoginSessions
 from app.container import Container
 
 
+def login_sessions(db: AsyncSession, container: Container) -> LoginSessions:
+    return LoginSessions(db, container.settings.tokens.refresh_ttl_seconds)
+
+
 def account_service(db: AsyncSession, container: Container) -> AccountService:
     """The account use cases on ``db`` (the API's per-request session, or the CLI's own)."""
     settings = container.settings
     return AccountService(
         db=db,
         users=UserRepository(session=db),
-        sessions=LoginSessions(db, settings.tokens.refresh_ttl_seconds),
+        sessions=login_sessions(db, container),
         hasher=container.hasher,
         tokens=container.tokens,
         password_settings=settings.passwords,

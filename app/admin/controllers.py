@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch
+from litestar import Controller, delete, get, patch
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.authentication import Principal, requires_role
-from app.accounts.repository import UserFilter, UserRepository
+from app.accounts.authentication import AuthedRequest, requires_role
+from app.accounts.repository import UserFilter
 from app.accounts.schemas import UserRead
-from app.accounts.sessions import LoginSessions
+from app.admin.dependencies import provide_user_administration
 from app.admin.schemas import UserAdminUpdate, UserPage
 from app.admin.services import UserAdministration
-from app.container import Container
 from app.db.models import Role
-from app.identity.tokens import AccessClaims
 from app.web.openapi import BEARER, BODY, problems
 
-AuthedRequest = Request[Principal, AccessClaims, Any]
 STAFF = {"roles": [Role.ADMIN, Role.MODERATOR]}
 ADMINS = {"roles": [Role.ADMIN]}
-
-
-def provide_user_administration(
-    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
-) -> UserAdministration:
-    return UserAdministration(
-        db=db_session,
-        users=UserRepository(session=db_session),
-        sessions=LoginSessions(db_session, container.settings.tokens.refresh_ttl_seconds),
-        events=container.events,
-    )
 
 
 class UsersController(Controller):

@@ -1,0 +1,23 @@
+"""Where user administration gets its collaborators: the request's session and the
+container, through the accounts feature's own builders."""
+
+from __future__ import annotations
+
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.dependencies import login_sessions
+from app.accounts.repository import UserRepository
+from app.admin.services import UserAdministration
+from app.container import Container
+
+
+def provide_user_administration(
+    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
+) -> UserAdministration:
+    return UserAdministration(
+        db=db_session,
+        users=UserRepository(session=db_session),
+        sessions=login_sessions(db_session, container),
+        events=container.events,
+    )
