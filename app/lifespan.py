@@ -20,6 +20,7 @@ from app.identity.throttle import LoginThrottle
 from app.observability.logging import get_logger
 from app.settings import Environment
 from app.system.health import Lifecycle
+from app.system.metrics import MetricsListener
 from app.system.shutdown import drain_on_sigterm
 
 logger = get_logger("user_service.lifecycle")
@@ -82,6 +83,12 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
             await upgrade_to_head(db_config.get_engine())
         if (redis := container.redis) is not None:
             stack.push_async_callback(redis.aclose)
+        if (listener := settings.metrics_listener) is not None and observability.metrics is not None:
+            # Closed after the drain (the stack unwinds in reverse): a scrape still sees the
+            # last requests of a stopping pod.
+            metrics_listener = MetricsListener(observability.metrics, *listener)
+            await metrics_listener.start()
+            stack.push_async_callback(metrics_listener.close)
         for background in (
             _await_current_schema(db_config, lifecycle),
             observability.sample_db_pool(db_config.get_engine()),

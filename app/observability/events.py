@@ -21,10 +21,12 @@ class SecurityEvents:
             self._metrics.login_attempts.labels(result="success").inc()
 
     def login_failed(self, reason: str, user_id: UUID | None = None) -> None:
-        """``reason``: unknown_user, wrong_password, inactive_user, deleted_user, shed."""
+        """``reason``: unknown_user, wrong_password, inactive_user, deleted_user, shed. The log
+        keeps it; the metric folds the four credential failures into ``failed``, so that a
+        scrape cannot tell an unknown name from a known one."""
         _log.warning("login_failed", reason=reason, user_id=str(user_id) if user_id else None)
         if self._metrics:
-            self._metrics.login_attempts.labels(result=reason).inc()
+            self._metrics.login_attempts.labels(result="shed" if reason == "shed" else "failed").inc()
 
     def login_throttled(self, failures: int, retry_after_seconds: int) -> None:
         """A login refused unheard because its name has too many recent failures."""

@@ -35,10 +35,11 @@ def auth() -> Dashboard:
             Panel(
                 title="Login attempts by result",
                 description=(
-                    "success, unknown_user, wrong_password, inactive_user, deleted_user (all failures get the same "
-                    "401), shed (503, hashing pool full), throttled (429: the name has too many recent failures; "
-                    "no hash computed). A wave of unknown_user or wrong_password is credential stuffing "
-                    "(UserServiceCredentialStuffing): check the login_failed log events."
+                    "success, failed (unknown name, wrong password, inactive or deleted account: one label, so "
+                    "that the metrics cannot tell whether a name exists; the reason is in the login_failed log "
+                    "events), shed (503, hashing pool full), throttled (429: the name has too many recent "
+                    "failures; no hash computed). A wave of failed is credential stuffing "
+                    "(UserServiceCredentialStuffing): count the login_failed events by reason."
                 ),
                 targets=(
                     Target(
