@@ -46,6 +46,23 @@ class SecurityEvents:
         if self._metrics:
             self._metrics.rate_limited.labels(route=route).inc()
 
+    def shared_store_failed(self, store: str | None, error: BaseException, *, was_up: bool) -> None:
+        """An operation on Redis failed and its fallback served it. Logged once per outage
+        (a dead Redis would otherwise log every request), counted every time."""
+        if was_up:
+            _log.error("shared_store_unavailable", store=store, error=type(error).__name__, detail=str(error)[:200])
+        if self._metrics:
+            if store is not None:
+                self._metrics.shared_store_errors.labels(store=store).inc()
+            self._metrics.shared_store_up.set(0)
+
+    def shared_store_available(self, *, was_up: bool | None) -> None:
+        """Redis answered (``was_up`` None: the first time, at start-up)."""
+        if was_up is False:
+            _log.warning("shared_store_recovered")
+        if self._metrics:
+            self._metrics.shared_store_up.set(1)
+
     def registration(self, result: str, user_id: UUID | None = None) -> None:
         """``result``: created, conflict, invalid, shed."""
         if result == "created":

@@ -39,6 +39,8 @@ LOGIN_RESULTS = ("success", "failed", "shed", "throttled")
 RATE_LIMITED_ROUTES = ("login", "register", "refresh")
 REGISTRATION_RESULTS = ("created", "conflict", "invalid", "shed", "error")
 REFRESH_RESULTS = ("rotated", "unknown", "expired", "revoked", "reused", "user_inactive")
+# What keeps its state in the shared store (Redis) when one is configured.
+SHARED_STORE_USERS = ("rate_limit", "login_throttle")
 ACCOUNT_CHANGES = ("password_changed", "role_changed", "deactivated", "reactivated", "deleted")
 
 
@@ -179,6 +181,23 @@ class Metrics:
             registry=r,
         )
 
+        # --- Shared store (Redis) -----------------------------------------------------------
+        self.shared_store_errors = Counter(
+            "user_service_shared_store_errors",
+            "Operations on the shared store (Redis) that failed and were served by the fallback "
+            "(rate limits: this process's memory; login throttle: PostgreSQL), by what asked.",
+            ["store"],
+            registry=r,
+        )
+        # Only set when a shared store is configured: no series, no alert, without Redis.
+        # livemin: with several workers, one that cannot reach Redis shows as 0.
+        self.shared_store_up = Gauge(
+            "user_service_shared_store_up",
+            "1 while the shared store (Redis) answers, 0 while the fallbacks serve instead.",
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+
         # --- Database pool ----------------------------------------------------------------
         self.db_pool_in_use = Gauge(
             "user_service_db_pool_connections_in_use",
@@ -228,6 +247,7 @@ class Metrics:
             (self.hash_rejections, "operation", ("hash", "verify")),
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
+            (self.shared_store_errors, "store", SHARED_STORE_USERS),
         ]
         for counter, label, values in known:
             for label_value in values:
