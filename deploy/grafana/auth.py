@@ -237,6 +237,7 @@ def auth() -> Dashboard:
                 ),
                 unit="reqps",
                 stacked=True,
+                width=8,
             ),
             Panel(
                 title="Login throttle",
@@ -253,6 +254,23 @@ def auth() -> Dashboard:
                     ),
                 ),
                 unit="reqps",
+                width=8,
+            ),
+            Panel(
+                title="Shared store (Redis) fallbacks",
+                description=(
+                    "Operations on Redis (USER_SERVICE_REDIS_URL) that failed and were served by the fallback: "
+                    "rate_limit counted in the replica's memory (per replica: N replicas allow N times the budget), "
+                    "login_throttle counted in PostgreSQL. Zero without Redis. See UserServiceSharedStoreDown."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (store) (rate(user_service_shared_store_errors_total{sel()}{RATE}))"),
+                        "{{store}}",
+                    ),
+                ),
+                unit="ops",
+                width=8,
             ),
         ),
     )
