@@ -54,13 +54,14 @@ class SecurityEvents:
         if self._metrics:
             if store is not None:
                 self._metrics.shared_store_errors.labels(store=store).inc()
-            self._metrics.shared_store_up.set(0)
+            if self._metrics.shared_store_up is not None:
+                self._metrics.shared_store_up.set(0)
 
     def shared_store_available(self, *, was_up: bool | None) -> None:
         """Redis answered (``was_up`` None: the first time, at start-up)."""
         if was_up is False:
             _log.warning("shared_store_recovered")
-        if self._metrics:
+        if self._metrics and self._metrics.shared_store_up is not None:
             self._metrics.shared_store_up.set(1)
 
     def registration(self, result: str, user_id: UUID | None = None) -> None:

@@ -55,7 +55,7 @@ class Exposition:
 
 
 class Metrics:
-    def __init__(self, *, service_version: str, commit: str) -> None:
+    def __init__(self, *, service_version: str, commit: str, shared_store: bool = False) -> None:
         self.multiprocess = multiprocess_dir() is not None
         self.registry = CollectorRegistry(auto_describe=True)
         if not self.multiprocess:
@@ -189,13 +189,18 @@ class Metrics:
             ["store"],
             registry=r,
         )
-        # Only set when a shared store is configured: no series, no alert, without Redis.
+        # Registered only with a shared store configured: an unlabelled gauge is exported
+        # (at 0) from its creation, which without Redis would read as "Redis down".
         # livemin: with several workers, one that cannot reach Redis shows as 0.
-        self.shared_store_up = Gauge(
-            "user_service_shared_store_up",
-            "1 while the shared store (Redis) answers, 0 while the fallbacks serve instead.",
-            multiprocess_mode="livemin",
-            registry=r,
+        self.shared_store_up = (
+            Gauge(
+                "user_service_shared_store_up",
+                "1 while the shared store (Redis) answers, 0 while the fallbacks serve instead.",
+                multiprocess_mode="livemin",
+                registry=r,
+            )
+            if shared_store
+            else None
         )
 
         # --- Database pool ----------------------------------------------------------------

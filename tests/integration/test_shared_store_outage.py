@@ -143,3 +143,40 @@ async def test_a_redis_that_never_answers_costs_a_request_at_most_a_moment(
         elapsed = loop.time() - started
     assert [r.status_code for r in answers] == [401, 401, 401]
     assert elapsed < 3.0
+
+
+async def test_a_redis_that_accepts_but_never_answers_is_timed_out(settings: Settings) -> None:
+    """A black hole (a half-dead host, a stuck Redis): connections open, replies never
+    come. The 0.5 s timeout and the 5 s skip keep logins answered at once after the first."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(65536):
+            pass
+
+    hole = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = hole.sockets[0].getsockname()[1]
+    assert settings.tokens.signing_key_file is not None
+    app_settings = make_settings(
+        settings.db.url, settings.tokens.signing_key_file, rate_limits=LIMITS, login_throttle=THROTTLE
+    ).model_copy(update={"redis_url": SecretStr(f"redis://127.0.0.1:{port}/0")})
+    try:
+        async with serve(create_app(app_settings)) as client:
+            name = unique_name()
+            await register(client, name)
+            loop = asyncio.get_running_loop()
+            timings, statuses = [], []
+            for _ in range(4):
+                started = loop.time()
+                statuses.append((await login(client, name, "wrong-password-1")).status_code)
+                timings.append(loop.time() - started)
+            assert await metric(client, "user_service_shared_store_up") == 0
+    finally:
+        for writer in held:
+            writer.transport.abort()
+        hole.close()
+    # Throttle (2 free failures, then a block) and rate limit still hold, from the fallbacks.
+    assert statuses == [401, 401, 401, 429]
+    assert timings[0] < 2.5, timings  # at most one timed-out attempt and its one retry
+    assert max(timings[1:]) < 0.5, timings  # then Redis is skipped
