@@ -8,6 +8,7 @@ import time
 import pytest
 from prometheus_client import generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from structlog.testing import capture_logs
 
 from app.observability.events import SecurityEvents
 from app.observability.metrics import Metrics
@@ -51,13 +52,15 @@ def test_without_a_shared_store_there_is_no_up_series() -> None:
     assert "user_service_shared_store_up" not in exposition(metrics)
 
 
-def test_the_outage_is_logged_once_and_the_recovery_too(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_outage_is_logged_once_and_the_recovery_too() -> None:
     health = SharedStoreHealth(SecurityEvents(None))
-    health.succeeded()
-    for _ in range(3):
-        health.failed("rate_limit", RedisConnectionError("refused"))
-    health.succeeded()
-    health.succeeded()
-    output = capsys.readouterr().out
-    assert output.count("shared_store_unavailable") == 1
-    assert output.count("shared_store_recovered") == 1
+    with capture_logs() as logs:
+        health.succeeded()
+        for _ in range(3):
+            health.failed("rate_limit", RedisConnectionError("refused"))
+        health.succeeded()
+        health.succeeded()
+    events = [entry["event"] for entry in logs]
+    assert events == ["shared_store_unavailable", "shared_store_recovered"]
+    assert logs[0]["store"] == "rate_limit"
+    assert logs[0]["error"] == "ConnectionError"
