@@ -30,7 +30,7 @@ from app.web.chain import Layer, outer_chain
 from app.web.limits import BoundedJsonRequest
 from app.web.problems import exception_handlers
 from app.web.rate_limits import STORE_NAME as RATE_LIMIT_STORE
-from app.web.rate_limits import rate_limit_middleware
+from app.web.rate_limits import account_rate_limit_middleware, rate_limit_middleware
 
 
 class UserServiceApp(Litestar):
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         route_handlers=route_handlers,
         plugins=[SQLAlchemyPlugin(config=container.database), UserAdminCLIPlugin(), *observability.plugins()],
         # Inside Litestar, in this order, after the outer chain: CORS (from cors_config),
-        # per-address rate limits, bearer authentication.
+        # per-address rate limits, bearer authentication, per-account rate limits.
         cors_config=_cors(settings),
         middleware=[
             *rate_limit_middleware(settings.rate_limits, path_prefix=AuthController.path),
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
                 engine=container.database.get_engine(),
                 exclude=["^/schema"],
             ),
+            *account_rate_limit_middleware(settings.rate_limits, path_prefix=MeController.path),
         ],
         stores={RATE_LIMIT_STORE: container.rate_limit_store},
         exception_handlers=exception_handlers(on_rate_limited=container.events.rate_limited),

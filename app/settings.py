@@ -211,6 +211,9 @@ class RateLimitSettings(BaseModel):
     # Clients refresh every access-token lifetime (15 min); 120/min leaves a NAT of
     # many clients room.
     refresh: str = Field(default="120/minute", pattern=RATE_PATTERN)
+    # Per signed-in account, on every endpoint that checks its current password (a password
+    # change): a person needs a few tries a day; a stolen token gets no fast oracle.
+    password_check: str = Field(default="10/hour", pattern=RATE_PATTERN)
 
 
 class LoginThrottleSettings(BaseModel):
@@ -227,6 +230,13 @@ class LoginThrottleSettings(BaseModel):
     # five minutes, never a lockout.
     max_delay_seconds: int = Field(default=300, ge=1)
     forget_after_seconds: int = Field(default=3600, ge=1)
+    # Beyond the free attempts one check runs at a time per name; the others wait this long
+    # for its outcome before they are answered 429 (a user's own concurrent logins wait a
+    # verify or two; an attacker's burst learns of the block the first check started).
+    wait_seconds: float = Field(default=3.0, ge=0)
+    # A reserved check that is never settled (its replica died mid-hash) frees the name
+    # after this long. Longer than any verify with its queue wait.
+    check_lease_seconds: int = Field(default=30, ge=1)
 
     def delay_after(self, failures: int) -> int:
         """Seconds the account is blocked after its ``failures``-th consecutive failure."""
