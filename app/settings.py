@@ -120,6 +120,9 @@ class TokenSettings(BaseModel):
     audience: str = "user-service"
     access_ttl_seconds: int = Field(default=900, ge=30)
     refresh_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=60)
+    # However often it is refreshed, a session ends this long after its login: then the
+    # user signs in again (a stolen refresh token cannot keep a session alive for ever).
+    session_max_age_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     leeway_seconds: int = Field(default=10, ge=0)
     # Verified access tokens kept per process (0 turns the cache off); see TokenIssuer.
     verified_cache_size: int = Field(default=10_000, ge=0)

@@ -47,6 +47,14 @@ class SecurityEvents:
         if self._metrics:
             self._metrics.password_checks.labels(purpose=purpose, result=result).inc()
 
+    def purged(self, kind: str, rows: int) -> None:
+        """Housekeeping deleted ``rows`` of ``kind`` (session, refresh_token) that can never
+        authenticate again."""
+        if rows:
+            _log.info("housekeeping_purged", kind=kind, rows=rows)
+        if self._metrics:
+            self._metrics.housekeeping_purged.labels(kind=kind).inc(rows)
+
     def rate_limited(self, route: str, client: str | None) -> None:
         _log.warning("rate_limited", route=route, client=client)
         if self._metrics:

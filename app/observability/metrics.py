@@ -173,6 +173,13 @@ class Metrics:
             ["purpose", "result"],
             registry=r,
         )
+        self.housekeeping_purged = Counter(
+            "user_service_housekeeping_purged",
+            "Rows deleted by the periodic housekeeping, by kind (session: ended sessions with their tokens; "
+            "refresh_token: expired refresh tokens, spent or not).",
+            ["kind"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "user_service_rate_limited",
             "Requests refused with 429 by the per-client-address rate limit, by route (login, register, refresh).",
@@ -235,6 +242,7 @@ class Metrics:
             (self.hash_rejections, "operation", ("hash", "verify")),
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
+            (self.housekeeping_purged, "kind", ("session", "refresh_token")),
         ]
         for counter, label, values in known:
             for label_value in values:
