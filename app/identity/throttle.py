@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -201,7 +201,7 @@ class DatabaseThrottleStore:
             )
             .returning(_Entry.failures, _Entry.blocked_until, _Entry.grant_token)
         )
-        async with self._engine.begin() as conn:
+        async with self._single_statement() as conn:
             row = (await conn.execute(upsert)).one()
         granted = row.grant_token == token
         retry_after = 0 if granted else _seconds_until(row.blocked_until, now)
@@ -209,18 +209,31 @@ class DatabaseThrottleStore:
 
     async def settle(self, key: str, now: dt.datetime, outcome: Outcome) -> CountedFailure:
         released = case((_Entry.in_flight > 0, _Entry.in_flight - 1), else_=0)
-        async with self._engine.begin() as conn:
-            if outcome is Outcome.FAILED:
+        if outcome is Outcome.FAILED:
+            async with self._engine.begin() as conn:
                 return await self._count_failure(conn, key, now, released)
-            if outcome is Outcome.SUCCEEDED:
-                changes = {"in_flight": released, "failures": 0, "blocked_until": None}
-            else:
-                changes = {"in_flight": released}
-            await conn.execute(update(_Entry).where(_Entry.key == key).values(changes))
-            # A subject with nothing to remember leaves no row: a successful login must
-            # not leave one per user behind.
-            await conn.execute(delete(_Entry).where(_Entry.key == key, _Entry.failures == 0, _Entry.in_flight == 0))
+        # The common case, a successful login, in one statement: the row goes when this was
+        # its only check in flight (a subject with nothing to remember leaves no row, or
+        # every user who ever logged in would have one). Otherwise release this check only.
+        last_check = or_(_Entry.in_flight <= 1, _Entry.lease_until.is_(None), _Entry.lease_until <= now)
+        forget = delete(_Entry).where(_Entry.key == key, last_check)
+        release: dict[str, Any] = {"in_flight": released}
+        if outcome is Outcome.SUCCEEDED:
+            release |= {"failures": 0, "blocked_until": None}
+        else:
+            forget = forget.where(_Entry.failures == 0)  # abandoned: the failures stay
+        async with self._single_statement() as conn:
+            if not (await conn.execute(forget)).rowcount:
+                await conn.execute(update(_Entry).where(_Entry.key == key).values(release))
         return CountedFailure(failures=0, block_seconds=0)
+
+    @asynccontextmanager
+    async def _single_statement(self) -> AsyncIterator[AsyncConnection]:
+        """A connection that commits each statement by itself: a statement is atomic on
+        its own, and the BEGIN and COMMIT round trips would double the throttle's cost on
+        every login."""
+        async with self._engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     async def _count_failure(
         self, conn: AsyncConnection, key: str, now: dt.datetime, released: ColumnElement[int]
