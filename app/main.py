@@ -26,8 +26,8 @@ from app.lifespan import lifespan_of
 from app.settings import Settings
 from app.system.health import HealthController
 from app.system.metrics import metrics_endpoint
+from app.web.bodies import StrictJsonRequest
 from app.web.chain import Layer, outer_chain
-from app.web.limits import BoundedJsonRequest
 from app.web.problems import exception_handlers
 from app.web.rate_limits import STORE_NAME as RATE_LIMIT_STORE
 from app.web.rate_limits import rate_limit_middleware
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             ),
         ),
         request_max_body_size=settings.http.max_body_bytes,
-        request_class=BoundedJsonRequest,
+        request_class=StrictJsonRequest,
         # Logging is ours (app/observability/logging.py): one pipeline for every logger.
         logging_config=None,
         debug=settings.http.debug,
