@@ -135,7 +135,7 @@ def test_connections_beyond_the_cap_get_503_problem_details_at_once(
 
         started = time.monotonic()
         response = httpx.get(f"{server.base_url}/health/live", timeout=5)
-        assert time.monotonic() - started < 1.0, "the excess is answered at once, not queued"
+        assert time.monotonic() - started < 2.0, "the excess is answered at once, not queued"
         assert response.status_code == 503
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.headers["retry-after"] == "1"
