@@ -26,7 +26,8 @@ from swagger_ui_bundle import swagger_ui_path
 
 ASSETS_PATH = "/assets"  # below the OpenAPI router's path (/schema)
 _OWN_ASSETS = resources.files("app.web") / "docs_assets"
-_MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".png": "image/png"}
+# Litestar adds "; charset=utf-8" to text types itself.
+_MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 # Exactly what the page loads: the rest of the dist (its demo index.html, which points at a
 # petstore on another host, the source maps) is not served.
 _ASSET_FILES: dict[str, Traversable] = {
