@@ -299,6 +299,20 @@ class ServerSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     # After the drain: how long in-flight requests may take to finish before they are cut.
     graceful_timeout_seconds: int = Field(default=20, ge=1)
+    # A request's headers must be complete this long after the connection opens or the
+    # previous response ends, or the connection is closed (app/web/connections.py). The proxy
+    # in front sends whole header blocks at once; only a slow or silent client needs longer,
+    # and such a client is what holds connections open (slowloris).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # An idle kept-alive connection is closed after this long (uvicorn's default). Keep the
+    # proxy's upstream keep-alive timeout below it, so the proxy never reuses a connection
+    # the service is closing.
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    # Open connections (or requests in flight) beyond this get an immediate 503 with
+    # Retry-After. 1000 is well above the 256 connections the service was measured answering
+    # (README, "Performance") and keeps the process under the common 1024 open-file limit
+    # with room for the database pool and log files.
+    max_concurrent_connections: int = Field(default=1000, ge=1)
     metrics_dir: Path = Path("/tmp/user-service-metrics")  # noqa: S108 - a per-container tmpfs in production  # nosec B108
 
 
