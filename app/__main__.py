@@ -1,4 +1,5 @@
-"""``python -m app``: the production entry point (uvicorn with uvloop and httptools).
+"""``python -m app``: the production entry point (uvicorn with uvloop and httptools, plus a
+header timeout and a concurrency cap: app/web/connections.py).
 
 With more than one worker it switches prometheus-client to multiprocess mode: the
 metrics folder is emptied *before* any worker starts (stale files from a previous run
@@ -7,12 +8,14 @@ would resurrect old counts), and every worker writes its values there.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 
 import uvicorn
 
 from app.settings import Settings
+from app.web.connections import GuardedHttpToolsProtocol
 
 
 def prepare_metrics_dir(settings: Settings) -> None:
@@ -33,7 +36,13 @@ def main() -> None:
         port=settings.server.port,
         workers=settings.server.workers,
         loop="uvloop",
-        http="httptools",
+        # uvicorn accepts a protocol class here; a partial of one carries our two limits.
+        http=functools.partial(  # type: ignore[arg-type]
+            GuardedHttpToolsProtocol,
+            header_timeout_seconds=settings.server.header_timeout_seconds,
+            max_concurrent_connections=settings.server.max_concurrent_connections,
+        ),
+        timeout_keep_alive=settings.server.keep_alive_seconds,
         timeout_graceful_shutdown=settings.server.graceful_timeout_seconds,
         # Our own access line replaces uvicorn's; logging is configured by the app.
         access_log=False,

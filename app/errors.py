@@ -118,6 +118,19 @@ class LoginThrottled(DomainError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class PasswordChecksThrottled(DomainError):
+    """Too many wrong current passwords for this account (a password change): blocked for
+    a while, so that a stolen session cannot be used to guess the password."""
+
+    kind = "password-checks-throttled"
+    title = "Too many wrong passwords"
+    default_detail = "Too many wrong current passwords for this account. Retry after the time given in Retry-After."
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__()
+        self.retry_after_seconds = retry_after_seconds
+
+
 class DependencyUnavailable(DomainError):
     """A backing service (the database) cannot be reached right now."""
 

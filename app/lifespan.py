@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -13,6 +14,7 @@ from litestar import Litestar
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 
+from app.accounts.sessions import Purged, purge_ended_sessions
 from app.container import Container
 from app.db.migrate import pending_revisions, upgrade_to_head
 from app.identity.memory import keep_hash_memory_mapped
@@ -93,7 +95,7 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
         background_tasks = [
             _await_current_schema(db_config, lifecycle),
             observability.sample_db_pool(db_config.get_engine()),
-            _forget_stale_abuse_state(container.login_throttle, container.rate_limit_store),
+            _housekeeping(container),
         ]
         if redis is not None and container.shared_store_health is not None:
             # Keeps user_service_shared_store_up true while no request uses Redis, and ends
@@ -121,13 +123,35 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
             logger.info("service_stopping")
 
 
-async def _forget_stale_abuse_state(throttle: LoginThrottle, rate_limits: Store) -> None:
-    """Old failed-login counters and expired rate-limit windows: both would otherwise only
-    go when their key is seen again, and a credential-stuffing run sees millions of keys
-    once each. (Redis expires its keys by itself.)"""
+async def _housekeeping(container: Container) -> None:
+    """What would otherwise only go when its key is seen again, or never: old failed-login
+    counters and expired rate-limit windows (a credential-stuffing run sees millions of
+    keys once each; Redis expires its keys by itself), and ended sessions and expired
+    refresh tokens (one row per login and per rotation)."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
-        await forget_stale_abuse_state(throttle, rate_limits)
+        await forget_stale_abuse_state(container.login_throttle, container.rate_limit_store)
+        await purge_ended_sessions_round(container)
+
+
+async def purge_ended_sessions_round(container: Container) -> Purged | None:
+    """One round of the session purge (see purge_ended_sessions), logged and counted; a
+    failure (the database away) is logged and left for the next round."""
+    tokens = container.settings.tokens
+    try:
+        purged = await purge_ended_sessions(
+            container.database.get_engine(),
+            now=dt.datetime.now(dt.UTC),
+            session_max_age_seconds=tokens.session_max_age_seconds,
+            # Past any access token of theirs (plus its clock leeway): nothing is cut short.
+            keep_ended_for_seconds=tokens.access_ttl_seconds + tokens.leeway_seconds,
+        )
+    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
+        logger.warning("housekeeping_failed", error=type(exc).__name__)
+        return None
+    container.events.purged("session", purged.sessions)
+    container.events.purged("refresh_token", purged.refresh_tokens)
+    return purged
 
 
 async def forget_stale_abuse_state(throttle: LoginThrottle, rate_limits: Store) -> int:

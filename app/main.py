@@ -11,7 +11,6 @@ from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 from opentelemetry.sdk.trace import TracerProvider
@@ -26,11 +25,12 @@ from app.lifespan import lifespan_of
 from app.settings import Settings
 from app.system.health import HealthController
 from app.system.metrics import metrics_endpoint
+from app.web.bodies import StrictJsonRequest
 from app.web.chain import Layer, outer_chain
-from app.web.limits import BoundedJsonRequest
+from app.web.docs import SelfHostedSwaggerUI
 from app.web.problems import exception_handlers
 from app.web.rate_limits import STORE_NAME as RATE_LIMIT_STORE
-from app.web.rate_limits import rate_limit_middleware
+from app.web.rate_limits import account_rate_limit_middleware, rate_limit_middleware
 
 
 class UserServiceApp(Litestar):
@@ -67,6 +67,9 @@ def _cors(settings: Settings) -> CORSConfig | None:
     )
 
 
+DOCS_PATH = "/schema"
+
+
 def _provide(value: object) -> Provide:
     return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
@@ -91,7 +94,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         route_handlers=route_handlers,
         plugins=[SQLAlchemyPlugin(config=container.database), UserAdminCLIPlugin(), *observability.plugins()],
         # Inside Litestar, in this order, after the outer chain: CORS (from cors_config),
-        # per-address rate limits, bearer authentication.
+        # per-address rate limits, bearer authentication, per-account rate limits.
         cors_config=_cors(settings),
         middleware=[
             *rate_limit_middleware(settings.rate_limits, path_prefix=AuthController.path),
@@ -101,6 +104,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
                 engine=container.database.get_engine(),
                 exclude=["^/schema"],
             ),
+            *account_rate_limit_middleware(settings.rate_limits, path_prefix=MeController.path),
         ],
         stores={RATE_LIMIT_STORE: container.rate_limit_store},
         exception_handlers=exception_handlers(on_rate_limited=container.events.rate_limited),
@@ -109,14 +113,14 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         openapi_config=OpenAPIConfig(
             title="User service",
             version=__version__,
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            path=DOCS_PATH,
+            render_plugins=[SelfHostedSwaggerUI(openapi_path=DOCS_PATH)],
             components=Components(
                 security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
         ),
         request_max_body_size=settings.http.max_body_bytes,
-        request_class=BoundedJsonRequest,
+        request_class=StrictJsonRequest,
         # Logging is ours (app/observability/logging.py): one pipeline for every logger.
         logging_config=None,
         debug=settings.http.debug,

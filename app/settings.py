@@ -120,6 +120,9 @@ class TokenSettings(BaseModel):
     audience: str = "user-service"
     access_ttl_seconds: int = Field(default=900, ge=30)
     refresh_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=60)
+    # However often it is refreshed, a session ends this long after its login: then the
+    # user signs in again (a stolen refresh token cannot keep a session alive for ever).
+    session_max_age_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     leeway_seconds: int = Field(default=10, ge=0)
     # Verified access tokens kept per process (0 turns the cache off); see TokenIssuer.
     verified_cache_size: int = Field(default=10_000, ge=0)
@@ -211,6 +214,9 @@ class RateLimitSettings(BaseModel):
     # Clients refresh every access-token lifetime (15 min); 120/min leaves a NAT of
     # many clients room.
     refresh: str = Field(default="120/minute", pattern=RATE_PATTERN)
+    # Per signed-in account, on every endpoint that checks its current password (a password
+    # change): a person needs a few tries a day; a stolen token gets no fast oracle.
+    password_check: str = Field(default="10/hour", pattern=RATE_PATTERN)
 
 
 class LoginThrottleSettings(BaseModel):
@@ -227,6 +233,13 @@ class LoginThrottleSettings(BaseModel):
     # five minutes, never a lockout.
     max_delay_seconds: int = Field(default=300, ge=1)
     forget_after_seconds: int = Field(default=3600, ge=1)
+    # Beyond the free attempts one check runs at a time per name; the others wait this long
+    # for its outcome before they are answered 429 (a user's own concurrent logins wait a
+    # verify or two; an attacker's burst learns of the block the first check started).
+    wait_seconds: float = Field(default=3.0, ge=0)
+    # A reserved check that is never settled (its replica died mid-hash) frees the name
+    # after this long. Longer than any verify with its queue wait.
+    check_lease_seconds: int = Field(default=30, ge=1)
 
     def delay_after(self, failures: int) -> int:
         """Seconds the account is blocked after its ``failures``-th consecutive failure."""
@@ -295,6 +308,20 @@ class ServerSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     # After the drain: how long in-flight requests may take to finish before they are cut.
     graceful_timeout_seconds: int = Field(default=20, ge=1)
+    # A request's headers must be complete this long after the connection opens or the
+    # previous response ends, or the connection is closed (app/web/connections.py). The proxy
+    # in front sends whole header blocks at once; only a slow or silent client needs longer,
+    # and such a client is what holds connections open (slowloris).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # An idle kept-alive connection is closed after this long (uvicorn's default). Keep the
+    # proxy's upstream keep-alive timeout below it, so the proxy never reuses a connection
+    # the service is closing.
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    # Open connections (or requests in flight) beyond this get an immediate 503 with
+    # Retry-After. 1000 is well above the 256 connections the service was measured answering
+    # (README, "Performance") and keeps the process under the common 1024 open-file limit
+    # with room for the database pool and log files.
+    max_concurrent_connections: int = Field(default=1000, ge=1)
     metrics_dir: Path = Path("/tmp/user-service-metrics")  # noqa: S108 - a per-container tmpfs in production  # nosec B108
 
 

@@ -26,7 +26,7 @@ from app.accounts.schemas import (
 from app.accounts.services import AccountService, IssuedTokens, ProfileChange, Registration
 from app.container import Container
 from app.web.openapi import BEARER, BODY, problems
-from app.web.rate_limits import RATE_LIMIT_OPT
+from app.web.rate_limits import PASSWORD_CHECK_POLICY, RATE_LIMIT_OPT
 
 NO_STORE = CacheControlHeader(no_store=True)
 
@@ -124,7 +124,8 @@ class MeController(Controller):
         "/password",
         status_code=HTTP_204_NO_CONTENT,
         summary="Change the caller's password",
-        responses=problems(*BODY, 401, 503),
+        opt={RATE_LIMIT_OPT: PASSWORD_CHECK_POLICY},
+        responses=problems(*BODY, 401, 429, 503),
     )
     async def change_password(
         self, request: AuthedRequest, data: JSONBody[PasswordChange], auth_service: NamedDependency[AccountService]

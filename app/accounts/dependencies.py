@@ -13,7 +13,8 @@ from app.container import Container
 
 
 def login_sessions(db: AsyncSession, container: Container) -> LoginSessions:
-    return LoginSessions(db, container.settings.tokens.refresh_ttl_seconds)
+    tokens = container.settings.tokens
+    return LoginSessions(db, tokens.refresh_ttl_seconds, tokens.session_max_age_seconds)
 
 
 def account_service(db: AsyncSession, container: Container) -> AccountService:

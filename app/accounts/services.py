@@ -27,11 +27,12 @@ from app.errors import (
     InvalidInput,
     InvalidRefreshToken,
     LoginThrottled,
+    PasswordChecksThrottled,
     WrongCurrentPassword,
 )
 from app.identity.password_policy import BreachedPasswordChecker, normalize_password, validate_new_password
 from app.identity.passwords import PasswordHasher
-from app.identity.throttle import LoginThrottle
+from app.identity.throttle import Check, LoginThrottle, Throttled, account_throttle_key, throttle_key
 from app.identity.tokens import TokenIssuer
 from app.observability.events import SecurityEvents
 from app.settings import PasswordSettings
@@ -144,14 +145,23 @@ class AccountService:
 
     async def login(self, identifier: str, password: str) -> IssuedTokens:
         """Unknown user, wrong password and inactive user all cost one verify, count as a
-        failure of the name typed, and raise the same InvalidCredentials. A name with too
-        many recent failures is refused before any of that (LoginThrottled), even when
-        the pool is full."""
+        failure of the name typed, and raise the same InvalidCredentials. The check is
+        reserved with the throttle first: a blocked name, or one whose single check beyond
+        the free ones is still running, is refused before any of that (LoginThrottled),
+        even when the pool is full."""
         normalized = normalize_login_identifier(identifier)
-        throttle = await self._throttle.state(normalized)
-        if throttle.blocked:
-            self._events.login_throttled(throttle.failures, throttle.retry_after_seconds)
-            raise LoginThrottled(throttle.retry_after_seconds)
+        check: Check | None = None
+        try:
+            async with self._throttle.check(throttle_key(normalized) if normalized else None) as check:
+                return await self._checked_login(normalized, password, check)
+        except Throttled as exc:
+            self._events.login_throttled(exc.failures, exc.retry_after_seconds)
+            raise LoginThrottled(exc.retry_after_seconds) from None
+        finally:
+            if check is not None and check.counted and check.counted.block_seconds:
+                self._events.login_throttle_engaged(check.counted.failures, check.counted.block_seconds)
+
+    async def _checked_login(self, normalized: str | None, password: str, check: Check) -> IssuedTokens:
         try:
             self._hasher.ensure_capacity("verify")
         except HashingCapacityExceeded:
@@ -163,19 +173,19 @@ class AccountService:
         try:
             if user is None:
                 await self._hasher.verify_against_nothing(password)
-                await self._refuse_login(normalized, "unknown_user")
+                self._refuse_login(check, "unknown_user")
             result = await self._hasher.verify(user.password_hash, password)
         except HashingCapacityExceeded:
             self._events.login_failed("shed", user.user_id if user else None)
             raise
         if not result.matches:
-            await self._refuse_login(normalized, "wrong_password", user.user_id)
+            self._refuse_login(check, "wrong_password", user.user_id)
         if not user.can_authenticate:
             # Refused on the first read, exactly as a wrong password is: the same statements,
             # so the same time. Going on to the locked re-read first made a dead account with
             # the right password measurably slower (about 3 ms), which told an attacker that
             # the password was right. The re-read below still catches a change in between.
-            await self._refuse_login(normalized, _inactive_reason(user.deleted_at), user.user_id)
+            self._refuse_login(check, _inactive_reason(user.deleted_at), user.user_id)
         # The hash was verified against a read from before the wait for a worker; a password
         # change or deactivation may have committed since. Re-read under a share lock in
         # this transaction, so such a change is either seen now or waits for this session
@@ -183,24 +193,21 @@ class AccountService:
         # re-read is also the one place an inactive or deleted account is refused.
         current = await self._users.lock_credentials(user.user_id)
         if current is None or current.password_hash != user.password_hash:
-            await self._refuse_login(normalized, "wrong_password", user.user_id)
+            self._refuse_login(check, "wrong_password", user.user_id)
         if not current.can_authenticate:
-            await self._refuse_login(normalized, _inactive_reason(current.deleted_at), user.user_id)
+            self._refuse_login(check, _inactive_reason(current.deleted_at), user.user_id)
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
             await self._users.set_password_hash(user.user_id, await self._hasher.hash(password))
         issued = await self._start_session(user.user_id, current.role)
         await self._db.commit()
-        if throttle.failures:
-            await self._throttle.clear(normalized)
+        check.succeeded()  # the name's count starts again once the throttle settles
         self._events.login_succeeded(user.user_id, rehashed=result.needs_rehash)
         return issued
 
-    async def _refuse_login(self, login_name: str | None, reason: str, user_id: UUID | None = None) -> NoReturn:
+    def _refuse_login(self, check: Check, reason: str, user_id: UUID | None = None) -> NoReturn:
+        check.failed()  # counted against the name when the throttle settles the check
         self._events.login_failed(reason, user_id)
-        counted = await self._throttle.record_failure(login_name)
-        if counted.retry_after_seconds and not counted.refused:
-            self._events.login_throttle_engaged(counted.failures, counted.retry_after_seconds)
         raise InvalidCredentials()
 
     async def refresh(self, presented: str) -> IssuedTokens:
@@ -229,7 +236,9 @@ class AccountService:
             self._events.logged_out(None, session_id)
 
     async def change_password(self, user_id: UUID, current_session: UUID, current: str, new: str) -> None:
-        """Replace the password and end every other session of the user."""
+        """Replace the password and end every other session of the user. The current
+        password is checked under the same throttle as a login, keyed by the account: a
+        stolen access token gets no more guesses than the login form gives."""
         user = await self._users.get_live(user_id)
         await self._db.commit()  # not holding a connection while the hashes wait and run
         new_password = await validate_new_password(
@@ -239,9 +248,7 @@ class AccountService:
             breach_checker=self._breach_checker,
             field="new_password",
         )
-        result = await self._hasher.verify(user.password_hash, normalize_password(current))
-        if not result.matches:
-            raise WrongCurrentPassword()
+        await self._check_current_password(user, current, purpose="password_change")
         # The hash is written before the sessions are revoked: the row lock it takes orders
         # it against concurrent logins (see login()).
         await self._users.set_password_hash(user.id, await self._hasher.hash(new_password))
@@ -250,8 +257,27 @@ class AccountService:
         # Whoever was guessing the old password has nothing left to guess: the owner's
         # names are free again (the owner, logged in elsewhere, ends a throttle this way).
         for name in (user.username, user.email):
-            await self._throttle.clear(name)
+            await self._throttle.clear(throttle_key(name))
         self._events.password_changed(user.id)
+
+    async def _check_current_password(self, user: User, password: str, *, purpose: str) -> None:
+        """Raise WrongCurrentPassword unless ``password`` is the account's; throttled per
+        account (PasswordChecksThrottled), shed like a login when the pool is full."""
+        try:
+            async with self._throttle.check(account_throttle_key(user.id)) as check:
+                result = await self._hasher.verify(user.password_hash, normalize_password(password))
+                check.succeeded() if result.matches else check.failed()
+        except Throttled as exc:
+            self._events.password_check(purpose, "throttled", user.id, retry_after_seconds=exc.retry_after_seconds)
+            raise PasswordChecksThrottled(exc.retry_after_seconds) from None
+        except HashingCapacityExceeded:
+            self._events.password_check(purpose, "shed", user.id)
+            raise
+        if not result.matches:
+            block = check.counted.block_seconds if check.counted else 0
+            self._events.password_check(purpose, "failed", user.id, block_seconds=block)
+            raise WrongCurrentPassword()
+        self._events.password_check(purpose, "success", user.id)
 
     async def update_profile(self, user_id: UUID, change: ProfileChange) -> User:
         """Change email and/or full name; a changed email must be verified again."""

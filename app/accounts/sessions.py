@@ -1,5 +1,11 @@
 """The auth_sessions and refresh_tokens tables: login sessions and their refresh-token
-families (start, rotate, revoke). Nothing here commits; the use case does."""
+families (start, rotate, revoke), and the housekeeping that purges what has ended.
+Nothing in LoginSessions commits; the use case does.
+
+A session has an absolute lifetime (``TokenSettings.session_max_age_seconds``) counted
+from its login, however often it is refreshed: a stolen refresh token, used before its
+owner's, cannot keep a session alive for ever. The end is computed from ``created_at``, so
+lowering the setting shortens live sessions too."""
 
 from __future__ import annotations
 
@@ -8,8 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from uuid_utils.compat import uuid7
 
 from app.db.models import AuthSession, RefreshToken, User, utcnow
@@ -41,13 +47,15 @@ class Rotation:
     refresh_token: str | None = None
 
 
-def _refusal(token: RefreshToken, session: AuthSession, user: User, now: dt.datetime) -> RotationOutcome | None:
+def _refusal(
+    token: RefreshToken, session: AuthSession, user: User, now: dt.datetime, session_ends_at: dt.datetime
+) -> RotationOutcome | None:
     """Why this token cannot rotate, checked in order of severity; None if it can."""
     if session.revoked_at is not None:
         return RotationOutcome.REVOKED
     if token.spent_at is not None:
         return RotationOutcome.REUSED
-    if token.expires_at <= now:
+    if token.expires_at <= now or session_ends_at <= now:
         return RotationOutcome.EXPIRED
     if not user.can_authenticate:
         return RotationOutcome.USER_INACTIVE
@@ -55,16 +63,18 @@ def _refusal(token: RefreshToken, session: AuthSession, user: User, now: dt.date
 
 
 class LoginSessions:
-    def __init__(self, db: AsyncSession, refresh_ttl_seconds: int) -> None:
+    def __init__(self, db: AsyncSession, refresh_ttl_seconds: int, session_max_age_seconds: int) -> None:
         self._db = db
         self._refresh_ttl = dt.timedelta(seconds=refresh_ttl_seconds)
+        self._max_age = dt.timedelta(seconds=session_max_age_seconds)
 
     async def start(self, user_id: UUID) -> tuple[UUID, str]:
         """A new session for the user and the first refresh token of its family, written
         in one flush (the session's id is made here, not by the database)."""
         session_id = uuid7()
-        self._db.add(AuthSession(id=session_id, user_id=user_id))
-        return session_id, await self._issue(session_id)
+        now = utcnow()
+        self._db.add(AuthSession(id=session_id, user_id=user_id, created_at=now))
+        return session_id, await self._issue(session_id, now + self._max_age)
 
     async def rotate(self, presented: str) -> Rotation:
         """Spend ``presented`` and issue its successor; a second use revokes the whole family.
@@ -85,7 +95,8 @@ class LoginSessions:
             return Rotation(RotationOutcome.UNKNOWN)
         token, session, user = row
         now = utcnow()
-        outcome = _refusal(token, session, user, now)
+        session_ends_at = session.created_at + self._max_age
+        outcome = _refusal(token, session, user, now, session_ends_at)
         if outcome is None:
             spent = await self._db.execute(
                 update(RefreshToken)
@@ -97,7 +108,7 @@ class LoginSessions:
             outcome = RotationOutcome.ROTATED if spent.rowcount == 1 else RotationOutcome.REUSED  # type: ignore[attr-defined]
         if outcome is RotationOutcome.REUSED:
             await self.revoke(session.id, RevokeReason.REUSE)
-        successor = await self._issue(session.id) if outcome is RotationOutcome.ROTATED else None
+        successor = await self._issue(session.id, session_ends_at) if outcome is RotationOutcome.ROTATED else None
         return Rotation(outcome, user=user, session_id=session.id, refresh_token=successor)
 
     async def find_session_of(self, presented: str) -> UUID | None:
@@ -122,8 +133,48 @@ class LoginSessions:
             statement = statement.where(AuthSession.id != keep)
         await self._db.execute(statement)
 
-    async def _issue(self, session_id: UUID) -> str:
+    async def _issue(self, session_id: UUID, session_ends_at: dt.datetime) -> str:
+        """A refresh token that expires after its own lifetime, or when its session ends."""
         token, digest = new_refresh_token()
-        self._db.add(RefreshToken(session_id=session_id, token_hash=digest, expires_at=utcnow() + self._refresh_ttl))
+        expires_at = min(utcnow() + self._refresh_ttl, session_ends_at)
+        self._db.add(RefreshToken(session_id=session_id, token_hash=digest, expires_at=expires_at))
         await self._db.flush()
         return token
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    sessions: int
+    refresh_tokens: int
+
+
+async def purge_ended_sessions(
+    engine: AsyncEngine, *, now: dt.datetime, session_max_age_seconds: int, keep_ended_for_seconds: int
+) -> Purged:
+    """Delete what can never authenticate again, so the tables do not grow with every login
+    and rotation for ever:
+
+    - sessions that ended (revoked, or past their absolute lifetime) more than
+      ``keep_ended_for_seconds`` ago, with their tokens: by then no access token of theirs
+      is alive, and a missing session refuses its tokens just as a revoked one does;
+    - refresh tokens, spent or not, past their own expiry. A spent one is kept until then
+      because presenting it again is how reuse is detected; after its expiry a replay is
+      refused as unknown instead, and no longer revokes the family (it could not rotate
+      anyway).
+    """
+    keep = dt.timedelta(seconds=keep_ended_for_seconds)
+    ended = select(AuthSession.id).where(
+        or_(
+            AuthSession.revoked_at < now - keep,
+            AuthSession.created_at < now - dt.timedelta(seconds=session_max_age_seconds) - keep,
+        )
+    )
+    async with engine.begin() as conn:
+        # Tokens first and by hand: SQLite enforces ON DELETE CASCADE only with a pragma.
+        tokens_of_ended = await conn.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(ended)))
+        sessions = await conn.execute(delete(AuthSession).where(AuthSession.id.in_(ended)))
+        expired = await conn.execute(delete(RefreshToken).where(RefreshToken.expires_at < now))
+    return Purged(
+        sessions=sessions.rowcount or 0,
+        refresh_tokens=(tokens_of_ended.rowcount or 0) + (expired.rowcount or 0),
+    )

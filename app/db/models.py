@@ -109,3 +109,8 @@ class LoginThrottleEntry(DefaultBase):
     failures: Mapped[int] = mapped_column(Integer)
     last_failure_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
     blocked_until: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # Password checks reserved and not yet settled, valid while the lease runs; the
+    # grant token tells a reservation whether the compare-and-set granted it.
+    in_flight: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    grant_token: Mapped[str | None] = mapped_column(String(32), default=None)

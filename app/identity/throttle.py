@@ -1,29 +1,50 @@
-"""Per-account back-off after failed logins.
+"""Per-subject back-off after failed password checks, with a reservation before the hash.
 
-Every account name gets ``free_attempts`` failures for nothing; after that each failure
-blocks the name for a delay that doubles up to a cap (``LoginThrottleSettings``). A
-blocked name is answered 429 with Retry-After before any password work is done.
+A subject is what a password is checked for: the name typed at login, or the account
+behind a password change. Each gets ``free_attempts`` failures for nothing; after that
+each failure blocks it for a delay that doubles up to a cap (``LoginThrottleSettings``).
+A blocked subject is answered 429 with Retry-After before any password work is done.
 
-The counter is keyed by the *name as typed* (normalised), hashed, never by the account it
-resolves to. So an unknown name is throttled exactly like a real one, and the throttle
-tells an attacker nothing: neither that an account exists, nor that a username and an
-email belong together. The price is that a username and its email are two counters.
+Every check is *reserved* before the hash and *settled* by its outcome, in one atomic
+step each, in the store every replica shares:
 
-The state lives where every replica sees it: PostgreSQL (``login_throttle``) by default,
-Redis when ``USER_SERVICE_REDIS_URL`` is set.
+- while failures plus checks in flight are below ``free_attempts``, checks run side by
+  side (a person on several devices, a service account on several pods);
+- beyond that, at most one check is in flight per subject across all replicas; the
+  others wait for it (a short poll) and then see its outcome: a success frees the
+  subject, a failure blocks it;
+- every checked failure is counted, and its block starts when it is counted.
+
+So a concurrent burst buys an attacker nothing over a sequential one: the guesses verified
+per subject are bounded by ``guesses_verified_bound`` whatever the number of connections
+or replicas. A reservation is a lease: a replica that dies mid-check frees it after
+``check_lease_seconds``.
+
+The login key is the name as typed (normalised), hashed, never the account it resolves
+to: an unknown name is throttled exactly like a real one, and the throttle tells an
+attacker nothing. The price is that a username and its email are two counters.
+
+The state lives in PostgreSQL (``login_throttle``) by default, Redis when
+``USER_SERVICE_REDIS_URL`` is set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import math
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID
 
 from redis.asyncio import Redis
-from sqlalchemy import case, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, and_, case, delete, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.dialects import SUPPORTED, upsertable_insert
 from app.db.models import LoginThrottleEntry
@@ -32,10 +53,40 @@ from app.settings import LoginThrottleSettings
 _Entry = LoginThrottleEntry
 
 
+def throttle_key(login_name: str) -> str:
+    # Lower case, as the database compares names: "Alice" and "alice" are one account.
+    return hashlib.sha256(login_name.lower().encode()).hexdigest()
+
+
+def account_throttle_key(user_id: UUID) -> str:
+    """The key of checks made for a known account (a password change). The NUL byte cannot
+    be typed at login (names with control characters are refused before the throttle), so
+    no login name shares this counter and blocks the owner's password change."""
+    return hashlib.sha256(f"account\x00{user_id}".encode()).hexdigest()
+
+
+def guesses_verified_bound(policy: LoginThrottleSettings, window_seconds: float, check_seconds: float = 0.0) -> int:
+    """The most password checks an attacker gets verified for one subject in
+    ``window_seconds`` starting from a clean count, however many connections and replicas
+    they use: the free attempts at once, then one check at a time, each followed by its
+    block. ``check_seconds`` is how long one check takes (it delays the next)."""
+    checks = policy.free_attempts
+    elapsed = check_seconds
+    failures = policy.free_attempts
+    while True:
+        elapsed += policy.delay_after(failures)
+        if elapsed > window_seconds:
+            return checks
+        checks += 1
+        failures += 1
+        elapsed += check_seconds
+
+
 @dataclass(frozen=True, slots=True)
 class ThrottleState:
     failures: int
     retry_after_seconds: int
+    in_flight: int = 0
 
     @property
     def blocked(self) -> bool:
@@ -45,9 +96,44 @@ class ThrottleState:
 CLEAR = ThrottleState(failures=0, retry_after_seconds=0)
 
 
-def throttle_key(login_name: str) -> str:
-    # Lower case, as the database compares names: "Alice" and "alice" are one account.
-    return hashlib.sha256(login_name.lower().encode()).hexdigest()
+class Outcome(StrEnum):
+    FAILED = "failed"  # the password was checked and was wrong: counted
+    SUCCEEDED = "succeeded"  # checked and right: the count starts again
+    ABANDONED = "abandoned"  # never checked (shed, an error): only the reservation ends
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The store's answer to "may I check a password for this subject now?"."""
+
+    granted: bool
+    failures: int
+    retry_after_seconds: int  # > 0: the subject is blocked this long
+    token: str = ""  # the grant's identity (the database store's compare-and-set)
+
+    @property
+    def blocked(self) -> bool:
+        return self.retry_after_seconds > 0
+
+
+@dataclass(frozen=True, slots=True)
+class CountedFailure:
+    """What one checked failure did to its subject's counter."""
+
+    failures: int
+    block_seconds: int  # the block this failure started (0: still among the free ones)
+
+
+class ThrottleStore(Protocol):
+    async def state(self, key: str, now: dt.datetime) -> ThrottleState: ...
+
+    async def reserve(self, key: str, now: dt.datetime) -> Reservation: ...
+
+    async def settle(self, key: str, now: dt.datetime, outcome: Outcome) -> CountedFailure: ...
+
+    async def clear(self, key: str) -> None: ...
+
+    async def forget_stale(self, now: dt.datetime) -> int: ...
 
 
 def _seconds_until(moment: dt.datetime | None, now: dt.datetime) -> int:
@@ -56,29 +142,13 @@ def _seconds_until(moment: dt.datetime | None, now: dt.datetime) -> int:
     return math.ceil((moment - now).total_seconds())
 
 
-@dataclass(frozen=True, slots=True)
-class CountedFailure:
-    """What one failed login did to its name's counter."""
-
-    refused: bool  # the name was already blocked: nothing counted
-    failures: int
-    retry_after_seconds: int  # refused: until the block ends; else: the block this failure started
-
-
-class ThrottleStore(Protocol):
-    async def state(self, key: str, now: dt.datetime) -> ThrottleState: ...
-
-    async def record_failure(self, key: str, now: dt.datetime) -> CountedFailure: ...
-
-    async def clear(self, key: str) -> None: ...
-
-    async def forget_stale(self, now: dt.datetime) -> int: ...
-
-
 class DatabaseThrottleStore:
-    """One row per throttled name; each statement runs in its own short transaction on
-    the engine, never inside the request's session (whose connection must not be held
-    while the password is hashed)."""
+    """One row per subject with failures or checks in flight; each statement runs in its
+    own short transaction on the engine, never inside the request's session (whose
+    connection must not be held while the password is hashed).
+
+    Each step is a single upsert or update, so the row lock (PostgreSQL) or the database
+    write lock (SQLite) makes it atomic: no SELECT-then-write window between replicas."""
 
     def __init__(self, engine: AsyncEngine, settings: LoginThrottleSettings) -> None:
         self._engine = engine
@@ -87,158 +157,323 @@ class DatabaseThrottleStore:
             raise ValueError(f"the login throttle supports PostgreSQL and SQLite, not {engine.dialect.name}")
 
     async def state(self, key: str, now: dt.datetime) -> ThrottleState:
-        query = select(_Entry.failures, _Entry.last_failure_at, _Entry.blocked_until).where(_Entry.key == key)
+        query = select(
+            _Entry.failures, _Entry.last_failure_at, _Entry.blocked_until, _Entry.in_flight, _Entry.lease_until
+        ).where(_Entry.key == key)
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).one_or_none()
-        if row is None or self._is_stale(row.last_failure_at, now):
+        if row is None:
             return CLEAR
-        return ThrottleState(row.failures, _seconds_until(row.blocked_until, now))
+        failures = 0 if self._is_stale(row.last_failure_at, now) else row.failures
+        in_flight = row.in_flight if row.lease_until is not None and row.lease_until > now else 0
+        return ThrottleState(failures, _seconds_until(row.blocked_until, now), in_flight)
 
-    async def record_failure(self, key: str, now: dt.datetime) -> CountedFailure:
-        stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
-        blocked = _Entry.blocked_until > now
-        # One upsert checks and counts: it locks the row, so of concurrent failures on one
-        # name each sees the count (and the block) the ones before it left. A blocked name
-        # is left as it is (a refused attempt neither counts nor lengthens the block).
-        values = {"key": key, "failures": 1, "last_failure_at": now, "blocked_until": None}
-        counted = {
-            "failures": case(
-                (blocked, _Entry.failures), (_Entry.last_failure_at < stale_before, 1), else_=_Entry.failures + 1
-            ),
-            "last_failure_at": case((blocked, _Entry.last_failure_at), else_=now),
-        }
-        returning = (_Entry.failures, _Entry.blocked_until)
+    async def reserve(self, key: str, now: dt.datetime) -> Reservation:
+        policy = self._settings
+        token = secrets.token_hex(16)
+        lease_until = now + dt.timedelta(seconds=policy.check_lease_seconds)
+        stale_before = now - dt.timedelta(seconds=policy.forget_after_seconds)
+        # A lapsed lease means its replica died mid-check: those checks are not in flight.
+        in_flight = case((_Entry.lease_until > now, _Entry.in_flight), else_=0)
+        failures = case((_Entry.last_failure_at < stale_before, 0), else_=_Entry.failures)
+        blocked = and_(_Entry.blocked_until.is_not(None), _Entry.blocked_until > now)
+        grant = and_(~blocked, or_(failures + in_flight < policy.free_attempts, in_flight == 0))
         upsert = (
             upsertable_insert(self._engine.dialect.name, _Entry)
-            .values(values)
-            .on_conflict_do_update(index_elements=[_Entry.key], set_=counted)
-            .returning(*returning)
+            .values(
+                key=key,
+                failures=0,
+                last_failure_at=now,
+                blocked_until=None,
+                in_flight=1,
+                lease_until=lease_until,
+                grant_token=token,
+            )
+            .on_conflict_do_update(
+                index_elements=[_Entry.key],
+                set_={
+                    "failures": failures,
+                    "in_flight": case((grant, in_flight + 1), else_=in_flight),
+                    "lease_until": case((grant, lease_until), else_=_Entry.lease_until),
+                    # The compare-and-set's witness: only a granted reservation writes its token.
+                    "grant_token": case((grant, literal(token)), else_=_Entry.grant_token),
+                },
+            )
+            .returning(_Entry.failures, _Entry.blocked_until, _Entry.grant_token)
         )
-        async with self._engine.begin() as conn:
-            failures, blocked_until = (await conn.execute(upsert)).one()
-            if (remaining := _seconds_until(blocked_until, now)) > 0:
-                return CountedFailure(refused=True, failures=failures, retry_after_seconds=remaining)
-            delay = self._settings.delay_after(failures)
-            if delay:
-                # In the same transaction: the next failure waits for the row and sees it.
-                block = update(_Entry).where(_Entry.key == key).values(blocked_until=now + dt.timedelta(seconds=delay))
-                await conn.execute(block)
-        return CountedFailure(refused=False, failures=failures, retry_after_seconds=delay)
+        async with self._single_statement() as conn:
+            row = (await conn.execute(upsert)).one()
+        granted = row.grant_token == token
+        retry_after = 0 if granted else _seconds_until(row.blocked_until, now)
+        return Reservation(granted=granted, failures=row.failures, retry_after_seconds=retry_after, token=token)
+
+    async def settle(self, key: str, now: dt.datetime, outcome: Outcome) -> CountedFailure:
+        released = case((_Entry.in_flight > 0, _Entry.in_flight - 1), else_=0)
+        if outcome is Outcome.FAILED:
+            async with self._engine.begin() as conn:
+                return await self._count_failure(conn, key, now, released)
+        # The common case, a successful login, in one statement: the row goes when this was
+        # its only check in flight (a subject with nothing to remember leaves no row, or
+        # every user who ever logged in would have one). Otherwise release this check only.
+        last_check = or_(_Entry.in_flight <= 1, _Entry.lease_until.is_(None), _Entry.lease_until <= now)
+        forget = delete(_Entry).where(_Entry.key == key, last_check)
+        release: dict[str, Any] = {"in_flight": released}
+        if outcome is Outcome.SUCCEEDED:
+            release |= {"failures": 0, "blocked_until": None}
+        else:
+            forget = forget.where(_Entry.failures == 0)  # abandoned: the failures stay
+        async with self._single_statement() as conn:
+            if not (await conn.execute(forget)).rowcount:
+                await conn.execute(update(_Entry).where(_Entry.key == key).values(release))
+        return CountedFailure(failures=0, block_seconds=0)
+
+    @asynccontextmanager
+    async def _single_statement(self) -> AsyncIterator[AsyncConnection]:
+        """A connection that commits each statement by itself: a statement is atomic on
+        its own, and the BEGIN and COMMIT round trips would double the throttle's cost on
+        every login."""
+        async with self._engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def _count_failure(
+        self, conn: AsyncConnection, key: str, now: dt.datetime, released: ColumnElement[int]
+    ) -> CountedFailure:
+        stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
+        upsert = (
+            upsertable_insert(self._engine.dialect.name, _Entry)
+            .values(key=key, failures=1, last_failure_at=now, blocked_until=None, in_flight=0)
+            .on_conflict_do_update(
+                index_elements=[_Entry.key],
+                set_={
+                    # Every checked failure counts, even one that ends during a block.
+                    "failures": case((_Entry.last_failure_at < stale_before, 1), else_=_Entry.failures + 1),
+                    "last_failure_at": now,
+                    "in_flight": released,
+                },
+            )
+            .returning(_Entry.failures, _Entry.blocked_until)
+        )
+        failures, blocked_until = (await conn.execute(upsert)).one()
+        delay = self._settings.delay_after(failures)
+        block_until = now + dt.timedelta(seconds=delay)
+        if delay and (blocked_until is None or blocked_until < block_until):
+            # In the same transaction (the row is locked): the next reservation sees it.
+            await conn.execute(update(_Entry).where(_Entry.key == key).values(blocked_until=block_until))
+        return CountedFailure(failures=failures, block_seconds=delay)
 
     async def clear(self, key: str) -> None:
+        """Forget the failures and the block (checks in flight stay reserved)."""
         async with self._engine.begin() as conn:
-            await conn.execute(delete(_Entry).where(_Entry.key == key))
+            await conn.execute(update(_Entry).where(_Entry.key == key).values(failures=0, blocked_until=None))
+            await conn.execute(delete(_Entry).where(_Entry.key == key, _Entry.in_flight == 0))
 
     async def forget_stale(self, now: dt.datetime) -> int:
         stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
+        # A row with a live lease has a check in flight: its settlement still needs it.
+        lease_lapsed = or_(_Entry.lease_until.is_(None), _Entry.lease_until < now)
+        statement = delete(_Entry).where(_Entry.last_failure_at < stale_before, lease_lapsed)
         async with self._engine.begin() as conn:
-            result = await conn.execute(delete(_Entry).where(_Entry.last_failure_at < stale_before))
+            result = await conn.execute(statement)
         return result.rowcount or 0
 
     def _is_stale(self, last_failure_at: dt.datetime, now: dt.datetime) -> bool:
         return last_failure_at < now - dt.timedelta(seconds=self._settings.forget_after_seconds)
 
 
-# The check, the count and the block in one atomic step, as the database store's upsert.
-# KEYS: failures, blocked. ARGV: forget_after, free_attempts, base_delay, max_delay.
-# Returns {failures, milliseconds (left of the block, or of the block just started), refused}.
-_REDIS_ATTEMPT = """
+# KEYS: failures, blocked, in_flight. ARGV: free_attempts, lease_ms.
+# Returns {granted (0/1), failures, milliseconds left of a block}.
+_REDIS_RESERVE = """
 local left = redis.call('PTTL', KEYS[2])
+local failures = tonumber(redis.call('GET', KEYS[1]) or '0')
 if left > 0 then
-  return {tonumber(redis.call('GET', KEYS[1]) or '0'), left, 1}
+  return {0, failures, left}
+end
+local in_flight = tonumber(redis.call('GET', KEYS[3]) or '0')
+if failures + in_flight < tonumber(ARGV[1]) or in_flight <= 0 then
+  redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[2]))
+  return {1, failures, 0}
+end
+return {0, failures, 0}
+"""
+
+# KEYS: failures, blocked, in_flight. ARGV: outcome, forget_after, free_attempts,
+# base_delay, max_delay. Returns {failures, seconds of the block started}.
+_REDIS_SETTLE = """
+local in_flight = tonumber(redis.call('GET', KEYS[3]) or '0')
+if in_flight > 1 then
+  redis.call('DECR', KEYS[3])
+else
+  redis.call('DEL', KEYS[3])
+end
+if ARGV[1] == 'succeeded' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {0, 0}
+end
+if ARGV[1] ~= 'failed' then
+  return {0, 0}
 end
 local failures = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-local beyond = failures - tonumber(ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+local beyond = failures - tonumber(ARGV[3])
 if beyond <= 0 then
-  return {failures, 0, 0}
+  return {failures, 0}
 end
-local delay = math.min(tonumber(ARGV[4]), tonumber(ARGV[3]) * 2 ^ math.min(beyond - 1, 32))
-delay = math.floor(delay)
-redis.call('SET', KEYS[2], '1', 'EX', delay)
-return {failures, delay * 1000, 0}
+local delay = math.floor(math.min(tonumber(ARGV[5]), tonumber(ARGV[4]) * 2 ^ math.min(beyond - 1, 32)))
+if redis.call('PTTL', KEYS[2]) < delay * 1000 then
+  redis.call('SET', KEYS[2], '1', 'EX', delay)
+end
+return {failures, delay}
 """
 
 
 class RedisThrottleStore:
-    """Two keys per name: the failure count, which expires ``forget_after_seconds`` after
-    the last failure, and a block marker, which expires when the block ends. Redis's own
-    expiry does the clean-up."""
+    """Three keys per subject: the failure count, which expires ``forget_after_seconds``
+    after the last failure; a block marker, which expires when the block ends; and the
+    checks in flight, which expire with their lease. Redis's own expiry does the clean-up,
+    and each step is one Lua script (atomic on the server)."""
 
     PREFIX = "user-service:login-throttle:"
 
     def __init__(self, redis: Redis, settings: LoginThrottleSettings) -> None:
         self._redis = redis
         self._settings = settings
-        self._attempt = redis.register_script(_REDIS_ATTEMPT)
+        self._reserve = redis.register_script(_REDIS_RESERVE)
+        self._settle = redis.register_script(_REDIS_SETTLE)
 
-    def _keys(self, key: str) -> tuple[str, str]:
-        return f"{self.PREFIX}failures:{key}", f"{self.PREFIX}blocked:{key}"
+    def _keys(self, key: str) -> tuple[str, str, str]:
+        return f"{self.PREFIX}failures:{key}", f"{self.PREFIX}blocked:{key}", f"{self.PREFIX}in-flight:{key}"
 
     async def state(self, key: str, now: dt.datetime) -> ThrottleState:
-        failures_key, blocked_key = self._keys(key)
+        failures_key, blocked_key, in_flight_key = self._keys(key)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(failures_key)
             pipe.pttl(blocked_key)
-            failures, blocked_ms = await pipe.execute()
-        return ThrottleState(int(failures or 0), math.ceil(max(int(blocked_ms), 0) / 1000))
+            pipe.get(in_flight_key)
+            failures, blocked_ms, in_flight = await pipe.execute()
+        return ThrottleState(int(failures or 0), math.ceil(max(int(blocked_ms), 0) / 1000), int(in_flight or 0))
 
-    async def record_failure(self, key: str, now: dt.datetime) -> CountedFailure:
+    async def reserve(self, key: str, now: dt.datetime) -> Reservation:
+        lease_ms = self._settings.check_lease_seconds * 1000
+        granted, failures, milliseconds = await self._reserve(
+            keys=self._keys(key), args=[self._settings.free_attempts, lease_ms]
+        )
+        return Reservation(
+            granted=bool(granted), failures=int(failures), retry_after_seconds=math.ceil(int(milliseconds) / 1000)
+        )
+
+    async def settle(self, key: str, now: dt.datetime, outcome: Outcome) -> CountedFailure:
         policy = self._settings
-        failures, milliseconds, refused = await self._attempt(
+        failures, delay = await self._settle(
             keys=self._keys(key),
             args=[
+                outcome.value,
                 policy.forget_after_seconds,
                 policy.free_attempts,
                 policy.base_delay_seconds,
                 policy.max_delay_seconds,
             ],
         )
-        return CountedFailure(
-            refused=bool(refused), failures=int(failures), retry_after_seconds=math.ceil(int(milliseconds) / 1000)
-        )
+        return CountedFailure(failures=int(failures), block_seconds=int(delay))
 
     async def clear(self, key: str) -> None:
-        await self._redis.delete(*self._keys(key))
+        failures_key, blocked_key, _ = self._keys(key)
+        await self._redis.delete(failures_key, blocked_key)
 
     async def forget_stale(self, now: dt.datetime) -> int:
         return 0  # keys expire by themselves
 
 
-NOT_COUNTED = CountedFailure(refused=False, failures=0, retry_after_seconds=0)
+class Throttled(Exception):
+    """The subject is blocked, or its one check beyond the free ones did not end in time."""
+
+    def __init__(self, failures: int, retry_after_seconds: int) -> None:
+        super().__init__(f"throttled for {retry_after_seconds} s after {failures} failures")
+        self.failures = failures
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Check:
+    """One reserved password check; the caller reports how it ended."""
+
+    def __init__(self, failures_before: int) -> None:
+        self.failures_before = failures_before
+        self.outcome = Outcome.ABANDONED
+        self.counted: CountedFailure | None = None
+
+    def failed(self) -> None:
+        self.outcome = Outcome.FAILED
+
+    def succeeded(self) -> None:
+        self.outcome = Outcome.SUCCEEDED
+
+
+# While another check of the subject is in flight, look again this often: about one
+# argon2 verify, so a waiter usually learns the outcome on its first or second look.
+_FIRST_LOOK_SECONDS = 0.02
+_LOOK_AT_MOST_EVERY_SECONDS = 0.2
 
 
 class LoginThrottle:
-    """The login use case's view: is this name blocked, and what a failure or a success
-    does to it. Disabled, it answers "not blocked" and stores nothing; so does a name that
-    cannot belong to any account (None: control characters)."""
+    """The use cases' view: reserve a check for a subject, then report its outcome.
+    Disabled, it reserves nothing and counts nothing; so does a login name that cannot
+    belong to any account (None: control characters)."""
 
     def __init__(self, store: ThrottleStore, settings: LoginThrottleSettings) -> None:
         self._store = store
         self._settings = settings
 
-    async def state(self, login_name: str | None) -> ThrottleState:
-        if not self._settings.enabled or not login_name:
-            return CLEAR
-        return await self._store.state(throttle_key(login_name), _now())
+    @property
+    def enabled(self) -> bool:
+        return self._settings.enabled
 
-    async def record_failure(self, login_name: str | None) -> CountedFailure:
-        """Count a failed login against its name (atomically: concurrent failures on every
-        replica are all counted, and one that finds the name already blocked by another is
-        not), starting a block once the free attempts are used up.
+    async def state(self, key: str) -> ThrottleState:
+        return await self._store.state(key, _now()) if self._settings.enabled else CLEAR
 
-        Failures are counted after the hash, not before: counting every attempt up front
-        closed the window for concurrent guesses, but it also refused a user's own
-        concurrent logins with the right password (six devices at once got 429s). The price
-        is that guesses already in flight when a block starts still finish: at most the
-        hashing pool and its queue (pool_size + queue_size) per replica."""
-        if not self._settings.enabled or not login_name:
-            return NOT_COUNTED
-        return await self._store.record_failure(throttle_key(login_name), _now())
+    @asynccontextmanager
+    async def check(self, key: str | None) -> AsyncIterator[Check]:
+        """Reserve a check for ``key`` (raise Throttled if it is blocked, or if the one
+        check allowed beyond the free ones is still running after ``wait_seconds``), run
+        the body, then settle with the outcome the body reported: failed(), succeeded(),
+        or neither (abandoned: an exception, a shed). The settlement is recorded in
+        ``Check.counted``."""
+        if not self._settings.enabled or key is None:
+            yield Check(failures_before=0)
+            return
+        reservation = await self._reserve(key)
+        check = Check(failures_before=reservation.failures)
+        try:
+            yield check
+        finally:
+            # Shielded: a client that hangs up must not leave the subject reserved until
+            # the lease lapses (which would block the owner for that long).
+            check.counted = await asyncio.shield(self._store.settle(key, _now(), check.outcome))
 
-    async def clear(self, login_name: str | None) -> None:
-        if self._settings.enabled and login_name:
-            await self._store.clear(throttle_key(login_name))
+    async def _reserve(self, key: str) -> Reservation:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.wait_seconds
+        pause = _FIRST_LOOK_SECONDS
+        reservation = await self._store.reserve(key, _now())
+        while not reservation.granted:
+            if reservation.blocked:
+                raise Throttled(reservation.failures, reservation.retry_after_seconds)
+            if loop.time() + pause > deadline:
+                raise Throttled(reservation.failures, 1)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LOOK_AT_MOST_EVERY_SECONDS)
+            # Look (a read) before trying again (a write): a crowd of waiters on one
+            # subject, an attacker's burst, must not become a crowd of row writes.
+            state = await self._store.state(key, _now())
+            if state.blocked:
+                raise Throttled(state.failures, state.retry_after_seconds)
+            if state.in_flight and state.failures + state.in_flight >= self._settings.free_attempts:
+                continue
+            reservation = await self._store.reserve(key, _now())
+        return reservation
+
+    async def clear(self, key: str) -> None:
+        if self._settings.enabled:
+            await self._store.clear(key)
 
     async def forget_stale(self) -> int:
         return await self._store.forget_stale(_now())

@@ -41,6 +41,22 @@ class SecurityEvents:
         if self._metrics:
             self._metrics.login_throttle_blocks.inc()
 
+    def password_check(self, purpose: str, result: str, user_id: UUID, **details: int) -> None:
+        """A signed-in account's current password checked (``purpose``: password_change):
+        ``result`` success, failed, throttled or shed."""
+        if result != "success":
+            _log.warning("password_check_refused", purpose=purpose, result=result, user_id=str(user_id), **details)
+        if self._metrics:
+            self._metrics.password_checks.labels(purpose=purpose, result=result).inc()
+
+    def purged(self, kind: str, rows: int) -> None:
+        """Housekeeping deleted ``rows`` of ``kind`` (session, refresh_token) that can never
+        authenticate again."""
+        if rows:
+            _log.info("housekeeping_purged", kind=kind, rows=rows)
+        if self._metrics:
+            self._metrics.housekeeping_purged.labels(kind=kind).inc(rows)
+
     def rate_limited(self, route: str, client: str | None) -> None:
         _log.warning("rate_limited", route=route, client=client)
         if self._metrics:

@@ -36,9 +36,12 @@ QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 # login_failed log event, which only operators read.
 LOGIN_RESULTS = ("success", "failed", "shed", "throttled")
 # The routes with a per-address rate limit (the "route" label of rate_limited).
-RATE_LIMITED_ROUTES = ("login", "register", "refresh")
+RATE_LIMITED_ROUTES = ("login", "register", "refresh", "password_check")
 REGISTRATION_RESULTS = ("created", "conflict", "invalid", "shed", "error")
 REFRESH_RESULTS = ("rotated", "unknown", "expired", "revoked", "reused", "user_inactive")
+# Checks of a known account's password outside login (the "purpose" label), and their results.
+PASSWORD_CHECK_PURPOSES = ("password_change",)
+PASSWORD_CHECK_RESULTS = ("success", "failed", "throttled", "shed")
 # What keeps its state in the shared store (Redis) when one is configured.
 SHARED_STORE_USERS = ("rate_limit", "login_throttle")
 ACCOUNT_CHANGES = ("password_changed", "role_changed", "deactivated", "reactivated", "deleted")
@@ -168,6 +171,20 @@ class Metrics:
             "Failed logins that blocked their account name for a while (each one starts or lengthens a block).",
             registry=r,
         )
+        self.password_checks = Counter(
+            "user_service_password_checks",
+            "Checks of a signed-in account's current password (a password change), by purpose and result "
+            "(success, failed, throttled, shed). A run of failures is someone with a session guessing.",
+            ["purpose", "result"],
+            registry=r,
+        )
+        self.housekeeping_purged = Counter(
+            "user_service_housekeeping_purged",
+            "Rows deleted by the periodic housekeeping, by kind (session: ended sessions with their tokens; "
+            "refresh_token: expired refresh tokens, spent or not).",
+            ["kind"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "user_service_rate_limited",
             "Requests refused with 429 by the per-client-address rate limit, by route (login, register, refresh).",
@@ -252,11 +269,15 @@ class Metrics:
             (self.hash_rejections, "operation", ("hash", "verify")),
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
+            (self.housekeeping_purged, "kind", ("session", "refresh_token")),
             (self.shared_store_errors, "store", SHARED_STORE_USERS),
         ]
         for counter, label, values in known:
             for label_value in values:
                 counter.labels(**{label: label_value})
+        for purpose in PASSWORD_CHECK_PURPOSES:
+            for result in PASSWORD_CHECK_RESULTS:
+                self.password_checks.labels(purpose=purpose, result=result)
 
     def expose(self, accept_header: str) -> Exposition:
         """The text a scrape gets: OpenMetrics (with exemplars) when asked for, else Prometheus text."""

@@ -7,15 +7,13 @@
   front (nginx's large_client_header_buffers, the ingress) is what bounds memory.
 - JSON nesting: a 64 KiB body can nest 30,000 levels deep, which made msgspec's generic
   decoder raise RecursionError (a 500). Bodies are at most ``MAX_JSON_DEPTH`` deep (the
-  service's own schemas are 1 level), else 400.
+  service's own schemas are 1 level), else 400; app/web/bodies.py applies it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request
-from litestar.exceptions import ClientException
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
 from app.web.client_address import ASGICall
@@ -35,19 +33,6 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
-
-
-class BoundedJsonRequest(Request[Any, Any, Any]):
-    """Litestar's request, whose JSON body is refused (400) when it nests too deeply."""
-
-    async def json(self) -> Any:
-        try:
-            value = await super().json()
-        except RecursionError:
-            raise ClientException(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.") from None
-        if json_depth_exceeds(value, MAX_JSON_DEPTH):
-            raise ClientException(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.")
-        return value
 
 
 def limit_header_bytes(app: ASGICall, max_bytes: int) -> ASGICall:

@@ -32,6 +32,7 @@ from app.errors import (
     InvalidRefreshToken,
     LoginThrottled,
     NotAuthenticated,
+    PasswordChecksThrottled,
     PermissionDenied,
     UserNotFound,
     WrongCurrentPassword,
@@ -56,6 +57,7 @@ STATUS_OF: Mapping[type[DomainError], int] = {
     WrongCurrentPassword: 400,
     HashingCapacityExceeded: 503,
     LoginThrottled: 429,
+    PasswordChecksThrottled: 429,
     DependencyUnavailable: 503,
 }
 
@@ -119,7 +121,7 @@ def problem_response(
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     status = STATUS_OF.get(type(exc), 400)
     headers: dict[str, str] = {}
-    if isinstance(exc, HashingCapacityExceeded | LoginThrottled):
+    if isinstance(exc, HashingCapacityExceeded | LoginThrottled | PasswordChecksThrottled):
         headers["Retry-After"] = str(exc.retry_after_seconds)
     elif isinstance(exc, DependencyUnavailable):
         headers["Retry-After"] = "1"

@@ -1,8 +1,12 @@
-"""Per-client-address rate limits on the unauthenticated auth endpoints.
+"""Rate limits: per client address on the unauthenticated auth endpoints, per account on
+the authenticated endpoints that check a password.
 
 Litestar's RateLimitMiddleware does the counting. One instance per policy (login,
-register, refresh), each checking only the handlers whose ``opt["rate_limit"]`` names it
-and counting under its own key, so a client's registrations do not use up its logins.
+register, refresh, password_check), each checking only the handlers whose
+``opt["rate_limit"]`` names it and counting under its own key, so a client's
+registrations do not use up its logins. The per-account policy sits inside the bearer
+authentication (it counts the authenticated account, whatever address it comes from);
+the others sit outside it.
 The counters live in the app's ``rate_limit`` store: this process's memory, or Redis
 (shared by every replica) when ``USER_SERVICE_REDIS_URL`` is set.
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request
@@ -55,12 +60,27 @@ def route_policy(request: Request[Any, Any, Any]) -> str | None:
     return policy if isinstance(policy, str) else None
 
 
-def _policy_config(policy: str, rate: str, path_prefix: str) -> RateLimitConfig:
-    def applies(request: Request[Any, Any, Any]) -> bool:
-        return route_policy(request) == policy
-
+def _by_client_address(policy: str) -> Callable[[Request[Any, Any, Any]], str]:
     def identifier(request: Request[Any, Any, Any]) -> str:
         return f"{policy}:{rate_limit_subject(client_address(request))}"
+
+    return identifier
+
+
+def _by_account(policy: str) -> Callable[[Request[Any, Any, Any]], str]:
+    def identifier(request: Request[Any, Any, Any]) -> str:
+        # Runs after the bearer authentication: scope["user"] is the caller's Principal.
+        account = getattr(request.scope.get("user"), "id", None)
+        return f"{policy}:account:{account}"
+
+    return identifier
+
+
+def _policy_config(
+    policy: str, rate: str, path_prefix: str, identifier: Callable[[Request[Any, Any, Any]], str]
+) -> RateLimitConfig:
+    def applies(request: Request[Any, Any, Any]) -> bool:
+        return route_policy(request) == policy
 
     return RateLimitConfig(
         rate_limit=parse_rate(rate),
@@ -76,8 +96,25 @@ def _policy_config(policy: str, rate: str, path_prefix: str) -> RateLimitConfig:
 
 
 def rate_limit_middleware(settings: RateLimitSettings, *, path_prefix: str) -> list[DefineMiddleware]:
-    """The middleware for every policy; only handlers under ``path_prefix`` can have one."""
+    """The per-address middleware for every policy; only handlers under ``path_prefix``
+    can have one. Goes before (outside) the authentication."""
     if not settings.enabled:
         return []
     policies = {"login": settings.login, "register": settings.registration, "refresh": settings.refresh}
-    return [_policy_config(policy, rate, path_prefix).middleware for policy, rate in policies.items()]
+    return [
+        _policy_config(policy, rate, path_prefix, _by_client_address(policy)).middleware
+        for policy, rate in policies.items()
+    ]
+
+
+PASSWORD_CHECK_POLICY = "password_check"  # noqa: S105 - a policy name
+
+
+def account_rate_limit_middleware(settings: RateLimitSettings, *, path_prefix: str) -> list[DefineMiddleware]:
+    """The per-account middleware for handlers that check the caller's password (a stolen
+    access token must not become a fast password oracle). Goes after (inside) the
+    authentication, whose Principal it counts."""
+    if not settings.enabled:
+        return []
+    policy = PASSWORD_CHECK_POLICY
+    return [_policy_config(policy, settings.password_check, path_prefix, _by_account(policy)).middleware]

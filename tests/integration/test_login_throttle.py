@@ -15,7 +15,14 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.identity.throttle import DatabaseThrottleStore, RedisThrottleStore, ThrottleStore, throttle_key
+from app.identity.throttle import (
+    DatabaseThrottleStore,
+    Outcome,
+    RedisThrottleStore,
+    ThrottleState,
+    ThrottleStore,
+    throttle_key,
+)
 from app.main import create_app
 from app.settings import LoginThrottleSettings, Settings
 from testkit.live_server import serve
@@ -218,41 +225,72 @@ async def make_store(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
 
-async def test_store_counts_concurrent_attempts_exactly(make_store: StoreFactory) -> None:
-    """Forty attempts at once on one name (as from many replicas): every one is counted."""
+async def test_store_counts_every_checked_failure(make_store: StoreFactory) -> None:
+    """Forty checks settled as failures at once (as from many replicas): every one is
+    counted, blocks or not."""
     store = make_store(LoginThrottleSettings(free_attempts=100))
     key = throttle_key("target")
-    attempts = await asyncio.gather(*(store.record_failure(key, NOW) for _ in range(40)))
-    assert not any(a.refused for a in attempts)
+    await asyncio.gather(*(store.settle(key, NOW, Outcome.FAILED) for _ in range(40)))
     assert (await store.state(key, NOW)).failures == 40
 
 
-async def test_store_lets_only_the_free_attempts_and_one_more_through_a_burst(make_store: StoreFactory) -> None:
-    """The check and the count are one atomic step: a burst of concurrent guesses cannot all
-    pass the check before any of them is counted."""
-    store = make_store(LoginThrottleSettings(free_attempts=2, base_delay_seconds=60, max_delay_seconds=60))
+async def test_store_grants_the_free_checks_and_then_one_at_a_time(make_store: StoreFactory) -> None:
+    """The reservation is one atomic step: of forty at once, only the free checks are
+    granted; once they are used, one check at a time, and none while a block runs."""
+    store = make_store(LoginThrottleSettings(free_attempts=3, base_delay_seconds=60, max_delay_seconds=60))
     key = throttle_key("burst")
-    attempts = await asyncio.gather(*(store.record_failure(key, NOW) for _ in range(40)))
-    assert sum(not a.refused for a in attempts) == 3
-    assert all(a.retry_after_seconds == 60 for a in attempts if a.refused)
+    burst = await asyncio.gather(*(store.reserve(key, NOW) for _ in range(40)))
+    assert sum(r.granted for r in burst) == 3
+    assert not any(r.blocked for r in burst)  # busy, not blocked: they may wait
+    for _ in range(3):
+        await store.settle(key, NOW, Outcome.FAILED)
+    # Three failures, no block yet (the free ones): exactly one more check at a time.
+    second = await asyncio.gather(*(store.reserve(key, NOW) for _ in range(40)))
+    assert sum(r.granted for r in second) == 1
+    counted = await store.settle(key, NOW, Outcome.FAILED)
+    assert (counted.failures, counted.block_seconds) == (4, 60)
+    third = await asyncio.gather(*(store.reserve(key, NOW) for _ in range(10)))
+    assert not any(r.granted for r in third)
+    assert all(r.retry_after_seconds == 60 for r in third)
 
 
-async def test_store_blocks_for_the_policy_delay_and_clears(make_store: StoreFactory) -> None:
+async def test_store_success_frees_the_subject_and_leaves_nothing_behind(make_store: StoreFactory) -> None:
     store = make_store(LoginThrottleSettings(free_attempts=1, base_delay_seconds=30, max_delay_seconds=60))
     key = throttle_key("someone")
-    first = await store.record_failure(key, NOW)
-    assert (first.refused, first.retry_after_seconds) == (False, 0)
-    second = await store.record_failure(key, NOW)
-    assert (second.refused, second.retry_after_seconds) == (False, 30)  # goes on, and starts a block
+    assert (await store.reserve(key, NOW)).granted
+    first = await store.settle(key, NOW, Outcome.FAILED)
+    assert (first.failures, first.block_seconds) == (1, 0)
+    assert (await store.reserve(key, NOW)).granted
+    second = await store.settle(key, NOW, Outcome.FAILED)
+    assert (second.failures, second.block_seconds) == (2, 30)
     state = await store.state(key, NOW)
     assert state.blocked
     assert 0 < state.retry_after_seconds <= 30
-    third = await store.record_failure(key, NOW)
-    assert third.refused
-    assert third.failures == 2  # a refused attempt is not counted: it cannot lengthen the block
+    refused = await store.reserve(key, NOW)
+    assert (refused.granted, refused.failures) == (False, 2)  # a refusal is not counted
     await store.clear(key)
-    assert not (await store.state(key, NOW)).blocked
-    assert not (await store.record_failure(key, NOW)).refused
+    assert (await store.reserve(key, NOW)).granted
+    await store.settle(key, NOW, Outcome.SUCCEEDED)
+    assert await store.state(key, NOW) == ThrottleState(failures=0, retry_after_seconds=0, in_flight=0)
+
+
+async def test_store_abandoned_checks_free_their_slot_without_counting(make_store: StoreFactory) -> None:
+    store = make_store(LoginThrottleSettings(free_attempts=1))
+    key = throttle_key("shed")
+    assert (await store.reserve(key, NOW)).granted
+    assert not (await store.reserve(key, NOW)).granted  # one in flight: the free slot is taken
+    await store.settle(key, NOW, Outcome.ABANDONED)
+    assert (await store.reserve(key, NOW)).granted
+    assert (await store.state(key, NOW)).failures == 0
+
+
+async def test_database_store_a_dead_replicas_reservation_lapses(db_engine: AsyncEngine) -> None:
+    """A replica that dies mid-check never settles: its lease runs out and frees the name."""
+    store = DatabaseThrottleStore(db_engine, LoginThrottleSettings(free_attempts=1, check_lease_seconds=30))
+    key = throttle_key("orphan")
+    assert (await store.reserve(key, NOW)).granted
+    assert not (await store.reserve(key, NOW + dt.timedelta(seconds=29))).granted
+    assert (await store.reserve(key, NOW + dt.timedelta(seconds=31))).granted
 
 
 async def test_database_store_forgets_old_failures(db_engine: AsyncEngine) -> None:
@@ -260,9 +298,9 @@ async def test_database_store_forgets_old_failures(db_engine: AsyncEngine) -> No
     store = DatabaseThrottleStore(db_engine, policy)
     key = throttle_key("old-mistakes")
     for _ in range(2):
-        await store.record_failure(key, NOW)
+        await store.settle(key, NOW, Outcome.FAILED)
     later = NOW + dt.timedelta(seconds=61)
     assert (await store.state(key, later)).failures == 0
-    # The next attempt starts the count again instead of blocking.
-    assert (await store.record_failure(key, later)).failures == 1
+    # The next failure starts the count again instead of blocking.
+    assert (await store.settle(key, later, Outcome.FAILED)).failures == 1
     assert await store.forget_stale(later + dt.timedelta(seconds=61)) == 1

@@ -63,6 +63,14 @@ async def metric(client: Client, name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{labels} not exposed")
 
 
+async def until_redis_answers(client: Client) -> None:
+    for _ in range(int(RECOVERY_SECONDS / 0.2)):
+        if await metric(client, "user_service_shared_store_up") == 1:
+            return
+        await asyncio.sleep(0.2)
+    pytest.fail("the shared store never answered")
+
+
 def kind(response: Any) -> str:
     return str(response.json()["type"]).rsplit("/", 1)[-1]
 
@@ -86,12 +94,7 @@ async def test_rate_limits_fail_open_to_process_memory_while_redis_is_away(
 
         await redis_proxy.restore()
         # The probe pings every 2 s and ends the fallback as soon as Redis answers.
-        for _ in range(int(RECOVERY_SECONDS / 0.2)):
-            if await metric(client, "user_service_shared_store_up") == 1:
-                break
-            await asyncio.sleep(0.2)
-        else:
-            pytest.fail("the shared store never came back")
+        await until_redis_answers(client)
         # Back on Redis, whose count for this address is where the outage left it (none):
         # a fresh budget in the shared store.
         assert (await login(client, name, "wrong-password-1")).status_code == 401
@@ -180,3 +183,35 @@ async def test_a_redis_that_accepts_but_never_answers_is_timed_out(settings: Set
     assert statuses == [401, 401, 401, 429]
     assert timings[0] < 2.5, timings  # at most one timed-out attempt and its one retry
     assert max(timings[1:]) < 0.5, timings  # then Redis is skipped
+
+
+async def test_a_check_reserved_in_redis_is_counted_in_postgresql_when_redis_goes_mid_hash(
+    settings: Settings, redis_proxy: TcpProxy, redis_url: str, db_engine: AsyncEngine
+) -> None:
+    """The reservation is taken in Redis, Redis goes while the password hashes: the
+    failure is still counted (in PostgreSQL), and the client gets its 401, not a 500."""
+    assert settings.tokens.signing_key_file is not None
+    slow = make_settings(
+        settings.db.url,
+        settings.tokens.signing_key_file,
+        rate_limits={"enabled": False},
+        login_throttle=THROTTLE,
+        passwords={"time_cost": 4, "memory_cost_kib": 32_768},
+    ).model_copy(update={"redis_url": SecretStr(f"redis://127.0.0.1:{redis_proxy.port}/0")})
+    async with serve(create_app(slow)) as client:
+        await until_redis_answers(client)
+        attempt = asyncio.create_task(login(client, unique_name(), "wrong-password-1"))
+        await asyncio.sleep(0.05)  # reserved (a few ms), now hashing (about 100 ms or more)
+        await redis_proxy.cut()
+        answer = await attempt
+        assert answer.status_code == 401, answer.text
+        assert await metric(client, "user_service_shared_store_errors_total", store="login_throttle") >= 1
+    async with db_engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT failures, in_flight FROM login_throttle"))).all()
+    assert [tuple(row) for row in rows] == [(1, 0)]
+    # The reservation was Redis's (its in-flight mark is still there, to lapse with its
+    # lease), so the count above is the settlement's fallback, not a reservation's.
+    direct = Redis.from_url(redis_url)
+    marks = [key async for key in direct.scan_iter(match="user-service:login-throttle:in-flight:*")]
+    await direct.aclose()
+    assert len(marks) == 1
