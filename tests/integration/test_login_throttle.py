@@ -113,6 +113,26 @@ async def test_concurrent_logins_with_the_right_password_are_never_throttled(thr
     assert [a.status_code for a in answers] == [200] * 20
 
 
+async def test_continuous_concurrent_logins_with_the_right_password_are_never_throttled(settings: Settings) -> None:
+    """A benchmark's shape: 8 connections logging in to one account over and over. Beyond
+    the free checks they take turns, first come first served; none waits out the wait and
+    gets a 429 (fresh attempts used to win the freed slots over the waiting ones)."""
+    app = create_app(throttled_settings(settings, **FAST, wait_seconds=1.0))
+    async with serve(app) as client:
+        name = unique_name()
+        await register(client, name)
+        statuses: list[int] = []
+        stop_at = asyncio.get_running_loop().time() + 3.0
+
+        async def keep_logging_in() -> None:
+            while asyncio.get_running_loop().time() < stop_at:
+                statuses.append((await login(client, name)).status_code)
+
+        await asyncio.gather(*(keep_logging_in() for _ in range(8)))
+    assert len(statuses) > 8
+    assert set(statuses) == {200}, sorted(statuses)
+
+
 async def test_a_burst_of_concurrent_guesses_is_counted_in_full(throttled: Client) -> None:
     """Guesses in flight together all finish (the bound is the hashing pool and queue),
     but every failure counts: the name is blocked afterwards, capped as always."""
