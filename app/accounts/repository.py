@@ -58,10 +58,13 @@ def _escape_like(text: str) -> str:
 def duplicate_fields(exc: Exception) -> list[FieldError]:
     """Which unique index a failed insert hit, from the database's own message."""
     message = str(getattr(exc, "orig", None) or exc.__cause__ or exc)
+    # PostgreSQL names the index; SQLite names an expression index, but a plain column's
+    # index by its column ("UNIQUE constraint failed: users.email_key").
+    markers = {"username": ("uq_users_username_lower",), "email": ("uq_users_email_key", "users.email_key")}
     fields = [
         FieldError(field, f"this {field} is already registered")
-        for field, index in (("username", "uq_users_username_lower"), ("email", "uq_users_email_key"))
-        if index in message
+        for field, names in markers.items()
+        if any(name in message for name in names)
     ]
     return fields or [FieldError("username", "this username or email is already registered")]
 

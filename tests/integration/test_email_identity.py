@@ -10,6 +10,7 @@ and on the embedded SQLite default.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,25 @@ async def test_an_address_that_differs_only_by_case_or_unicode_spelling_is_taken
     await registered(backend, "first_owner", first)
     problem = assert_problem(await register(backend.client, "second_owner", email=second), 409)
     assert [e["field"] for e in problem["errors"]] == ["email"]
+
+
+async def test_concurrent_registrations_of_one_address_in_several_spellings_give_one_account(
+    backend: Backend,
+) -> None:
+    spellings = ["boss@example.com", "BO\u00df@example.com", "bo\u00df@example.com", "Boss@EXAMPLE.com"]
+
+    async def attempt(i: int) -> tuple[int, list[str]]:
+        # Distinct usernames: only the email key's unique index can refuse the losers.
+        response = await register(backend.client, f"racer{i:02d}", email=spellings[i % len(spellings)])
+        fields = [e["field"] for e in response.json().get("errors", [])] if response.status_code == 409 else []
+        return response.status_code, fields
+
+    outcomes = await asyncio.gather(*(attempt(i) for i in range(12)))
+
+    assert sorted(status for status, _ in outcomes) == [201] + [409] * 11
+    assert [fields for status, fields in outcomes if status == 409] == [["email"]] * 11
+    async with backend.db.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM users"))).scalar_one() == 1
 
 
 async def test_moving_to_another_spelling_of_the_same_address_keeps_it_verified_and_taken(backend: Backend) -> None:
