@@ -152,6 +152,25 @@ async def test_names_are_throttled_case_insensitively(throttled: Client) -> None
     assert _is_throttled(await login(throttled, name))
 
 
+async def test_every_spelling_of_an_email_shares_one_budget(throttled: Client) -> None:
+    # Finding 4 of #12: the throttle counts an email by its key, so "boss@", "BOSS@" and
+    # "boß@" are not three budgets for one account; a password change clears the key's.
+    name = unique_name("boss")
+    await register(throttled, name, email=f"{name}@example.com")
+    sharp_s = name.replace("ss", "\u00df") + "@example.com"
+    tokens = (await login(throttled, name)).json()
+    await _fail(throttled, f"{name.upper()}@example.com", 1)
+    await _fail(throttled, sharp_s, 2)
+    assert _is_throttled(await login(throttled, f"{name}@EXAMPLE.com"))
+
+    new_password = "amber-lantern-92-meadow"
+    changed = await throttled.put(
+        f"{ME}/password", json={"current_password": PASSWORD, "new_password": new_password}, headers=bearer(tokens)
+    )
+    assert changed.status_code == 204
+    assert (await login(throttled, sharp_s, new_password)).status_code == 200
+
+
 async def test_a_password_change_ends_the_throttle_on_the_username_and_the_email(throttled: Client) -> None:
     name = unique_name()
     await register(throttled, name)
