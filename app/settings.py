@@ -233,10 +233,11 @@ class LoginThrottleSettings(BaseModel):
     # five minutes, never a lockout.
     max_delay_seconds: int = Field(default=300, ge=1)
     forget_after_seconds: int = Field(default=3600, ge=1)
-    # Beyond the free attempts one check runs at a time per name; the others wait this long
-    # for its outcome before they are answered 429 (a user's own concurrent logins wait a
-    # verify or two; an attacker's burst learns of the block the first check started).
-    wait_seconds: float = Field(default=3.0, ge=0)
+    # Beyond the free attempts one check runs at a time per name; the others wait, in
+    # line, this long for a turn before they are answered 429 (a user's own concurrent
+    # logins wait a verify or two; an attacker's burst learns of the block the first check
+    # started). Generous: under a full hashing queue one verify can take seconds.
+    wait_seconds: float = Field(default=10.0, ge=0)
     # A reserved check that is never settled (its replica died mid-hash) frees the name
     # after this long. Longer than any verify with its queue wait.
     check_lease_seconds: int = Field(default=30, ge=1)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.accounts.schemas import UserRead
+from app.accounts.validation import email_key
 from app.db.dialects import upsertable_insert
 from app.db.models import AuthSession, Role, User
 from app.errors import AlreadyRegistered, FieldError, UserNotFound, caused_by
@@ -57,10 +58,13 @@ def _escape_like(text: str) -> str:
 def duplicate_fields(exc: Exception) -> list[FieldError]:
     """Which unique index a failed insert hit, from the database's own message."""
     message = str(getattr(exc, "orig", None) or exc.__cause__ or exc)
+    # PostgreSQL names the index; SQLite names an expression index, but a plain column's
+    # index by its column ("UNIQUE constraint failed: users.email_key").
+    markers = {"username": ("uq_users_username_lower",), "email": ("uq_users_email_key", "users.email_key")}
     fields = [
         FieldError(field, f"this {field} is already registered")
-        for field, index in (("username", "uq_users_username_lower"), ("email", "uq_users_email_lower"))
-        if index in message
+        for field, names in markers.items()
+        if any(name in message for name in names)
     ]
     return fields or [FieldError("username", "this username or email is already registered")]
 
@@ -107,20 +111,22 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         role: Role | None = (await self.session.execute(statement)).scalar_one_or_none()
         return role
 
-    async def find_credentials(self, identifier: str) -> Credentials | None:
-        """What a login needs of the user whose username or email equals ``identifier``.
+    async def find_credentials(self, login_name: str) -> Credentials | None:
+        """What a login needs of the user that ``login_name`` names: an email's key
+        (validation.email_key, which is what normalize_login_identifier gives for anything
+        with an "@") or a username, compared as the unique indexes compare them, so login and
+        uniqueness never disagree about a character.
 
-        Compared case-insensitively by the database's lower() on both sides, the function
-        the unique indexes use, so login and uniqueness never disagree about a character.
         Read on its own autocommit connection, which goes back to the pool at once: the
         verify that follows may wait in the hashing queue, and a login waiting there must
         not hold one of the pool's connections (at saturation the queue would drain the
         pool and starve every other request).
         """
-        folded = func.lower(identifier)
-        statement = _CREDENTIALS.where(
-            or_(func.lower(User.username) == folded, func.lower(User.email) == folded)
-        ).limit(1)
+        if "@" in login_name:
+            condition = User.email_key == login_name
+        else:
+            condition = func.lower(User.username) == func.lower(login_name)
+        statement = _CREDENTIALS.where(condition).limit(1)
         bind = self.session.bind
         if isinstance(bind, AsyncEngine):
             async with bind.connect() as connection:
@@ -147,12 +153,13 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
     async def taken_fields(
         self, *, username: str | None, email: str | None, exclude: UUID | None = None
     ) -> list[FieldError]:
-        """Fields whose value another account (deleted ones included) already uses."""
+        """Fields whose value another account (deleted ones included) already uses: the
+        username case-insensitively, the email by its key (validation.email_key)."""
         checks: list[tuple[str, ColumnElement[bool]]] = []
         if username is not None:
             checks.append(("username", func.lower(User.username) == func.lower(username)))
         if email is not None:
-            checks.append(("email", func.lower(User.email) == func.lower(email)))
+            checks.append(("email", User.email_key == email_key(email)))
         if not checks:
             return []
         statement = select(*(condition.label(field) for field, condition in checks)).where(
@@ -184,11 +191,13 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         if criteria.is_active is not None:
             filters.append(User.is_active.is_(criteria.is_active))
         if criteria.query:
-            pattern = f"%{_escape_like(criteria.query.lower())}%"
+            # Folded as email keys are, so "JÜRGEN" and "strasse" find "jürgen.straße@…" on
+            # every collation; an ASCII username's lower() is its folded form too.
+            pattern = f"%{_escape_like(email_key(criteria.query))}%"
             filters.append(
                 or_(
                     func.lower(User.username).like(pattern, escape="\\"),
-                    func.lower(User.email).like(pattern, escape="\\"),
+                    User.email_key.like(pattern, escape="\\"),
                 )
             )
         return await self.list_and_count(
@@ -232,6 +241,7 @@ async def read_live_caller(engine: AsyncEngine, user_id: UUID, session_id: UUID)
 
 def insert_users_ignoring_duplicates(dialect: str) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` for bulk seeding: any unique index
-    (the case-insensitive username and email ones included) turns a duplicate into a
-    skipped row, and only rows really inserted come back."""
+    (the case-insensitive username and the email key included) turns a duplicate into a
+    skipped row, and only rows really inserted come back. Each row must carry its
+    ``email_key`` (validation.email_key of its email); the column is NOT NULL."""
     return upsertable_insert(dialect, User).on_conflict_do_nothing().returning(User.id)

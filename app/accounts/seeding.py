@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.accounts.repository import insert_users_ignoring_duplicates
-from app.accounts.validation import username_problems
+from app.accounts.validation import email_key, username_problems
 from app.container import Container
 from app.db.models import Role
 from app.errors import FieldError, InvalidInput
@@ -68,10 +68,12 @@ def check_seed_request(settings: Settings, *, count: int, prefix: str, password:
 def _batches(prefix: str, count: int, password_hash: str, size: int) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
     for index in range(1, count + 1):
+        email = seed_email(prefix, index)
         batch.append(
             {
                 "username": seed_username(prefix, index),
-                "email": seed_email(prefix, index),
+                "email": email,
+                "email_key": email_key(email),
                 "password_hash": password_hash,
                 "role": Role.USER,
                 "is_active": True,

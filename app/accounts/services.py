@@ -11,6 +11,7 @@ from uuid import UUID
 from app.accounts.repository import UserRepository
 from app.accounts.sessions import LoginSessions, RevokeReason, RotationOutcome
 from app.accounts.validation import (
+    email_key,
     normalize_email,
     normalize_full_name,
     normalize_login_identifier,
@@ -134,6 +135,7 @@ class AccountService:
             User(
                 username=username,
                 email=email,
+                email_key=email_key(email),
                 full_name=full_name,
                 password_hash=password_hash,
                 role=role,
@@ -256,7 +258,7 @@ class AccountService:
         await self._db.commit()
         # Whoever was guessing the old password has nothing left to guess: the owner's
         # names are free again (the owner, logged in elsewhere, ends a throttle this way).
-        for name in (user.username, user.email):
+        for name in (user.username, user.email_key):  # the names login throttles by
             await self._throttle.clear(throttle_key(name))
         self._events.password_changed(user.id)
 
@@ -266,7 +268,10 @@ class AccountService:
         try:
             async with self._throttle.check(account_throttle_key(user.id)) as check:
                 result = await self._hasher.verify(user.password_hash, normalize_password(password))
-                check.succeeded() if result.matches else check.failed()
+                if result.matches:
+                    check.succeeded()
+                else:
+                    check.failed()
         except Throttled as exc:
             self._events.password_check(purpose, "throttled", user.id, retry_after_seconds=exc.retry_after_seconds)
             raise PasswordChecksThrottled(exc.retry_after_seconds) from None
@@ -293,13 +298,15 @@ class AccountService:
             errors += name_errors
         if errors:
             raise InvalidInput(errors=errors)
-        if new_email is not None and new_email.casefold() != user.email.casefold():
+        if new_email is not None and email_key(new_email) != user.email_key:
             if taken := await self._users.taken_fields(username=None, email=new_email, exclude=user.id):
                 raise AlreadyRegistered(errors=taken)
-            user.email = new_email
+            user.email, user.email_key = new_email, email_key(new_email)
             user.is_verified = False
         elif new_email is not None:
-            user.email = new_email  # same address, maybe other letter case: still verified
+            # The same key, so the same address (another letter case or Unicode spelling):
+            # still verified, and no one else can hold either spelling meanwhile.
+            user.email = new_email
         if change.set_full_name:
             user.full_name = new_name
         updated = await self._users.save(user)

@@ -45,15 +45,32 @@ def normalize_email(raw: str) -> tuple[str | None, list[FieldError]]:
     return result.normalized, []
 
 
+def email_key(address: str) -> str:
+    """The one key an address is known by: unique in the database (``users.email_key``) and
+    what registration, login by email and the "same address" test compare.
+
+    NFKC, then full Unicode case folding, computed here rather than by the database's
+    lower(), which folds only ASCII under the C collation (CloudNativePG's default, and
+    SQLite's only behaviour) and folds "ß" to nothing anywhere. Folding is deliberately
+    wider than lower-casing: "boß" and "boss" are one key, as "ÄNNE" and "änne" are. The
+    final NFKC is Unicode's NFKC_Casefold: folding can leave a string unnormalised
+    ("ǰ" folds to "j" and a combining caron), and a key in normal form is its own key.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", address).casefold())
+
+
 def normalize_login_identifier(raw: str) -> str | None:
-    """The username or email a login names, normalised as registration stored it; None if
-    it cannot name any account (control characters, which the database would refuse)."""
+    """What a login names, in the form the account is found by: the email's key
+    (``email_key``) for anything that contains "@" (usernames cannot), else the username
+    normalised as registration stored it; None if it cannot name any account (control
+    characters, which the database would refuse)."""
     if has_control_characters(raw):
         return None
     if "@" in raw:
         email, _ = normalize_email(raw)
-        if email is not None:
-            return email
+        # An address that no longer passes validation may still be stored (a rule changed
+        # since it registered): its key is still worth a look-up.
+        return email_key(email if email is not None else raw.strip())
     return normalize_username(raw)
 
 

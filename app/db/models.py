@@ -33,6 +33,10 @@ class User(UUIDv7AuditBase):
 
     username: Mapped[str] = mapped_column(String(32))
     email: Mapped[str] = mapped_column(String(320))
+    # The address's canonical key (app/accounts/validation.py:email_key), written with
+    # every email: uniqueness and login compare it, never the address. Case folding can
+    # turn one character into three ("ΐ"), hence three times the address's length.
+    email_key: Mapped[str] = mapped_column(String(960))
     full_name: Mapped[str | None] = mapped_column(String(200), default=None)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(
@@ -64,9 +68,12 @@ class User(UUIDv7AuditBase):
 
 
 # Uniqueness is case-insensitive and enforced by the database itself, so two concurrent
-# registrations of "Alice" and "alice" cannot both commit. Login looks users up by these too.
+# registrations of "Alice" and "alice" (or "ÄNNE@…" and "änne@…") cannot both commit.
+# Login looks users up by these too. Usernames are ASCII (validation.USERNAME_PATTERN), so
+# lower() folds them completely under any collation; emails are not, so their key is
+# folded in Python (see User.email_key).
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
-Index("uq_users_email_lower", func.lower(User.email), unique=True)
+Index("uq_users_email_key", User.email_key, unique=True)
 
 
 class AuthSession(UUIDv7Base):

@@ -408,10 +408,21 @@ class Check:
         self.outcome = Outcome.SUCCEEDED
 
 
-# While another check of the subject is in flight, look again this often: about one
-# argon2 verify, so a waiter usually learns the outcome on its first or second look.
-_FIRST_LOOK_SECONDS = 0.02
-_LOOK_AT_MOST_EVERY_SECONDS = 0.2
+# A waiter learns of a settlement in this process at once; one in another replica by
+# looking at the store this often (a read; a reservation, a write, only when it looks free).
+_LOOK_EVERY_SECONDS = 0.05
+
+
+class _WaitingLine:
+    """The requests of this process waiting to check one subject's password, first come
+    first served: only the head looks at the store, the rest wait their turn. Without the
+    line every waiter polled, and fresh arrivals, trying at once, won the freed slot over
+    them (a user's own 8 concurrent logins got 429s after waiting out ``wait_seconds``)."""
+
+    def __init__(self) -> None:
+        self.turn = asyncio.Lock()  # FIFO: asyncio wakes its waiters in order
+        self.settled = asyncio.Event()  # a check of the subject ended in this process
+        self.members = 0
 
 
 class LoginThrottle:
@@ -422,6 +433,7 @@ class LoginThrottle:
     def __init__(self, store: ThrottleStore, settings: LoginThrottleSettings) -> None:
         self._store = store
         self._settings = settings
+        self._lines: dict[str, _WaitingLine] = {}
 
     @property
     def enabled(self) -> bool:
@@ -432,11 +444,10 @@ class LoginThrottle:
 
     @asynccontextmanager
     async def check(self, key: str | None) -> AsyncIterator[Check]:
-        """Reserve a check for ``key`` (raise Throttled if it is blocked, or if the one
-        check allowed beyond the free ones is still running after ``wait_seconds``), run
-        the body, then settle with the outcome the body reported: failed(), succeeded(),
-        or neither (abandoned: an exception, a shed). The settlement is recorded in
-        ``Check.counted``."""
+        """Reserve a check for ``key`` (raise Throttled if it is blocked, or if no check
+        could be reserved within ``wait_seconds``), run the body, then settle with the
+        outcome the body reported: failed(), succeeded(), or neither (abandoned: an
+        exception, a shed). The settlement is recorded in ``Check.counted``."""
         if not self._settings.enabled or key is None:
             yield Check(failures_before=0)
             return
@@ -448,28 +459,49 @@ class LoginThrottle:
             # Shielded: a client that hangs up must not leave the subject reserved until
             # the lease lapses (which would block the owner for that long).
             check.counted = await asyncio.shield(self._store.settle(key, _now(), check.outcome))
+            if line := self._lines.get(key):
+                line.settled.set()
 
     async def _reserve(self, key: str) -> Reservation:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.wait_seconds
-        pause = _FIRST_LOOK_SECONDS
-        reservation = await self._store.reserve(key, _now())
-        while not reservation.granted:
+        deadline = asyncio.get_running_loop().time() + self._settings.wait_seconds
+        if key not in self._lines:  # nobody of ours is waiting: try at once
+            reservation = await self._store.reserve(key, _now())
+            if reservation.granted:
+                return reservation
             if reservation.blocked:
                 raise Throttled(reservation.failures, reservation.retry_after_seconds)
-            if loop.time() + pause > deadline:
-                raise Throttled(reservation.failures, 1)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _LOOK_AT_MOST_EVERY_SECONDS)
-            # Look (a read) before trying again (a write): a crowd of waiters on one
-            # subject, an attacker's burst, must not become a crowd of row writes.
-            state = await self._store.state(key, _now())
-            if state.blocked:
+        line = self._lines.setdefault(key, _WaitingLine())
+        line.members += 1
+        try:
+            async with line.turn:
+                return await self._reserve_at_the_head(key, line, deadline)
+        finally:
+            line.members -= 1
+            if not line.members:
+                del self._lines[key]
+
+    async def _reserve_at_the_head(self, key: str, line: _WaitingLine, deadline: float) -> Reservation:
+        loop = asyncio.get_running_loop()
+        look_first = False
+        while True:
+            line.settled.clear()  # before the look: a settlement during it is not missed
+            state = await self._store.state(key, _now()) if look_first else None
+            if state is not None and state.blocked:
                 raise Throttled(state.failures, state.retry_after_seconds)
-            if state.in_flight and state.failures + state.in_flight >= self._settings.free_attempts:
-                continue
-            reservation = await self._store.reserve(key, _now())
-        return reservation
+            if state is None or not state.in_flight or state.failures + state.in_flight < self._settings.free_attempts:
+                reservation = await self._store.reserve(key, _now())
+                if reservation.granted:
+                    return reservation
+                if reservation.blocked:
+                    raise Throttled(reservation.failures, reservation.retry_after_seconds)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise Throttled(state.failures if state else 0, 1)
+            try:
+                await asyncio.wait_for(line.settled.wait(), min(remaining, _LOOK_EVERY_SECONDS))
+                look_first = False  # ours ended: try for the slot straight away
+            except TimeoutError:
+                look_first = True  # maybe another replica's ended: look before writing
 
     async def clear(self, key: str) -> None:
         if self._settings.enabled:

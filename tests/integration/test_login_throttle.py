@@ -113,6 +113,26 @@ async def test_concurrent_logins_with_the_right_password_are_never_throttled(thr
     assert [a.status_code for a in answers] == [200] * 20
 
 
+async def test_continuous_concurrent_logins_with_the_right_password_are_never_throttled(settings: Settings) -> None:
+    """A benchmark's shape: 8 connections logging in to one account over and over. Beyond
+    the free checks they take turns, first come first served; none waits out the wait and
+    gets a 429 (fresh attempts used to win the freed slots over the waiting ones)."""
+    app = create_app(throttled_settings(settings, **FAST, wait_seconds=1.0))
+    async with serve(app) as client:
+        name = unique_name()
+        await register(client, name)
+        statuses: list[int] = []
+        stop_at = asyncio.get_running_loop().time() + 3.0
+
+        async def keep_logging_in() -> None:
+            while asyncio.get_running_loop().time() < stop_at:
+                statuses.append((await login(client, name)).status_code)
+
+        await asyncio.gather(*(keep_logging_in() for _ in range(8)))
+    assert len(statuses) > 8
+    assert set(statuses) == {200}, sorted(statuses)
+
+
 async def test_a_burst_of_concurrent_guesses_is_counted_in_full(throttled: Client) -> None:
     """Guesses in flight together all finish (the bound is the hashing pool and queue),
     but every failure counts: the name is blocked afterwards, capped as always."""
@@ -130,6 +150,25 @@ async def test_names_are_throttled_case_insensitively(throttled: Client) -> None
     await register(throttled, name)
     await _fail(throttled, name.upper(), 3)
     assert _is_throttled(await login(throttled, name))
+
+
+async def test_every_spelling_of_an_email_shares_one_budget(throttled: Client) -> None:
+    # Finding 4 of #12: the throttle counts an email by its key, so "boss@", "BOSS@" and
+    # "boß@" are not three budgets for one account; a password change clears the key's.
+    name = unique_name("boss")
+    await register(throttled, name, email=f"{name}@example.com")
+    sharp_s = name.replace("ss", "\u00df") + "@example.com"
+    tokens = (await login(throttled, name)).json()
+    await _fail(throttled, f"{name.upper()}@example.com", 1)
+    await _fail(throttled, sharp_s, 2)
+    assert _is_throttled(await login(throttled, f"{name}@EXAMPLE.com"))
+
+    new_password = "amber-lantern-92-meadow"
+    changed = await throttled.put(
+        f"{ME}/password", json={"current_password": PASSWORD, "new_password": new_password}, headers=bearer(tokens)
+    )
+    assert changed.status_code == 204
+    assert (await login(throttled, sharp_s, new_password)).status_code == 200
 
 
 async def test_a_password_change_ends_the_throttle_on_the_username_and_the_email(throttled: Client) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from app.accounts.validation import (
+    email_key,
     normalize_email,
     normalize_full_name,
+    normalize_login_identifier,
     normalize_username,
     username_problems,
 )
@@ -134,6 +138,43 @@ def test_email_validation_does_not_need_the_domain_to_exist() -> None:
     normalized, problems = normalize_email("someone@no-such-domain-for-tests.example.org")
     assert problems == []
     assert normalized == "someone@no-such-domain-for-tests.example.org"
+
+
+# --------------------------------------------------------------------------- email keys
+
+
+@pytest.mark.parametrize(
+    ("spellings", "key"),
+    [
+        (["\u00c4NNE@example.com", "\u00e4nne@example.com", "A\u0308NNE@example.com"], "\u00e4nne@example.com"),
+        (["boss@example.com", "bo\u00df@example.com", "BOSS@example.com", "BO\u1e9e@example.com"], "boss@example.com"),
+        (["\u03a3\u039f\u03a6\u039f\u03a3@example.com", "\u03c3\u03bf\u03c6\u03bf\u03c2@example.com"], None),
+        ([full_width("Kiwi") + "@example.com", "kiwi@example.com", "\u212aiwi@example.com"], "kiwi@example.com"),
+    ],
+)
+def test_every_spelling_of_an_address_has_one_key(spellings: list[str], key: str | None) -> None:
+    keys = {email_key(spelling) for spelling in spellings}
+    assert len(keys) == 1
+    assert key is None or keys == {key}
+
+
+@pytest.mark.parametrize("raw", ["\u01f0@example.com", "\u0130stanbul@example.com", "\u1f88@example.com"])
+def test_a_key_is_in_normal_form_and_its_own_key(raw: str) -> None:
+    # Case folding can decompose (U+01F0 folds to j and a combining caron): the key is
+    # normalised again, so it is stable whatever form it is computed from.
+    key = email_key(raw)
+    assert email_key(key) == key
+    assert email_key(unicodedata.normalize("NFD", raw)) == key
+
+
+def test_different_addresses_keep_different_keys() -> None:
+    assert email_key("anne@example.com") != email_key("anna@example.com")
+    assert email_key("\u00e4nne@example.com") != email_key("anne@example.com")  # folding keeps accents
+
+
+def test_a_login_by_email_is_looked_up_by_its_key() -> None:
+    assert normalize_login_identifier("  BO\u00df@Example.COM ") == "boss@example.com"
+    assert normalize_login_identifier("Alice") == "Alice"  # usernames: compared by lower() in SQL
 
 
 # --------------------------------------------------------------------------- full name
