@@ -21,6 +21,8 @@ from app.identity.password_policy import BreachedPasswordChecker
 from app.identity.passwords import PasswordHasher
 from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, RedisThrottleStore
 from app.identity.tokens import TokenIssuer
+from app.mail.transports import FileTransport, SmtpTransport, build_transport
+from app.mail.worker import OutboxWorker
 from app.observability.events import SecurityEvents
 from app.observability.setup import Observability, build_observability
 from app.settings import Environment, Settings
@@ -37,6 +39,7 @@ class Container:
         "hasher",
         "lifecycle",
         "login_throttle",
+        "mail_transport",
         "observability",
         "rate_limit_store",
         "redis",
@@ -57,6 +60,7 @@ class Container:
         rate_limit_store: Store,
         redis: Redis | None,
         lifecycle: Lifecycle,
+        mail_transport: SmtpTransport | FileTransport,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -70,10 +74,18 @@ class Container:
         self.rate_limit_store = rate_limit_store
         self.redis = redis
         self.lifecycle = lifecycle
+        # How the outbox's mail leaves (SMTP, or files without an SMTP host).
+        self.mail_transport = mail_transport
 
     @property
     def events(self) -> SecurityEvents:
         return self.observability.events
+
+    def outbox_worker(self) -> OutboxWorker:
+        """A delivery worker for the outbox (the lifespan's, or `litestar mail deliver`'s)."""
+        return OutboxWorker(
+            self.database.get_engine(), self.mail_transport, self.settings.mail, self.observability.mail
+        )
 
 
 def build_container(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Container:
@@ -101,6 +113,7 @@ def build_container(settings: Settings, *, tracer_provider: TracerProvider | Non
         rate_limit_store=rate_limit_store,
         redis=redis,
         lifecycle=Lifecycle(),
+        mail_transport=build_transport(settings.mail),
     )
 
 

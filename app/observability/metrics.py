@@ -39,6 +39,8 @@ REFRESH_RESULTS = ("rotated", "unknown", "expired", "revoked", "reused", "user_i
 PASSWORD_CHECK_PURPOSES = ("password_change",)
 PASSWORD_CHECK_RESULTS = ("success", "failed", "throttled", "shed")
 ACCOUNT_CHANGES = ("password_changed", "role_changed", "deactivated", "reactivated", "deleted")
+# What became of one delivery attempt from the outbox (the "result" label).
+MAIL_DELIVERY_RESULTS = ("sent", "failed", "gave_up")
 
 
 def multiprocess_dir() -> str | None:
@@ -193,6 +195,33 @@ class Metrics:
             registry=r,
         )
 
+        # --- Mail outbox --------------------------------------------------------------------
+        # Sampled from the database by every delivering process: each sees the whole
+        # outbox, so several processes report one value and "max" (not a sum) is right.
+        self.mail_outbox_depth = Gauge(
+            "user_service_mail_outbox_depth",
+            "Mails in the outbox waiting to be sent (neither sent nor given up).",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.mail_outbox_oldest_age = Gauge(
+            "user_service_mail_outbox_oldest_unsent_age_seconds",
+            "Age of the oldest mail waiting to be sent; 0 when none waits.",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.mail_deliveries = Counter(
+            "user_service_mail_deliveries",
+            "Delivery attempts from the outbox by result (sent, failed: retried later, gave_up: never sent).",
+            ["result"],
+            registry=r,
+        )
+        self.mail_retries = Counter(
+            "user_service_mail_delivery_retries",
+            "Delivery attempts of mails that had failed before (a retry, whatever its result).",
+            registry=r,
+        )
+
         # --- Database pool ----------------------------------------------------------------
         self.db_pool_in_use = Gauge(
             "user_service_db_pool_connections_in_use",
@@ -243,6 +272,7 @@ class Metrics:
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
             (self.housekeeping_purged, "kind", ("session", "refresh_token")),
+            (self.mail_deliveries, "result", MAIL_DELIVERY_RESULTS),
         ]
         for counter, label, values in known:
             for label_value in values:
