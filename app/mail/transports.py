@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -42,6 +43,9 @@ def build_email(row: OutboxMessage, from_address: str) -> EmailMessage:
     email.set_content(row.text_body)
     if row.html_body is not None:
         email.add_alternative(row.html_body, subtype="html")
+        # The default boundary is random; from the Message-ID, a retry is byte for byte
+        # the first attempt ("=_" cannot occur in base64 or quoted-printable text).
+        email.set_boundary("=_" + hashlib.sha256(row.message_id.encode()).hexdigest()[:40])
     return email
 
 
