@@ -89,8 +89,9 @@ async def test_mail_left_undelivered_at_shutdown_is_delivered_once_after_the_res
 
 
 async def test_the_embedded_default_writes_each_mail_as_an_eml_file_once(tmp_path: Path) -> None:
-    assert isinstance(build_transport(MailSettings()), FileTransport)
-    assert build_transport(MailSettings()).directory == Path(".data/mail")
+    default = build_transport(MailSettings())
+    assert isinstance(default, FileTransport)
+    assert default.directory == Path(".data/mail")
 
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'embedded.sqlite3'}")
     try:
