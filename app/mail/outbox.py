@@ -37,6 +37,11 @@ class OutgoingMail:
         # Header injection: a newline in a header value would start a header of its own.
         if any(c in value for value in (self.recipient, self.subject) for c in "\r\n"):
             raise ValueError("recipient and subject must be single lines")
+        # Exactly one bare address ("a@b", not "A <a@b>" or "a@b, c@d"): one mail, one person.
+        try:
+            Address(addr_spec=self.recipient)
+        except (ValueError, IndexError) as exc:
+            raise ValueError("recipient must be one email address") from exc
 
 
 def message_id_domain(settings: MailSettings) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import os
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +49,15 @@ def build_email(row: OutboxMessage, from_address: str) -> EmailMessage:
     return email
 
 
+def email_of(row: OutboxMessage, from_address: str) -> EmailMessage:
+    """build_email, with a row that cannot become a mail (a header that does not parse)
+    refused for good: retrying it would fail the same way every time."""
+    try:
+        return build_email(row, from_address)
+    except (ValueError, TypeError) as exc:
+        raise DeliveryError(f"not a valid mail: {type(exc).__name__}", permanent=True) from exc
+
+
 class Transport(Protocol):
     async def send(self, row: OutboxMessage) -> str | None:
         """Deliver the row's mail or raise DeliveryError; returns where it went when that
@@ -64,9 +73,14 @@ class SmtpTransport:
     async def send(self, row: OutboxMessage) -> str | None:
         settings = self._settings
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        email = email_of(row, settings.from_address)
         try:
             await aiosmtplib.send(
-                build_email(row, settings.from_address),
+                email,
+                # The envelope is explicit, never read back from the headers: the one
+                # recipient of the row, whatever a header might say.
+                sender=parseaddr(settings.from_address)[1],
+                recipients=[row.recipient],
                 hostname=self._host,
                 port=settings.smtp_port,
                 username=settings.smtp_username,
@@ -117,7 +131,7 @@ class FileTransport:
         self._from_address = from_address
 
     async def send(self, row: OutboxMessage) -> str | None:
-        data = bytes(build_email(row, self._from_address))
+        data = bytes(email_of(row, self._from_address))
         try:
             return await asyncio.to_thread(self._write, f"{row.id}.eml", data)
         except OSError as exc:

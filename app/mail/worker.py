@@ -121,6 +121,10 @@ class OutboxWorker:
             except DeliveryError as failure:
                 self._failed(row, now, failure)
                 return
+            except Exception as exc:  # noqa: BLE001 - a bug must not pin this row at the head of the queue
+                # Only the class: an unexpected exception's text could hold anything.
+                self._failed(row, now, DeliveryError(f"unexpected {type(exc).__name__}", permanent=False))
+                return
             row.sent_at = now
             row.last_error = None
             await session.flush()

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from uuid_utils.compat import uuid7
 
 from app.db.models import OutboxMessage
 from app.mail.outbox import OutgoingMail, enqueue
@@ -261,3 +262,33 @@ async def test_a_mail_not_yet_due_waits(db_engine: AsyncEngine, smtp: SmtpServer
         )
     assert await worker_for(db_engine, settings).deliver_due() == 0
     assert smtp.received == []
+
+
+async def test_a_row_that_cannot_become_a_mail_is_given_up_and_does_not_block_the_rest(
+    db_engine: AsyncEngine, smtp: SmtpServer
+) -> None:
+    settings = mail_settings(smtp)
+    # Written around enqueue's checks (an older release, a hand-made row): a header
+    # injection attempt that must never reach the server, at the head of the queue.
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO outbox_messages (id, created_at, kind, recipient, subject, text_body, message_id, "
+                "attempts, next_attempt_at) VALUES (:id, :at, 'test_mail', 'a@example.test', "
+                ":subject, 'body', '<poison@example.test>', 0, :at)"
+            ),
+            {
+                "id": uuid7(),
+                "at": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+                "subject": "Hi\r\nBcc: everyone@example.test",
+            },
+        )
+    [good] = await enqueue_committed(db_engine, settings, a_mail(1))
+
+    worker = worker_for(db_engine, settings)
+    assert await worker.deliver_due() == 2
+
+    assert [mail.message_id for mail in smtp.received] == [good.message_id]
+    poison = next(row for row in await rows(db_engine) if row.message_id == "<poison@example.test>")
+    assert poison.gave_up_at is not None
+    assert poison.last_error == "refused for good: not a valid mail: ValueError"

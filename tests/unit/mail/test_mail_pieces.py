@@ -86,9 +86,12 @@ def test_message_ids_use_the_senders_domain() -> None:
         {"subject": "one\r\nBcc: everyone@example.test"},
         {"recipient": "a@example.test\nBcc: b@example.test"},
         {"kind": ""},
+        {"recipient": "a@example.test, b@example.test"},
+        {"recipient": "Anne <a@example.test>"},
+        {"recipient": "nonsense"},
     ],
 )
 def test_an_outgoing_mail_refuses_header_injection_and_a_missing_kind(changes: dict[str, str]) -> None:
     fields = {"kind": "test", "recipient": "a@example.test", "subject": "Hi", "text_body": "x", **changes}
-    with pytest.raises(ValueError, match=r"single lines|kind"):
+    with pytest.raises(ValueError, match=r"single lines|kind|one email address"):
         OutgoingMail(**fields)
