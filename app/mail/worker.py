@@ -88,8 +88,9 @@ class OutboxWorker:
 
     async def sample(self) -> None:
         """The outbox gauges (depth, age of the oldest waiting mail)."""
-        async with self._sessions() as session:
-            state = await outbox_state(session)
+        with self._telemetry.polling():
+            async with self._sessions() as session:
+                state = await outbox_state(session)
         age = 0.0
         if state.oldest_created_at is not None:
             age = max(0.0, (utcnow() - state.oldest_created_at).total_seconds())
@@ -97,7 +98,8 @@ class OutboxWorker:
 
     async def _deliver_next(self) -> bool:
         async with self._sessions() as session, session.begin():
-            row = (await session.execute(next_due(self._dialect, utcnow()))).scalar_one_or_none()
+            with self._telemetry.polling():
+                row = (await session.execute(next_due(self._dialect, utcnow()))).scalar_one_or_none()
             if row is None:
                 return False
             await self._attempt(session, row)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from uuid import UUID
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -32,6 +33,14 @@ class MailTelemetry:
     def __init__(self, metrics: Metrics | None, tracing: Tracing | None) -> None:
         self._metrics = metrics
         self._tracing = tracing
+
+    @contextlib.contextmanager
+    def polling(self) -> Iterator[None]:
+        """The worker's look for due mail and its gauge sample, once a second per process:
+        no SQL spans for them, or idle polling would be most of the traces stored. The
+        statements that deliver a mail run inside its delivery span and are traced."""
+        with suppress_instrumentation():
+            yield
 
     @contextlib.contextmanager
     def delivery(self, *, outbox_id: UUID, kind: str, attempt: int, traceparent: str | None) -> Iterator[None]:

@@ -95,7 +95,9 @@ async def test_a_committed_mail_arrives_within_seconds_with_its_headers_and_a_li
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     metrics = Metrics(service_version="test", commit="test")
-    telemetry = MailTelemetry(metrics, Tracing(provider))
+    tracing = Tracing(provider)
+    tracing.instrument_engine(db_engine)
+    telemetry = MailTelemetry(metrics, tracing)
     # The request that writes the mail runs in a span; its traceparent goes with the row.
     with provider.get_tracer("test").start_as_current_span("POST /register") as request_span:
         [row] = await enqueue_committed(db_engine, settings, a_mail(1, html=True))
@@ -104,7 +106,9 @@ async def test_a_committed_mail_arrives_within_seconds_with_its_headers_and_a_li
     started = asyncio.get_running_loop().time()
     async with running(worker_for(db_engine, settings, telemetry)):
         received = await smtp.received_at_least(1, within=10)
+        await asyncio.sleep(0.3)  # a few idle polls
     assert asyncio.get_running_loop().time() - started < 5
+    spans = exporter.get_finished_spans()  # before this test's own queries below
 
     [mail] = received
     assert mail.recipients == ["person1@example.test"]
@@ -128,13 +132,23 @@ async def test_a_committed_mail_arrives_within_seconds_with_its_headers_and_a_li
     assert metrics.registry.get_sample_value("user_service_mail_deliveries_total", {"result": "sent"}) == 1
     assert metrics.registry.get_sample_value("user_service_mail_outbox_depth") == 0
 
-    [delivery] = [span for span in exporter.get_finished_spans() if span.name == "mail deliver"]
+    [delivery] = [span for span in spans if span.name == "mail deliver"]
     assert [link.context.trace_id for link in delivery.links] == [request_span.get_span_context().trace_id]
     # A trace of its own: the request ended long before (and a retry may come days later).
     assert delivery.context.trace_id != request_span.get_span_context().trace_id
     assert delivery.attributes is not None
     assert delivery.attributes["user_service.mail.outbox_id"] == str(row.id)
     assert trace.get_current_span() is trace.INVALID_SPAN
+    # The worker's idle polling made no traces; the statements that marked the mail sent
+    # are children of its delivery span.
+    polling = [s.name for s in spans if s.context.trace_id not in traces_of(delivery, request_span)]
+    assert polling == []
+    marking = [s for s in spans if s.parent and s.parent.span_id == delivery.context.span_id]
+    assert any(s.name.startswith("UPDATE") for s in marking), [s.name for s in marking]
+
+
+def traces_of(*spans: object) -> set[int]:
+    return {span.get_span_context().trace_id for span in spans}  # type: ignore[attr-defined]
 
 
 async def test_a_rolled_back_transaction_sends_nothing(db_engine: AsyncEngine, smtp: SmtpServer) -> None:
