@@ -269,6 +269,9 @@ class MailSettings(BaseModel):
     smtp_security: SmtpSecurity = SmtpSecurity.STARTTLS
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    # PEM bundle of the CA that signed the relay's certificate (a relay inside the cluster
+    # with a private CA). Unset: the system's trust store. Certificates are always verified.
+    smtp_ca_file: Path | None = None
     from_address: str = "User Service <no-reply@localhost>"
     # Links in mails start with this: the public URL of the service, as a person's browser
     # reaches it (not the pod's address).

@@ -15,8 +15,10 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from testkit.ports import free_port
+from testkit.tls import LoopbackCertificate
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,46 @@ class _Recorder:
 
 
 class SmtpServer:
-    def __init__(self) -> None:
+    """``security``: "none" (plain), "starttls" (STARTTLS required before MAIL) or "tls"
+    (implicit TLS), the latter two with ``certificate``. With ``credentials`` (username,
+    password) AUTH is required, and offered only over TLS."""
+
+    def __init__(
+        self,
+        *,
+        security: str = "none",
+        certificate: LoopbackCertificate | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.host = "127.0.0.1"
+        self.security = security
+        self.credentials = credentials
+        self.certificate = certificate
         self._recorder = _Recorder()
-        self._controller = Controller(self._recorder, hostname=self.host, port=self.port)
+        options: dict[str, Any] = {}
+        if security != "none":
+            assert certificate is not None, "TLS needs a certificate"
+            context = certificate.server_context()
+            options.update(
+                {"ssl_context": context} if security == "tls" else {"tls_context": context, "require_starttls": True}
+            )
+        if credentials is not None:
+            # aiosmtpd counts only STARTTLS as TLS for auth_require_tls; under implicit TLS the
+            # whole connection is encrypted, so AUTH needs no further condition there.
+            options.update(
+                {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": security != "tls"}
+            )
+        self._controller = Controller(self._recorder, hostname=self.host, port=self.port, **options)
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        if (
+            self.credentials is not None
+            and isinstance(auth_data, LoginPassword)
+            and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
+        ):
+            return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
 
     @property
     def received(self) -> list[Received]:
@@ -99,16 +136,21 @@ class SmtpServer:
 
     def env(self) -> dict[str, str]:
         """The service's settings that send to this server."""
-        return {
+        env = {
             "USER_SERVICE_MAIL__SMTP_HOST": self.host,
             "USER_SERVICE_MAIL__SMTP_PORT": str(self.port),
-            "USER_SERVICE_MAIL__SMTP_SECURITY": "none",
+            "USER_SERVICE_MAIL__SMTP_SECURITY": self.security,
         }
+        if self.certificate is not None:
+            env["USER_SERVICE_MAIL__SMTP_CA_FILE"] = str(self.certificate.ca_file)
+        if self.credentials is not None:
+            env["USER_SERVICE_MAIL__SMTP_USERNAME"], env["USER_SERVICE_MAIL__SMTP_PASSWORD"] = self.credentials
+        return env
 
 
 @contextmanager
-def smtp_server() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
+def smtp_server(**options: Any) -> Iterator[SmtpServer]:
+    server = SmtpServer(**options).start()
     try:
         yield server
     finally:

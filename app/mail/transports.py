@@ -90,6 +90,7 @@ class SmtpTransport:
                 # "none" means plain (a catcher on loopback with a certificate nobody trusts).
                 start_tls=settings.smtp_security is SmtpSecurity.STARTTLS,
                 timeout=settings.smtp_timeout_seconds,
+                cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
             )
         except aiosmtplib.SMTPException as exc:
             raise DeliveryError(_describe(exc, password), permanent=_is_permanent(exc)) from exc
