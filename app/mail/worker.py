@@ -17,9 +17,13 @@ the same Message-ID, so the receiving side (and the person) can recognise the re
 Closing that window would need the SMTP server to take part in our transaction, which
 SMTP cannot do: delivery is at least once, duplicates are bounded to that crash.
 
-SQLite (the embedded default) has no row locks: one worker delivers, the one in the
-service process. pysqlite opens no transaction for a SELECT, so the claim holds no lock
-while the mail is sent, and request writes are never blocked behind an SMTP exchange.
+SQLite (the embedded default) has no row locks: one worker per database file delivers.
+Every worker takes an exclusive ``flock`` on ``<database file>.mail-worker.lock`` first
+and only its holder delivers (uvicorn with several worker processes runs one delivery
+worker each; SQLite is on one host, so a file lock reaches them all); the others wait for
+it and take over if the holder exits. pysqlite opens no transaction for a SELECT, so the
+claim holds no lock while the mail is sent, and request writes are never blocked behind
+an SMTP exchange.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import random
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -61,20 +68,52 @@ class OutboxWorker:
         self._settings = settings
         self._telemetry = telemetry
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        database = engine.url.database
+        self._lock_file = (
+            Path(f"{database}.mail-worker.lock")
+            if self._dialect == "sqlite" and database not in (None, "", ":memory:")
+            else None
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; the mail being sent when it is set is finished
         and marked first (a cancelled send would be sent again after the restart)."""
-        while not stop.is_set():
-            handled = 0
+        async with self._sole_worker_on_sqlite(stop) as may_deliver:
+            while may_deliver and not stop.is_set():
+                handled = 0
+                try:
+                    handled = await self.deliver_due(stop)
+                    await self.sample()
+                except Exception as exc:  # noqa: BLE001 - the database may be away; next round
+                    self._telemetry.worker_failed(type(exc).__name__)
+                if handled < self._settings.batch_size:
+                    await self._pause(stop)
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self._settings.poll_interval_seconds)
+
+    @contextlib.asynccontextmanager
+    async def _sole_worker_on_sqlite(self, stop: asyncio.Event) -> AsyncIterator[bool]:
+        """On SQLite, yields True once this worker holds the database's delivery lock (False
+        if stopped first); elsewhere at once (row locks share the work)."""
+        if self._lock_file is None:
+            yield True
+            return
+        with self._lock_file.open("a+b") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await self._pause(stop)
+                    if stop.is_set():
+                        yield False
+                        return
             try:
-                handled = await self.deliver_due(stop)
-                await self.sample()
-            except Exception as exc:  # noqa: BLE001 - the database may be away; next round
-                self._telemetry.worker_failed(type(exc).__name__)
-            if handled < self._settings.batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._settings.poll_interval_seconds)
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     async def deliver_due(self, stop: asyncio.Event | None = None) -> int:
         """One round: up to ``batch_size`` due mails, each in its own transaction. Returns

@@ -11,7 +11,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from app.db.migrate import upgrade_to_head
@@ -113,3 +113,61 @@ async def test_the_embedded_default_writes_each_mail_as_an_eml_file_once(tmp_pat
     assert mail["Message-ID"] == row.message_id
     assert mail["To"] == "person0@example.test"
     assert stored.sent_at is not None
+
+
+class RecordingFileTransport(FileTransport):
+    """The file transport, counting its sends, and writing through another connection
+    while each mail is "on the wire": a lock the worker held during the send would make
+    that write fail (SQLite: database is locked)."""
+
+    def __init__(self, directory: Path, writer: AsyncEngine | None = None) -> None:
+        super().__init__(directory, "no-reply@example.test")
+        self.sent: list[str] = []
+        self._writer = writer
+
+    async def send(self, row: OutboxMessage) -> str | None:
+        if self._writer is not None:
+            async with self._writer.begin() as conn:
+                # Rewrites every row (same values): a commit that changes pages needs the
+                # exclusive lock, which any reader's open transaction would deny.
+                await conn.execute(text("UPDATE outbox_messages SET kind = kind"))
+        where = await super().send(row)
+        self.sent.append(row.message_id)
+        return where
+
+
+async def test_on_sqlite_one_worker_delivers_and_holds_no_database_lock_while_sending(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'embedded.sqlite3'}"
+    # Two processes' worth of delivery workers (uvicorn with two worker processes), each
+    # with its own engine, and a third connection writing during every send, with a short
+    # busy timeout so that a held lock fails the test instead of waiting it out.
+    engines = [create_async_engine(url) for _ in range(2)]
+    writer = create_async_engine(url, connect_args={"timeout": 0.5})
+    try:
+        await upgrade_to_head(engines[0])
+        settings = MailSettings(file_directory=tmp_path / "mail", poll_interval_seconds=0.05)
+        queued = await enqueue_committed(engines[0], settings, 20)
+        transports = [RecordingFileTransport(tmp_path / "mail", writer) for _ in engines]
+        workers = [
+            OutboxWorker(engine, transport, settings, MailTelemetry(None, None))
+            for engine, transport in zip(engines, transports, strict=True)
+        ]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(worker.run(stop)) for worker in workers]
+        for _ in range(400):
+            if all(row.sent_at for row in await outbox(engines[0])):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        stored = await outbox(engines[0])
+    finally:
+        for engine in [*engines, writer]:
+            await engine.dispose()
+
+    assert all(row.sent_at is not None and row.last_error is None for row in stored)
+    sent = [message_id for transport in transports for message_id in transport.sent]
+    assert Counter(sent) == Counter(row.message_id for row in queued)
+    # One of them held the database's delivery lock; the other never sent anything.
+    assert sorted(len(transport.sent) for transport in transports) == [0, 20]
