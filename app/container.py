@@ -14,19 +14,31 @@ from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from app import __version__
 from app.db.config import database_config
 from app.identity.password_policy import BreachedPasswordChecker
 from app.identity.passwords import PasswordHasher
-from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, RedisThrottleStore
+from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, RedisThrottleStore, ThrottleStore
+from app.identity.throttle_failover import FailoverThrottleStore
 from app.identity.tokens import TokenIssuer
 from app.mail.transports import FileTransport, SmtpTransport, build_transport
 from app.mail.worker import OutboxWorker
 from app.observability.events import SecurityEvents
 from app.observability.setup import Observability, build_observability
+from app.observability.shared_store import SharedStoreHealth
 from app.settings import Environment, Settings
 from app.system.health import Lifecycle
+from app.web.shared_store import FailoverStore
+
+# Redis runs next to the service (same cluster, sub-millisecond answers): half a second
+# without a connection or an answer means it is away, and the request is served by the
+# fallback instead of waiting. One immediate retry covers a pooled connection that Redis
+# closed (a restart); redis-py's default (10 retries with back-off) would hold a request
+# for seconds on a dead Redis.
+REDIS_TIMEOUT_SECONDS = 0.5
 
 
 class Container:
@@ -44,6 +56,7 @@ class Container:
         "rate_limit_store",
         "redis",
         "settings",
+        "shared_store_health",
         "tokens",
     )
 
@@ -59,6 +72,7 @@ class Container:
         login_throttle: LoginThrottle,
         rate_limit_store: Store,
         redis: Redis | None,
+        shared_store_health: SharedStoreHealth | None,
         lifecycle: Lifecycle,
         mail_transport: SmtpTransport | FileTransport,
     ) -> None:
@@ -73,6 +87,8 @@ class Container:
         # Redis that holds them and the login throttle for every replica.
         self.rate_limit_store = rate_limit_store
         self.redis = redis
+        # Whether that Redis answers (None without one); the lifespan probes it.
+        self.shared_store_health = shared_store_health
         self.lifecycle = lifecycle
         # How the outbox's mail leaves (SMTP, or files without an SMTP host).
         self.mail_transport = mail_transport
@@ -95,13 +111,28 @@ def build_container(settings: Settings, *, tracer_provider: TracerProvider | Non
     observability.watch_engine(database.get_engine())
     hasher = PasswordHasher(settings.passwords)
     _report_hashing(hasher, observability)
-    redis = Redis.from_url(settings.redis_url.get_secret_value()) if settings.redis_url is not None else None
-    if redis is not None:
-        rate_limit_store: Store = RedisStore(redis, namespace="user-service:rate-limit")
-        throttle_store: RedisThrottleStore | DatabaseThrottleStore = RedisThrottleStore(redis, settings.login_throttle)
+    database_throttle = DatabaseThrottleStore(database.get_engine(), settings.login_throttle)
+    redis: Redis | None = None
+    health: SharedStoreHealth | None = None
+    if settings.redis_url is not None:
+        redis = Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), retries=1),
+        )
+        health = SharedStoreHealth(observability.events)
+        # Redis down: rate limits fail open to this process's memory, the throttle fails
+        # over to PostgreSQL (the reasons are in the two modules' docstrings).
+        rate_limit_store: Store = FailoverStore(
+            RedisStore(redis, namespace="user-service:rate-limit"), MemoryStore(), health
+        )
+        throttle_store: ThrottleStore = FailoverThrottleStore(
+            RedisThrottleStore(redis, settings.login_throttle), database_throttle, health
+        )
     else:
         rate_limit_store = MemoryStore()
-        throttle_store = DatabaseThrottleStore(database.get_engine(), settings.login_throttle)
+        throttle_store = database_throttle
     return Container(
         settings=settings,
         database=database,
@@ -112,6 +143,7 @@ def build_container(settings: Settings, *, tracer_provider: TracerProvider | Non
         login_throttle=LoginThrottle(throttle_store, settings.login_throttle),
         rate_limit_store=rate_limit_store,
         redis=redis,
+        shared_store_health=health,
         lifecycle=Lifecycle(),
         mail_transport=build_transport(settings.mail),
     )

@@ -22,7 +22,9 @@ from app.identity.throttle import LoginThrottle
 from app.observability.logging import get_logger
 from app.settings import Environment
 from app.system.health import Lifecycle
+from app.system.metrics import MetricsListener
 from app.system.shutdown import drain_on_sigterm
+from app.web.shared_store import FailoverStore
 
 logger = get_logger("user_service.lifecycle")
 
@@ -84,11 +86,22 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
             await upgrade_to_head(db_config.get_engine())
         if (redis := container.redis) is not None:
             stack.push_async_callback(redis.aclose)
-        for background in (
+        if (listener := settings.metrics_listener) is not None and observability.metrics is not None:
+            # Closed after the drain (the stack unwinds in reverse): a scrape still sees the
+            # last requests of a stopping pod.
+            metrics_listener = MetricsListener(observability.metrics, *listener)
+            await metrics_listener.start()
+            stack.push_async_callback(metrics_listener.close)
+        background_tasks = [
             _await_current_schema(db_config, lifecycle),
             observability.sample_db_pool(db_config.get_engine()),
             _housekeeping(container),
-        ):
+        ]
+        if redis is not None and container.shared_store_health is not None:
+            # Keeps user_service_shared_store_up true while no request uses Redis, and ends
+            # an outage's fallback as soon as Redis answers again.
+            background_tasks.append(container.shared_store_health.probe_forever(redis.ping))
+        for background in background_tasks:
             stack.push_async_callback(_cancel, asyncio.create_task(background))
         if settings.mail.worker_enabled:
             stop_delivering = asyncio.Event()
@@ -152,6 +165,8 @@ async def forget_stale_abuse_state(throttle: LoginThrottle, rate_limits: Store) 
         forgotten = await throttle.forget_stale()
         if isinstance(rate_limits, MemoryStore):
             await rate_limits.delete_expired()
+        elif isinstance(rate_limits, FailoverStore):
+            await rate_limits.local.delete_expired()  # what an outage of Redis left in memory
     except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
         logger.warning("housekeeping_failed", error=type(exc).__name__)
         return 0

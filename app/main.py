@@ -82,7 +82,9 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
 
     route_handlers: list[Any] = [AuthController, jwks, MeController, UsersController, HealthController]
     dependencies = {"container": _provide(container), "lifecycle": _provide(container.lifecycle)}
-    if observability.metrics is not None:
+    if observability.metrics is not None and settings.metrics_listener is None:
+        # With a metrics port of its own (the lifespan starts that listener), the service
+        # port has no /metrics route at all: it answers 404 like any unknown path.
         route_handlers.append(metrics_endpoint)
         dependencies["metrics"] = _provide(observability.metrics)
 

@@ -319,6 +319,15 @@ class MetricsSettings(BaseModel):
     enabled: bool = True
     # How often the database-pool gauges are sampled.
     pool_sample_seconds: float = Field(default=2.0, gt=0)
+    # GET /metrics on a listener of its own, and a 404 on the service port. Unset (the
+    # default, for a laptop and for compose behind nginx): /metrics on the service port.
+    # The Kubernetes manifests set it, so that whatever reaches the service port (the
+    # ingress, any pod the NetworkPolicy lets in) can never read the metrics there.
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # Where that listener binds. Unset: the service's own address (USER_SERVICE_SERVER__HOST),
+    # so the metrics are reachable exactly where the service is, loopback on a laptop and
+    # the pod's address in a container; who may connect is the NetworkPolicy's business.
+    host: str | None = None
 
 
 class TracingSettings(BaseModel):
@@ -395,6 +404,22 @@ class Settings(BaseSettings):
     # Build identity for the build_info metric; the image build sets them.
     build_version: str | None = None
     build_commit: str = "unknown"
+
+    @model_validator(mode="after")
+    def _metrics_port_of_its_own(self) -> Settings:
+        if self.metrics.port is not None and self.metrics.port == self.server.port:
+            raise ValueError(
+                "USER_SERVICE_METRICS__PORT must differ from USER_SERVICE_SERVER__PORT "
+                "(unset it to serve /metrics on the service port)"
+            )
+        return self
+
+    @property
+    def metrics_listener(self) -> tuple[str, int] | None:
+        """(host, port) of the separate /metrics listener, or None for the service port."""
+        if not self.metrics.enabled or self.metrics.port is None:
+            return None
+        return (self.metrics.host or self.server.host, self.metrics.port)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -268,7 +268,10 @@ class AccountService:
         try:
             async with self._throttle.check(account_throttle_key(user.id)) as check:
                 result = await self._hasher.verify(user.password_hash, normalize_password(password))
-                check.succeeded() if result.matches else check.failed()
+                if result.matches:
+                    check.succeeded()
+                else:
+                    check.failed()
         except Throttled as exc:
             self._events.password_check(purpose, "throttled", user.id, retry_after_seconds=exc.retry_after_seconds)
             raise PasswordChecksThrottled(exc.retry_after_seconds) from None

@@ -21,10 +21,12 @@ class SecurityEvents:
             self._metrics.login_attempts.labels(result="success").inc()
 
     def login_failed(self, reason: str, user_id: UUID | None = None) -> None:
-        """``reason``: unknown_user, wrong_password, inactive_user, deleted_user, shed."""
+        """``reason``: unknown_user, wrong_password, inactive_user, deleted_user, shed. The log
+        keeps it; the metric folds the four credential failures into ``failed``, so that a
+        scrape cannot tell an unknown name from a known one."""
         _log.warning("login_failed", reason=reason, user_id=str(user_id) if user_id else None)
         if self._metrics:
-            self._metrics.login_attempts.labels(result=reason).inc()
+            self._metrics.login_attempts.labels(result="shed" if reason == "shed" else "failed").inc()
 
     def login_throttled(self, failures: int, retry_after_seconds: int) -> None:
         """A login refused unheard because its name has too many recent failures."""
@@ -59,6 +61,24 @@ class SecurityEvents:
         _log.warning("rate_limited", route=route, client=client)
         if self._metrics:
             self._metrics.rate_limited.labels(route=route).inc()
+
+    def shared_store_failed(self, store: str | None, error: BaseException, *, was_up: bool) -> None:
+        """An operation on Redis failed and its fallback served it. Logged once per outage
+        (a dead Redis would otherwise log every request), counted every time."""
+        if was_up:
+            _log.error("shared_store_unavailable", store=store, error=type(error).__name__, detail=str(error)[:200])
+        if self._metrics:
+            if store is not None:
+                self._metrics.shared_store_errors.labels(store=store).inc()
+            if self._metrics.shared_store_up is not None:
+                self._metrics.shared_store_up.set(0)
+
+    def shared_store_available(self, *, was_up: bool | None) -> None:
+        """Redis answered (``was_up`` None: the first time, at start-up)."""
+        if was_up is False:
+            _log.warning("shared_store_recovered")
+        if self._metrics and self._metrics.shared_store_up is not None:
+            self._metrics.shared_store_up.set(1)
 
     def registration(self, result: str, user_id: UUID | None = None) -> None:
         """``result``: created, conflict, invalid, shed."""

@@ -30,7 +30,11 @@ HASH_DURATION_BUCKETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-LOGIN_RESULTS = ("success", "unknown_user", "wrong_password", "inactive_user", "deleted_user", "shed", "throttled")
+# One "failed" for every refused credential: separate unknown_user / wrong_password /
+# inactive_user / deleted_user series would tell whoever can scrape /metrics whether the
+# name just tried belongs to an account (issue 12, finding 7). The reason stays in the
+# login_failed log event, which only operators read.
+LOGIN_RESULTS = ("success", "failed", "shed", "throttled")
 # The routes with a per-address rate limit (the "route" label of rate_limited).
 RATE_LIMITED_ROUTES = ("login", "register", "refresh", "password_check")
 REGISTRATION_RESULTS = ("created", "conflict", "invalid", "shed", "error")
@@ -38,6 +42,8 @@ REFRESH_RESULTS = ("rotated", "unknown", "expired", "revoked", "reused", "user_i
 # Checks of a known account's password outside login (the "purpose" label), and their results.
 PASSWORD_CHECK_PURPOSES = ("password_change",)
 PASSWORD_CHECK_RESULTS = ("success", "failed", "throttled", "shed")
+# What keeps its state in the shared store (Redis) when one is configured.
+SHARED_STORE_USERS = ("rate_limit", "login_throttle")
 ACCOUNT_CHANGES = ("password_changed", "role_changed", "deactivated", "reactivated", "deleted")
 # What became of one delivery attempt from the outbox (the "result" label).
 MAIL_DELIVERY_RESULTS = ("sent", "failed", "gave_up")
@@ -54,7 +60,7 @@ class Exposition:
 
 
 class Metrics:
-    def __init__(self, *, service_version: str, commit: str) -> None:
+    def __init__(self, *, service_version: str, commit: str, shared_store: bool = False) -> None:
         self.multiprocess = multiprocess_dir() is not None
         self.registry = CollectorRegistry(auto_describe=True)
         if not self.multiprocess:
@@ -135,8 +141,7 @@ class Metrics:
         # --- Accounts and tokens ----------------------------------------------------------
         self.login_attempts = Counter(
             "user_service_login_attempts",
-            "Login attempts by result (success, unknown_user, wrong_password, inactive_user, deleted_user, shed, "
-            "throttled).",
+            "Login attempts by result (success, failed, shed, throttled); why a login failed is in the logs only.",
             ["result"],
             registry=r,
         )
@@ -222,6 +227,28 @@ class Metrics:
             registry=r,
         )
 
+        # --- Shared store (Redis) -----------------------------------------------------------
+        self.shared_store_errors = Counter(
+            "user_service_shared_store_errors",
+            "Operations on the shared store (Redis) that failed and were served by the fallback "
+            "(rate limits: this process's memory; login throttle: PostgreSQL), by what asked.",
+            ["store"],
+            registry=r,
+        )
+        # Registered only with a shared store configured: an unlabelled gauge is exported
+        # (at 0) from its creation, which without Redis would read as "Redis down".
+        # livemin: with several workers, one that cannot reach Redis shows as 0.
+        self.shared_store_up = (
+            Gauge(
+                "user_service_shared_store_up",
+                "1 while the shared store (Redis) answers, 0 while the fallbacks serve instead.",
+                multiprocess_mode="livemin",
+                registry=r,
+            )
+            if shared_store
+            else None
+        )
+
         # --- Database pool ----------------------------------------------------------------
         self.db_pool_in_use = Gauge(
             "user_service_db_pool_connections_in_use",
@@ -273,6 +300,7 @@ class Metrics:
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
             (self.housekeeping_purged, "kind", ("session", "refresh_token")),
             (self.mail_deliveries, "result", MAIL_DELIVERY_RESULTS),
+            (self.shared_store_errors, "store", SHARED_STORE_USERS),
         ]
         for counter, label, values in known:
             for label_value in values:

@@ -100,7 +100,11 @@ def _pool_waiters(pool: Any) -> int:
 def build_observability(settings: Settings, *, version: str, tracer_provider: TracerProvider | None) -> Observability:
     configure_logging(settings.logging)
     metrics = (
-        Metrics(service_version=settings.build_version or version, commit=settings.build_commit)
+        Metrics(
+            service_version=settings.build_version or version,
+            commit=settings.build_commit,
+            shared_store=settings.redis_url is not None,
+        )
         if settings.metrics.enabled
         else None
     )

@@ -35,10 +35,11 @@ def auth() -> Dashboard:
             Panel(
                 title="Login attempts by result",
                 description=(
-                    "success, unknown_user, wrong_password, inactive_user, deleted_user (all failures get the same "
-                    "401), shed (503, hashing pool full), throttled (429: the name has too many recent failures; "
-                    "no hash computed). A wave of unknown_user or wrong_password is credential stuffing "
-                    "(UserServiceCredentialStuffing): check the login_failed log events."
+                    "success, failed (unknown name, wrong password, inactive or deleted account: one label, so "
+                    "that the metrics cannot tell whether a name exists; the reason is in the login_failed log "
+                    "events), shed (503, hashing pool full), throttled (429: the name has too many recent "
+                    "failures; no hash computed). A wave of failed is credential stuffing "
+                    "(UserServiceCredentialStuffing): count the login_failed events by reason."
                 ),
                 targets=(
                     Target(
@@ -236,6 +237,7 @@ def auth() -> Dashboard:
                 ),
                 unit="reqps",
                 stacked=True,
+                width=8,
             ),
             Panel(
                 title="Login throttle",
@@ -252,6 +254,23 @@ def auth() -> Dashboard:
                     ),
                 ),
                 unit="reqps",
+                width=8,
+            ),
+            Panel(
+                title="Shared store (Redis) fallbacks",
+                description=(
+                    "Operations on Redis (USER_SERVICE_REDIS_URL) that failed and were served by the fallback: "
+                    "rate_limit counted in the replica's memory (per replica: N replicas allow N times the budget), "
+                    "login_throttle counted in PostgreSQL. Zero without Redis. See UserServiceSharedStoreDown."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (store) (rate(user_service_shared_store_errors_total{sel()}{RATE}))"),
+                        "{{store}}",
+                    ),
+                ),
+                unit="ops",
+                width=8,
             ),
         ),
     )

@@ -36,7 +36,7 @@ from sqlalchemy.exc import ArgumentError
 
 from app.identity.tokens import generate_private_key_pem
 from app.main import create_app
-from app.settings import DatabaseSettings, Environment, Settings, TokenSettings
+from app.settings import DatabaseSettings, Environment, MetricsSettings, Settings, TokenSettings
 from app.system.health import READY_DB_TIMEOUT_SECONDS
 from deploy.grafana.model import DASHBOARDS_DIR, JOB
 from deploy.k8s_artifacts import RULES_FILE
@@ -52,17 +52,24 @@ SERVER = "user-service"  # the Deployment, its container, the Service
 START_RSS_MIB = 204
 # Namespaces whose pods may reach the service's http port (the NetworkPolicy's comment).
 INGRESS_NAMESPACES = frozenset({"ingress-nginx", "monitoring"})
-# What the service's pods may call: DNS, PostgreSQL, the OpenTelemetry Collector.
-EGRESS_PORTS = frozenset({(53, "UDP"), (53, "TCP"), (5432, "TCP"), (4317, "TCP"), (4318, "TCP")})
+# Which port each of those may reach: the ingress controller (and the load test) the
+# service port, Prometheus only the metrics port (/metrics is never on the service port).
+METRICS_NAMESPACES = frozenset({"monitoring"})
+# What the service's pods may call: DNS, PostgreSQL, the shared Redis, the OpenTelemetry Collector.
+EGRESS_PORTS = frozenset({(53, "UDP"), (53, "TCP"), (5432, "TCP"), (6379, "TCP"), (4317, "TCP"), (4318, "TCP")})
+# The shared store of the rate limits and the throttle (k8s/base/redis.yaml).
+SHARED_STORE = "user-service-redis"
+# Variables only the server needs: the migration Job never touches the shared store.
+SERVER_ONLY_ENV = frozenset({"REDIS_PASSWORD", "USER_SERVICE_REDIS_URL"})
 # Keys of the secret CloudNativePG makes for a cluster's app user (pkg/specs/secrets.go).
 CNPG_APP_SECRET_KEYS = frozenset(
     {"username", "user", "password", "dbname", "host", "port", "pgpass", "uri", "jdbc-uri", "fqdn-uri", "fqdn-jdbc-uri"}
 )
 # Secrets each rendering leaves to the operator of the cluster (docs/deploy-kubernetes.md).
 EXTERNAL_SECRETS = {
-    "base": frozenset({"user-service-db", "user-service-signing-key", "user-service-tls"}),
+    "base": frozenset({"user-service-db", "user-service-signing-key", "user-service-tls", "user-service-redis"}),
     "overlays/dev": frozenset({"user-service-tls"}),
-    "overlays/prod": frozenset({"user-service-signing-key", "user-service-tls"}),
+    "overlays/prod": frozenset({"user-service-signing-key", "user-service-tls", "user-service-redis"}),
     "loadtest": frozenset({"locust"}),
 }
 CLUSTER_SCOPED = frozenset({"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"})
@@ -207,6 +214,21 @@ def app_routes() -> frozenset[str]:
         return frozenset(route.path for route in create_app(settings).routes)
 
 
+@cache
+def routes_with_metrics_port(port: int) -> frozenset[str]:
+    """The service port's paths when USER_SERVICE_METRICS__PORT is set, from the real app."""
+    with tempfile.TemporaryDirectory() as folder:
+        key = Path(folder) / "signing.pem"
+        key.write_bytes(generate_private_key_pem())
+        settings = Settings(
+            environment=Environment.TEST,
+            db=DatabaseSettings(url="postgresql+asyncpg://nobody@127.0.0.1:1/none"),  # never connected
+            tokens=TokenSettings(signing_key_file=key),
+            metrics=MetricsSettings(port=port),
+        )
+        return frozenset(route.path for route in create_app(settings).routes)
+
+
 def scrape_job() -> str:
     """The job label every rule and dashboard selects."""
     match = re.fullmatch(r'job="([^"]+)"', JOB)
@@ -323,6 +345,19 @@ def settings_problems(objs: list[Obj]) -> list[str]:
     ports = {p.get("name"): p["containerPort"] for p in container(server(objs)).get("ports", [])}
     if ports.get("http") != settings.server.port:
         problems.append(f"container port http is {ports.get('http')}, the server listens on {settings.server.port}")
+    listener = settings.metrics_listener
+    if listener is None:
+        problems.append("USER_SERVICE_METRICS__PORT is unset: /metrics would be on the service port")
+    else:
+        host, port = listener
+        if ports.get("metrics") != port:
+            problems.append(f"container port metrics is {ports.get('metrics')}, the metrics listener is on {port}")
+        if host != "0.0.0.0":  # noqa: S104 - Prometheus scrapes the pod's address
+            problems.append(f"the metrics listener binds {host}, unreachable for Prometheus")
+        if "/metrics" in routes_with_metrics_port(port):
+            problems.append("with the metrics port set, the service port still has a /metrics route")
+    if settings.redis_url is None:
+        problems.append("USER_SERVICE_REDIS_URL is unset: every replica would count the rate limits alone")
     return problems
 
 
@@ -449,6 +484,13 @@ def service_problems(objs: list[Obj]) -> list[str]:
         for port in service["spec"]["ports"]
         if port.get("targetPort") not in targets
     ]
+    # The Service the Ingress routes to carries the service port alone, never the metrics one.
+    metrics = {"metrics", ports.get("metrics")} - {None}
+    problems += [
+        f"Service port {port.get('name')} exposes the metrics port"
+        for port in service["spec"]["ports"]
+        if port.get("targetPort") in metrics
+    ]
     return problems
 
 
@@ -509,7 +551,9 @@ def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = I
     call out only to DNS, PostgreSQL and the collector."""
     deployment = server(objs) if of_kind(objs, "Deployment") else None
     labels = deployment["spec"]["template"]["metadata"]["labels"] if deployment else {"app.kubernetes.io/name": SERVER}
-    ports = {"http"} | {p["containerPort"] for p in container(deployment).get("ports", [])} if deployment else {"http"}
+    named = {p["name"]: p["containerPort"] for p in container(deployment).get("ports", [])} if deployment else {}
+    http_ports = {"http", named.get("http", "http")}
+    metrics_ports = {"metrics", named.get("metrics", "metrics")}
     policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(p["spec"]["podSelector"]["matchLabels"], labels)]
     problems: list[str] = [] if policies else ["no NetworkPolicy selects the server's pods"]
     types: set[str] = set()
@@ -525,12 +569,19 @@ def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = I
                 for peer in peers
                 if _peer_namespace(peer) not in allowed_sources or not peer.get("podSelector", {}).get("matchLabels")
             ]
+            # Prometheus reaches the metrics port and nothing else; everyone else the http port.
+            scrapers = {_peer_namespace(peer) for peer in peers} <= METRICS_NAMESPACES and bool(peers)
+            ports = metrics_ports if scrapers else http_ports
             if not rule.get("ports") or any(p.get("port") not in ports for p in rule["ports"]):
-                problems.append(f"{name}: ingress on ports {rule.get('ports')}, not only the http port")
+                which = "the metrics port" if scrapers else "the http port"
+                problems.append(
+                    f"{name}: ingress from {sorted(map(str, {_peer_namespace(p) for p in peers}))} "
+                    f"on ports {rule.get('ports')}, not only {which}"
+                )
         for rule in policy["spec"].get("egress", []):
             allowed = {(p.get("port"), p.get("protocol", "TCP")) for p in rule.get("ports", [])}
             if not allowed or not allowed <= EGRESS_PORTS:
-                problems.append(f"{name}: egress to ports {rule.get('ports')}, beyond DNS, PostgreSQL and OTLP")
+                problems.append(f"{name}: egress to ports {rule.get('ports')}, beyond DNS, PostgreSQL, Redis and OTLP")
     if deployment is not None and not {"Ingress", "Egress"} <= types:
         problems.append(f"policyTypes {sorted(types)}: both Ingress and Egress must be restricted")
     if deployment is not None:
@@ -546,21 +597,31 @@ def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = I
 
 
 def service_monitor_problems(objs: list[Obj]) -> list[str]:
-    """Prometheus scrapes GET /metrics on the http port under the job the rules select."""
-    monitor, service = one(objs, "ServiceMonitor", SERVER), one(objs, "Service", SERVER)
+    """Prometheus scrapes GET /metrics on the server pods' metrics port (never the service
+    port), through one Service, under the job the rules select."""
+    monitor, deployment = one(objs, "ServiceMonitor", SERVER), server(objs)
+    selector = monitor["spec"]["selector"].get("matchLabels", {})
+    services = [s for s in of_kind(objs, "Service") if selects(selector, s["metadata"].get("labels", {}))]
+    if len(services) != 1:
+        return [f"the ServiceMonitor selects {len(services)} Services, not exactly one"]
+    (service,) = services
     problems: list[str] = []
-    if not selects(monitor["spec"]["selector"].get("matchLabels", {}), service["metadata"].get("labels", {})):
-        problems.append("the ServiceMonitor does not select the Service")
+    if not selects(service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"]):
+        problems.append(f"the scraped Service {service['metadata']['name']} does not select the server's pods")
     job_label = monitor["spec"].get("jobLabel")
     job = service["metadata"]["labels"].get(job_label) if job_label else service["metadata"]["name"]
     if job != scrape_job():
         problems.append(f"scraped as job={job!r}; the rules and dashboards select job={scrape_job()!r}")
-    service_ports = {p.get("name") for p in service["spec"]["ports"]}
+    container_ports = {p.get("name"): p["containerPort"] for p in container(deployment).get("ports", [])}
+    service_ports = {p.get("name"): p.get("targetPort") for p in service["spec"]["ports"]}
     for endpoint in monitor["spec"]["endpoints"]:
+        target = service_ports.get(endpoint.get("port"))
         if endpoint.get("port") not in service_ports:
             problems.append(f"endpoint port {endpoint.get('port')} is not a port of the Service")
-        if endpoint.get("path", "/metrics") not in app_routes():
-            problems.append(f"endpoint path {endpoint.get('path')} is not a route of the service")
+        elif target not in {"metrics", container_ports.get("metrics")} or "metrics" not in container_ports:
+            problems.append(f"endpoint port {endpoint.get('port')} leads to {target}, not the metrics port")
+        if endpoint.get("path", "/metrics") != "/metrics":
+            problems.append(f"endpoint path {endpoint.get('path')} is not /metrics, which the metrics port serves")
     return problems
 
 
@@ -625,7 +686,8 @@ def migration_problems(objs: list[Obj]) -> list[str]:
         problems.append(f"the Job runs {migrate['command']}, not `litestar ... database upgrade --no-prompt`")
     if migrate["image"] != serve["image"]:
         problems.append(f"the Job's image {migrate['image']} is not the server's {serve['image']}")
-    if container_env(objs, job, migrate["name"]) != container_env(objs, deployment):
+    server_env = {k: v for k, v in container_env(objs, deployment).items() if k not in SERVER_ONLY_ENV}
+    if container_env(objs, job, migrate["name"]) != server_env:
         problems.append("the Job's environment differs from the server's")
     if pod_spec(job).get("restartPolicy") != "Never":
         problems.append("restartPolicy is not Never: a failing upgrade would be retried in place")
@@ -743,3 +805,129 @@ def copies_problems(objs: list[Obj]) -> list[str]:
             f"the dashboard ConfigMaps differ from {DASHBOARDS_DIR} ({sorted(copies)}, {sorted(originals)})"
         )
     return problems
+
+
+def shared_store_problems(objs: list[Obj]) -> list[str]:
+    """The server's USER_SERVICE_REDIS_URL names a Redis of this rendering (a Service that
+    leads to its pods' port), run as one replica without persistence, probed, under a
+    PodDisruptionBudget, reachable only from the server's pods and calling nobody, with
+    the password the server's URL carries."""
+    deployment = server(objs)
+    url = urlsplit(container_env(objs, deployment).get("USER_SERVICE_REDIS_URL", ""))
+    if url.scheme not in {"redis", "rediss"} or not url.hostname:
+        return [f"USER_SERVICE_REDIS_URL is {url.geturl()!r}, not a redis:// URL"]
+    services = [s for s in of_kind(objs, "Service") if s["metadata"]["name"] == url.hostname]
+    if not services:
+        return [f"USER_SERVICE_REDIS_URL names {url.hostname}, which is no Service of this rendering"]
+    (service,) = services
+    stores = [
+        o for o in objs
+        if o["kind"] in WORKLOADS and selects(service["spec"]["selector"], o["spec"]["template"]["metadata"]["labels"])
+    ]  # fmt: skip
+    if len(stores) != 1:
+        return [f"the Service {url.hostname} selects {len(stores)} workloads, not one Redis"]
+    (store,) = stores
+    spec = pod_spec(store)["containers"][0]
+    port = url.port or 6379
+    target = next((p.get("targetPort") for p in service["spec"]["ports"] if p["port"] == port), None)
+    named = {p.get("name"): p["containerPort"] for p in spec.get("ports", [])}
+    problems = []
+    if named.get(target, target) not in named.values():
+        problems.append(f"the Service {url.hostname} has no port {port} leading to a port of the store")
+    return (
+        problems
+        + _store_workload_problems(objs, store)
+        + _store_password_problems(deployment, spec)
+        + _store_policy_problems(objs, store, deployment, {target, port, *named})
+    )
+
+
+def _store_workload_problems(objs: list[Obj], store: Obj) -> list[str]:
+    where = f"{store['kind']}/{store['metadata']['name']}"
+    spec = pod_spec(store)["containers"][0]
+    args = [str(a) for a in spec.get("args", [])]
+    problems = [f"{where}: no {probe}" for probe in ("readinessProbe", "livenessProbe") if probe not in spec]
+    if store["spec"].get("replicas", 1) != 1:
+        problems.append(f"{where}: {store['spec'].get('replicas')} replicas of a store without replication")
+    if store["spec"].get("volumeClaimTemplates") or any(
+        "persistentVolumeClaim" in v for v in pod_spec(store).get("volumes", [])
+    ):
+        problems.append(f"{where}: persistent storage for counters that expire within the hour")
+    if "--appendonly" not in args or args[args.index("--appendonly") + 1] != "no":
+        problems.append(f"{where}: append-only persistence is not off")
+    labels = store["spec"]["template"]["metadata"]["labels"]
+    if not any(
+        selects(p["spec"]["selector"].get("matchLabels", {}), labels) for p in of_kind(objs, "PodDisruptionBudget")
+    ):
+        problems.append(f"{where}: no PodDisruptionBudget")
+    return problems
+
+
+def _secret_of(env: list[Obj], name: str | None) -> tuple[str, str] | None:
+    ref = next((e.get("valueFrom", {}).get("secretKeyRef") for e in env if e["name"] == name), None)
+    return (ref["name"], ref["key"]) if ref else None
+
+
+def _store_password_problems(deployment: Obj, store_container: Obj) -> list[str]:
+    """The server's URL and the store's --requirepass take the password from one secret key."""
+    server_env = container(deployment).get("env", [])
+    url_vars = [
+        m
+        for e in server_env
+        if e["name"] == "USER_SERVICE_REDIS_URL"
+        for m in _REFERENCE.findall(str(e.get("value", "")))
+    ]
+    args = [str(a) for a in store_container.get("args", [])]
+    if "--requirepass" not in args:
+        return ["the store has no --requirepass"]
+    store_vars = _REFERENCE.findall(args[args.index("--requirepass") + 1])
+    store_secret = _secret_of(store_container.get("env", []), store_vars[0] if store_vars else None)
+    if store_secret is None:
+        return ["the store's --requirepass does not come from a Secret"]
+    if not url_vars or _secret_of(server_env, url_vars[0]) != store_secret:
+        return ["the store's password and the one in USER_SERVICE_REDIS_URL come from different places"]
+    return []
+
+
+def _store_policy_problems(objs: list[Obj], store: Obj, deployment: Obj, store_ports: set[Any]) -> list[str]:
+    """Only the server's pods connect, only to Redis's port; Redis calls nobody; the
+    server's own policy lets it out to that port."""
+    labels = store["spec"]["template"]["metadata"]["labels"]
+    server_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(p["spec"]["podSelector"]["matchLabels"], labels)]
+    problems = [] if policies else ["no NetworkPolicy selects the store's pods"]
+    for policy in policies:
+        name = policy["metadata"]["name"]
+        if not {"Ingress", "Egress"} <= set(policy["spec"].get("policyTypes", [])):
+            problems.append(f"{name}: both Ingress and Egress must be restricted")
+        if policy["spec"].get("egress"):
+            problems.append(f"{name}: Redis may call out ({policy['spec']['egress']})")
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from", [])
+            if not peers or not all(_is_server_peer(peer, server_labels) for peer in peers):
+                problems.append(f"{name}: ingress from {peers}, not only the server's pods")
+            if not rule.get("ports") or any(p.get("port") not in store_ports for p in rule["ports"]):
+                problems.append(f"{name}: ingress on ports {rule.get('ports')}, not only Redis's")
+    server_egress = {
+        p.get("port")
+        for policy in of_kind(objs, "NetworkPolicy")
+        if selects(policy["spec"]["podSelector"]["matchLabels"], server_labels)
+        for rule in policy["spec"].get("egress", [])
+        for p in rule.get("ports", [])
+    }
+    if not server_egress & store_ports:
+        problems.append("the server's NetworkPolicy does not let it reach Redis")
+    return problems
+
+
+def _is_server_peer(peer: Obj, server_labels: Mapping[str, str]) -> bool:
+    """A peer of this namespace that selects the server's pods and no others (not the
+    migration Job's, which share the name label)."""
+    match = peer.get("podSelector", {}).get("matchLabels", {})
+    return (
+        "namespaceSelector" not in peer
+        and "ipBlock" not in peer
+        and bool(match)
+        and selects(match, server_labels)
+        and match.get("app.kubernetes.io/component") == "server"
+    )

@@ -60,7 +60,10 @@ def test_promtool_rejects_a_broken_copy(tmp_path: Path) -> None:
 def test_compose_prometheus_is_the_local_one_with_the_compose_target(compose: dict[str, Any]) -> None:
     local, composed = load_yaml(PROMETHEUS_CONFIG), load_yaml(PROMETHEUS_COMPOSE_CONFIG)
     [job] = composed["scrape_configs"]
-    port = environment(service(compose, "app"))["USER_SERVICE_SERVER__PORT"]
+    app = environment(service(compose, "app"))
+    # The metrics port, never the service port that nginx forwards to.
+    port = app["USER_SERVICE_METRICS__PORT"]
+    assert port != app["USER_SERVICE_SERVER__PORT"]
     assert job["static_configs"] == [{"targets": [f"app:{port}"]}]
     for document in (local, composed):
         document["scrape_configs"][0]["static_configs"] = "target"

@@ -24,6 +24,7 @@ CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
     "ingress": checks.ingress_problems,
     "network policy": checks.network_policy_problems,
     "service monitor": checks.service_monitor_problems,
+    "shared store": checks.shared_store_problems,
     "migration": checks.migration_problems,
     "autoscaling": checks.autoscaling_problems,
     "generated copies": checks.copies_problems,
@@ -91,6 +92,20 @@ def _pod(objs: list[Obj], kind: str = "Deployment", name: str = "user-service") 
     return checks.pod_spec(checks.one(objs, kind, name))
 
 
+def _redis(objs: list[Obj]) -> Obj:
+    return checks.one(objs, "Deployment", checks.SHARED_STORE)
+
+
+def _redis_container(objs: list[Obj]) -> Obj:
+    spec: Obj = checks.pod_spec(_redis(objs))["containers"][0]
+    return spec
+
+
+def _redis_policy(objs: list[Obj]) -> Obj:
+    spec: Obj = checks.one(objs, "NetworkPolicy", checks.SHARED_STORE)["spec"]
+    return spec
+
+
 def _probe(objs: list[Obj], probe: str) -> Obj:
     spec: Obj = _server_container(objs)[probe]
     return spec
@@ -124,6 +139,26 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "settings",
         "overlays/prod",
         lambda objs: _configmap(objs).pop("USER_SERVICE_SERVER__HOST"),
+    ),
+    "metrics on the service port": (
+        "settings",
+        "overlays/prod",
+        lambda objs: _configmap(objs).pop("USER_SERVICE_METRICS__PORT"),
+    ),
+    "metrics listener on loopback": (
+        "settings",
+        "overlays/dev",
+        lambda objs: _configmap(objs).update(USER_SERVICE_METRICS__HOST="127.0.0.1"),
+    ),
+    "metrics container port not the listener's": (
+        "settings",
+        "overlays/prod",
+        lambda objs: _server_container(objs)["ports"][1].update(containerPort=9100),
+    ),
+    "no shared store": (
+        "settings",
+        "overlays/prod",
+        lambda objs: _server_container(objs)["env"].pop(),
     ),
     "psycopg2 URL (CloudNativePG's uri as is)": (
         "settings",
@@ -199,6 +234,23 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "overlays/prod",
         lambda objs: checks.one(objs, "Service", "user-service")["spec"]["selector"].pop("app.kubernetes.io/component"),
     ),
+    "metrics port on the routed Service": (
+        "service",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Service", "user-service")["spec"]["ports"].append(
+            {"name": "metrics", "port": 9090, "targetPort": "metrics"}
+        ),
+    ),
+    "no seccomp for Redis": (
+        "security",
+        "overlays/prod",
+        lambda objs: checks.pod_spec(_redis(objs))["securityContext"].pop("seccompProfile"),
+    ),
+    "Redis with a writable root": (
+        "security",
+        "base",
+        lambda objs: _redis_container(objs)["securityContext"].update(readOnlyRootFilesystem=False),
+    ),
     "catch-all ingress path": (
         "ingress",
         "overlays/prod",
@@ -239,6 +291,16 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "overlays/prod",
         lambda objs: _policy(objs)["egress"].append({"ports": [{"port": 443, "protocol": "TCP"}]}),
     ),
+    "the ingress controller on the metrics port": (
+        "network policy",
+        "overlays/prod",
+        lambda objs: _policy(objs)["ingress"][0]["ports"].append({"port": "metrics", "protocol": "TCP"}),
+    ),
+    "Prometheus on the service port": (
+        "network policy",
+        "overlays/dev",
+        lambda objs: _policy(objs)["ingress"][1]["ports"].append({"port": "http", "protocol": "TCP"}),
+    ),
     "egress unrestricted": (
         "network policy",
         "overlays/dev",
@@ -255,6 +317,78 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "service monitor",
         "overlays/prod",
         lambda objs: scrape_endpoint(objs).update(path="/stats"),
+    ),
+    "scraping the service port": (
+        "service monitor",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Service", "user-service-metrics")["spec"]["ports"][0].update(targetPort="http"),
+    ),
+    "scraping both Services": (
+        "service monitor",
+        "base",
+        lambda objs: checks.one(objs, "ServiceMonitor", "user-service")["spec"]["selector"]["matchLabels"].pop(
+            "app.kubernetes.io/component"
+        ),
+    ),
+    "Redis URL to a host that is not here": (
+        "shared store",
+        "overlays/prod",
+        lambda objs: _env(objs, "USER_SERVICE_REDIS_URL").update(value="redis://:$(REDIS_PASSWORD)@redis:6379/0"),
+    ),
+    "Redis URL on the wrong port": (
+        "shared store",
+        "overlays/dev",
+        lambda objs: _env(objs, "USER_SERVICE_REDIS_URL").update(
+            value="redis://:$(REDIS_PASSWORD)@user-service-redis:6380/0"
+        ),
+    ),
+    "Redis with persistence": (
+        "shared store",
+        "base",
+        lambda objs: _redis_container(objs)["args"].__setitem__(
+            _redis_container(objs)["args"].index("--appendonly") + 1, "yes"
+        ),
+    ),
+    "two unreplicated Redis": ("shared store", "overlays/prod", lambda objs: _redis(objs)["spec"].update(replicas=2)),
+    "Redis without probes": ("shared store", "overlays/dev", lambda objs: _redis_container(objs).pop("readinessProbe")),
+    "Redis without a disruption budget": (
+        "shared store",
+        "overlays/prod",
+        lambda objs: objs.remove(checks.one(objs, "PodDisruptionBudget", checks.SHARED_STORE)),
+    ),
+    "Redis without a password": (
+        "shared store",
+        "base",
+        lambda objs: _redis_container(objs).update(args=["--port", "6379", "--appendonly", "no"]),
+    ),
+    "Redis password from another secret": (
+        "shared store",
+        "overlays/prod",
+        lambda objs: _redis_container(objs)["env"][0]["valueFrom"]["secretKeyRef"].update(name="other"),
+    ),
+    "Redis open to the namespace": (
+        "shared store",
+        "overlays/prod",
+        lambda objs: _redis_policy(objs)["ingress"][0]["from"][0]["podSelector"]["matchLabels"].pop(
+            "app.kubernetes.io/component"
+        ),
+    ),
+    "Redis open to another namespace": (
+        "shared store",
+        "overlays/dev",
+        lambda objs: _redis_policy(objs)["ingress"][0]["from"][0].update(
+            namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "default"}}
+        ),
+    ),
+    "Redis calling out": (
+        "shared store",
+        "overlays/prod",
+        lambda objs: _redis_policy(objs).update(egress=[{"ports": [{"port": 443}]}]),
+    ),
+    "server not let out to Redis": (
+        "shared store",
+        "overlays/prod",
+        lambda objs: _policy(objs)["egress"].pop(2),
     ),
     "migration prompts": (
         "migration",

@@ -20,7 +20,7 @@ from tests.deploy import k8s_checks as checks
 from tests.deploy.k8s_checks import Obj
 
 
-def for_podman(objs: list[Obj], database_url: str, key_dir: Path, port: int) -> list[Obj]:
+def for_podman(objs: list[Obj], database_url: str, key_dir: Path, port: int, metrics_port: int) -> list[Obj]:
     """The dev overlay's server Deployment and ConfigMap, changed only where podman 4.3's
     `kube play` cannot follow Kubernetes (each change says why); everything else (image
     entry point, envFrom, probes, securityContext, read-only root, /tmp emptyDir, the key
@@ -34,6 +34,7 @@ def for_podman(objs: list[Obj], database_url: str, key_dir: Path, port: int) -> 
     # mappings, so the named port goes and the probes name its number.
     pod["hostNetwork"] = True
     configmap["data"]["USER_SERVICE_SERVER__PORT"] = str(port)
+    configmap["data"]["USER_SERVICE_METRICS__PORT"] = str(metrics_port)  # 9090 may be taken on the host
     spec.pop("ports")
     for probe in checks.PROBES:
         spec[probe]["httpGet"]["port"] = port
@@ -43,6 +44,9 @@ def for_podman(objs: list[Obj], database_url: str, key_dir: Path, port: int) -> 
         if "secret" in volume:
             del volume["secret"]
             volume["hostPath"] = {"path": str(key_dir), "type": "Directory"}
+    # Only the server's pod is played, not the shared Redis: without USER_SERVICE_REDIS_URL
+    # the service counts rate limits in memory and the throttle in PostgreSQL (what it
+    # also falls back to when Redis is away; tests/integration/test_shared_store_outage.py).
     spec["env"] = [{"name": "USER_SERVICE_DB__URL", "value": database_url}]
     # podman's kube play does not create a missing working directory on a read-only root
     # (`podman run` and Kubernetes' runtimes do), and a buildah-built image has no /app.
@@ -63,8 +67,8 @@ def test_the_rendered_deployment_runs_under_podman_kube_play(
     key_dir.mkdir()
     (key_dir / "signing.pem").write_bytes(generate_private_key_pem())
     (key_dir / "signing.pem").chmod(0o444)
-    port = free_port()
-    objs = for_podman(rendered["overlays/dev"], migrated_database, key_dir, port)
+    port, metrics_port = free_port(), free_port()
+    objs = for_podman(rendered["overlays/dev"], migrated_database, key_dir, port, metrics_port)
     checks.pod_spec(objs[1])["containers"][0]["image"] = IMAGE
     manifest = tmp_path / "user-service.yaml"
     manifest.write_text(yaml.safe_dump_all(objs, sort_keys=False))
@@ -84,6 +88,10 @@ def test_the_rendered_deployment_runs_under_podman_kube_play(
             assert created.status_code == 201, created.text
             login = client.post("/api/v1/auth/login", json={"username": username, "password": password})
             assert login.status_code == 200, login.text
+            # /metrics only on the metrics port, as the manifests configure it.
+            assert client.get("/metrics").status_code == 404
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=15)
+            assert 'user_service_login_attempts_total{result="success"} 1.0' in scraped.text, scraped.text[:500]
         inspected = podman("inspect", container, "--format", "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}").stdout
         assert inspected.split() == ["true", f"{UID}:{UID}"], inspected
         assert podman("exec", container, "python", "-c", "import os; print(os.getuid())").stdout.strip() == str(UID)

@@ -35,6 +35,10 @@ def test_every_kustomization_renders_what_it_should(rendered: dict[str, list[Obj
     assert kinds["overlays/dev"] == (base - {"HorizontalPodAutoscaler"}) | {"Secret", "StatefulSet"}
     assert checks.one(rendered["overlays/prod"], "Cluster", "user-service-db")["spec"]["instances"] == 3
     assert checks.server(rendered["overlays/dev"])["spec"]["replicas"] == 1
+    # Every service rendering carries the shared store and the metrics Service.
+    for name in SERVICE_RENDERINGS:
+        assert checks.one(rendered[name], "Deployment", checks.SHARED_STORE)
+        assert checks.one(rendered[name], "Service", "user-service-metrics")
     locust = {o["metadata"]["name"] for o in checks.of_kind(rendered["loadtest"], "Deployment")}
     assert locust == {"locust-master", "locust-worker"}
 
