@@ -168,6 +168,11 @@ class OutboxWorker:
                 return
             row.sent_at = now
             row.last_error = None
+            # A sent mail is never sent again, and its body holds live single-use links
+            # (a reset token is valid for minutes): not kept in the database, its backups
+            # or its replicas. Headers stay for the record.
+            row.text_body = ""
+            row.html_body = None
             await session.flush()
             self._telemetry.sent(outbox_id=row.id, kind=row.kind, attempt=attempt, message_id=row.message_id)
             if where is not None:

@@ -128,6 +128,10 @@ async def test_a_committed_mail_arrives_within_seconds_with_its_headers_and_a_li
     [stored] = await rows(db_engine)
     assert stored.sent_at is not None
     assert stored.attempts == 1
+    # The body (with whatever link it carried) is gone once sent; the record stays.
+    assert stored.text_body == ""
+    assert stored.html_body is None
+    assert stored.subject == "Mail number 1"
     assert stored.last_error is None
     assert metrics.registry.get_sample_value("user_service_mail_deliveries_total", {"result": "sent"}) == 1
     assert metrics.registry.get_sample_value("user_service_mail_outbox_depth") == 0
