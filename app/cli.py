@@ -1,14 +1,18 @@
-"""``litestar users ...``: operator commands that need the service's own rules."""
+"""``litestar users ...`` and ``litestar mail ...``: operator commands that need the
+service's own rules."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 from pathlib import Path
 
 import anyio
 import click
 from litestar import Litestar
 from litestar.plugins import CLIPluginProtocol
+from prometheus_client import start_http_server
 
 from app.accounts.dependencies import account_service
 from app.accounts.seeding import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, seed_users
@@ -35,6 +39,20 @@ async def create_admin(container: Container, *, username: str, email: str, passw
         container.hasher.shutdown()
         await container.breach_checker.aclose()
         await container.database.get_engine().dispose()
+
+
+async def deliver_mail_until_stopped(container: Container) -> None:
+    """The outbox worker alone, until SIGTERM or SIGINT; the mail being sent then is
+    finished and marked before the process exits."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await container.outbox_worker().run(stop)
+    finally:
+        await container.database.get_engine().dispose()
+        container.observability.shutdown()
 
 
 def _explain(exc: DomainError) -> click.ClickException:
@@ -95,3 +113,28 @@ class UserAdminCLIPlugin(CLIPluginProtocol):
                 f"{result.already_present} already present, in {result.total_seconds:.2f} s "
                 f"(one argon2 hash: {result.hash_seconds:.3f} s)"
             )
+
+
+class MailCLIPlugin(CLIPluginProtocol):
+    def on_cli_init(self, cli: click.Group) -> None:
+        @cli.group(name="mail", help="The outgoing-mail outbox.")
+        def mail() -> None: ...
+
+        @mail.command(name="deliver")
+        @click.option(
+            "--metrics-port",
+            type=click.IntRange(min=0, max=65535),
+            default=None,
+            help="Serve this worker's Prometheus metrics (outbox depth and age, deliveries) on this port.",
+        )
+        def deliver_command(app: Litestar, metrics_port: int | None) -> None:
+            """Deliver the outbox until SIGTERM, for a deployment with USER_SERVICE_MAIL__WORKER_ENABLED=false."""
+            container = container_of(app)
+            if container.settings.db.is_embedded:
+                # SQLite has no row locks to share the work: the service process delivers.
+                raise click.ClickException("the embedded SQLite database is delivered by the service process itself")
+            metrics = container.observability.metrics
+            if metrics_port is not None and metrics is not None:
+                start_http_server(metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104 - scraped by Prometheus  # nosec B104
+            click.echo("delivering the mail outbox until SIGTERM")
+            asyncio.run(deliver_mail_until_stopped(container))

@@ -24,6 +24,8 @@ from app.identity.passwords import PasswordHasher
 from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, RedisThrottleStore, ThrottleStore
 from app.identity.throttle_failover import FailoverThrottleStore
 from app.identity.tokens import TokenIssuer
+from app.mail.transports import FileTransport, SmtpTransport, build_transport
+from app.mail.worker import OutboxWorker
 from app.observability.events import SecurityEvents
 from app.observability.setup import Observability, build_observability
 from app.observability.shared_store import SharedStoreHealth
@@ -49,6 +51,7 @@ class Container:
         "hasher",
         "lifecycle",
         "login_throttle",
+        "mail_transport",
         "observability",
         "rate_limit_store",
         "redis",
@@ -71,6 +74,7 @@ class Container:
         redis: Redis | None,
         shared_store_health: SharedStoreHealth | None,
         lifecycle: Lifecycle,
+        mail_transport: SmtpTransport | FileTransport,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -86,10 +90,18 @@ class Container:
         # Whether that Redis answers (None without one); the lifespan probes it.
         self.shared_store_health = shared_store_health
         self.lifecycle = lifecycle
+        # How the outbox's mail leaves (SMTP, or files without an SMTP host).
+        self.mail_transport = mail_transport
 
     @property
     def events(self) -> SecurityEvents:
         return self.observability.events
+
+    def outbox_worker(self) -> OutboxWorker:
+        """A delivery worker for the outbox (the lifespan's, or `litestar mail deliver`'s)."""
+        return OutboxWorker(
+            self.database.get_engine(), self.mail_transport, self.settings.mail, self.observability.mail
+        )
 
 
 def build_container(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Container:
@@ -133,6 +145,7 @@ def build_container(settings: Settings, *, tracer_provider: TracerProvider | Non
         redis=redis,
         shared_store_health=health,
         lifecycle=Lifecycle(),
+        mail_transport=build_transport(settings.mail),
     )
 
 

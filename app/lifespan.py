@@ -103,6 +103,10 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
             background_tasks.append(container.shared_store_health.probe_forever(redis.ping))
         for background in background_tasks:
             stack.push_async_callback(_cancel, asyncio.create_task(background))
+        if settings.mail.worker_enabled:
+            stop_delivering = asyncio.Event()
+            delivery = asyncio.create_task(deliver_mail(container, stop_delivering))
+            stack.push_async_callback(_stop_delivery, delivery, stop_delivering, settings.mail.smtp_timeout_seconds)
         stack.callback(drain_on_sigterm(lifecycle, settings.http.drain_seconds))
         # Everything alive now (modules, app, routes, pools) lives as long as the process:
         # frozen, the cyclic collector stops re-scanning it in every full collection,
@@ -169,6 +173,32 @@ async def forget_stale_abuse_state(throttle: LoginThrottle, rate_limits: Store) 
     if forgotten:
         logger.info("login_throttle_forgotten", entries=forgotten)
     return forgotten
+
+
+async def deliver_mail(container: Container, stop: asyncio.Event) -> None:
+    """The outbox's delivery worker, once the schema is current (before, every round would
+    fail on a missing table)."""
+    while not container.lifecycle.started:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SCHEMA_RETRY_SECONDS)
+        if stop.is_set():
+            return
+    mail = container.settings.mail
+    if mail.uses_smtp:
+        logger.info("mail_delivery_started", transport="smtp", host=mail.smtp_host, port=mail.smtp_port)
+    else:
+        logger.info("mail_delivery_started", transport="file", directory=str(mail.file_directory.resolve()))
+    await container.outbox_worker().run(stop)
+
+
+async def _stop_delivery(task: asyncio.Task[None], stop: asyncio.Event, smtp_timeout_seconds: float) -> None:
+    """Let the mail being sent finish and be marked (a send cut off after the server's 250
+    would be sent again after the restart); cancel only if it outlasts the SMTP timeouts."""
+    stop.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), smtp_timeout_seconds * 2 + 5)
+    except TimeoutError:
+        await _cancel(task)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -19,7 +19,7 @@ from app import __version__
 from app.accounts.authentication import BearerAuthMiddleware
 from app.accounts.controllers import AuthController, MeController, jwks
 from app.admin.controllers import UsersController
-from app.cli import UserAdminCLIPlugin
+from app.cli import MailCLIPlugin, UserAdminCLIPlugin
 from app.container import Container, build_container
 from app.lifespan import lifespan_of
 from app.settings import Settings
@@ -92,7 +92,12 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         container=container,
         outer=outer_chain(settings.http, observability.http),
         route_handlers=route_handlers,
-        plugins=[SQLAlchemyPlugin(config=container.database), UserAdminCLIPlugin(), *observability.plugins()],
+        plugins=[
+            SQLAlchemyPlugin(config=container.database),
+            UserAdminCLIPlugin(),
+            MailCLIPlugin(),
+            *observability.plugins(),
+        ],
         # Inside Litestar, in this order, after the outer chain: CORS (from cors_config),
         # per-address rate limits, bearer authentication, per-account rate limits.
         cors_config=_cors(settings),

@@ -252,6 +252,56 @@ class LoginThrottleSettings(BaseModel):
         return min(self.max_delay_seconds, delay)
 
 
+class SmtpSecurity(StrEnum):
+    NONE = "none"  # plain SMTP: a mail catcher on loopback, or a relay inside the cluster
+    STARTTLS = "starttls"  # connect in plain text, then upgrade (port 587)
+    TLS = "tls"  # implicit TLS from the first byte (port 465)
+
+
+class MailSettings(BaseModel):
+    """Outgoing mail (the transactional outbox, app/mail/). Without ``smtp_host`` nothing
+    leaves the machine: each mail is written as an .eml file under ``file_directory`` and
+    the log says where, so the embedded default needs no mail server."""
+
+    smtp_host: str | None = None
+    # 587 is the submission port with STARTTLS, the common case for a provider's relay.
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: SmtpSecurity = SmtpSecurity.STARTTLS
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # PEM bundle of the CA that signed the relay's certificate (a relay inside the cluster
+    # with a private CA). Unset: the system's trust store. Certificates are always verified.
+    smtp_ca_file: Path | None = None
+    from_address: str = "User Service <no-reply@localhost>"
+    # Links in mails start with this: the public URL of the service, as a person's browser
+    # reaches it (not the pod's address).
+    link_base_url: HttpUrl = HttpUrl("http://127.0.0.1:8000")
+    # Connecting and each SMTP command; a hung server must not hold a row's lock for long
+    # (each send runs inside the transaction that claimed the row).
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    file_directory: Path = Path(".data/mail")
+    # Deliver from the service process. Off where a separate `litestar mail deliver`
+    # deployment does it.
+    worker_enabled: bool = True
+    # How often an idle worker looks for due messages: the delay a person may wait for a
+    # mail on top of the SMTP round trip.
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # Messages one round sends before the worker samples the outbox gauges and looks again.
+    batch_size: int = Field(default=50, ge=1)
+    # Retries: the n-th failure waits a random time up to base * 2**(n-1), at most the cap
+    # (full jitter: replicas that failed together do not retry together).
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_max_seconds: float = Field(default=900.0, gt=0)
+    # A message not delivered after this long (or this many tries) is given up and the
+    # reason recorded: a reset link mailed two days late is worse than none.
+    give_up_after_seconds: int = Field(default=24 * 3600, ge=1)
+    max_attempts: int = Field(default=50, ge=1)
+
+    @property
+    def uses_smtp(self) -> bool:
+        return self.smtp_host is not None and self.smtp_host.strip() != ""
+
+
 class LogFormat(StrEnum):
     AUTO = "auto"  # JSON when stdout is not a terminal, colour when it is
     JSON = "json"
@@ -347,6 +397,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     login_throttle: LoginThrottleSettings = Field(default_factory=LoginThrottleSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
     # redis://[:password@]host:6379/0. When set, the rate-limit counters and the login
     # throttle live there (shared by every replica, no database writes on failed logins).
     redis_url: SecretStr | None = None
@@ -397,6 +448,11 @@ class Settings(BaseSettings):
             problems.append(
                 f"USER_SERVICE_HTTP__TRUSTED_PROXIES: {', '.join(catch_all)} trusts every peer, so any client "
                 "could choose the address its rate limits count; list the proxies' own addresses"
+            )
+        if self.mail.uses_smtp and self.mail.smtp_username and self.mail.smtp_security is SmtpSecurity.NONE:
+            problems.append(
+                "USER_SERVICE_MAIL__SMTP_SECURITY: 'none' with USER_SERVICE_MAIL__SMTP_USERNAME set would send "
+                "the SMTP password in clear text; use starttls or tls"
             )
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))

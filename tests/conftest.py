@@ -100,7 +100,9 @@ def _truncate(url: str) -> None:
     async def truncate() -> None:
         engine = create_async_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE users, auth_sessions, refresh_tokens, login_throttle CASCADE"))
+            await conn.execute(
+                text("TRUNCATE users, auth_sessions, refresh_tokens, login_throttle, outbox_messages CASCADE")
+            )
         await engine.dispose()
 
     anyio.run(truncate)

@@ -1,5 +1,5 @@
 """The persistent model: users, login sessions (refresh-token families), refresh tokens,
-and the failed-login counters of the login throttle."""
+and the failed-login counters of the login throttle, and the outbox of mail to send."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import ColumnElement, Enum, ForeignKey, Index, Integer, String, and_, func
+from sqlalchemy import ColumnElement, Enum, ForeignKey, Index, Integer, String, Text, and_, func, text
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -121,3 +121,41 @@ class LoginThrottleEntry(DefaultBase):
     in_flight: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     grant_token: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class OutboxMessage(UUIDv7Base):
+    """A mail to send, written in the transaction of the change it belongs to (app/mail/).
+
+    The delivery worker claims due rows (``next_attempt_at`` passed, neither sent nor given
+    up), sends them and marks them; ``message_id`` is fixed here, so a retry after an
+    ambiguous failure carries the same Message-ID as the first try."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        # The worker's one query: unsent rows in the order they fall due. Partial, so the
+        # index holds only the (few) pending rows, not every mail ever sent.
+        Index(
+            "ix_outbox_messages_due",
+            "next_attempt_at",
+            postgresql_where=text("sent_at IS NULL AND gave_up_at IS NULL"),
+            sqlite_where=text("sent_at IS NULL AND gave_up_at IS NULL"),
+        ),
+    )
+
+    created_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    # What the mail is for (verify_email, password_reset, ...): a bounded label for logs and metrics.
+    kind: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(255))
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text, default=None)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    gave_up_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # Why the last attempt failed (or why it was given up): an error class and the server's
+    # reply, cut to length; never a setting's value.
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    # W3C traceparent of the request that wrote it: the delivery's span links to that trace.
+    traceparent: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -45,6 +45,8 @@ PASSWORD_CHECK_RESULTS = ("success", "failed", "throttled", "shed")
 # What keeps its state in the shared store (Redis) when one is configured.
 SHARED_STORE_USERS = ("rate_limit", "login_throttle")
 ACCOUNT_CHANGES = ("password_changed", "role_changed", "deactivated", "reactivated", "deleted")
+# What became of one delivery attempt from the outbox (the "result" label).
+MAIL_DELIVERY_RESULTS = ("sent", "failed", "gave_up")
 
 
 def multiprocess_dir() -> str | None:
@@ -198,6 +200,33 @@ class Metrics:
             registry=r,
         )
 
+        # --- Mail outbox --------------------------------------------------------------------
+        # Sampled from the database by every delivering process: each sees the whole
+        # outbox, so several processes report one value and "max" (not a sum) is right.
+        self.mail_outbox_depth = Gauge(
+            "user_service_mail_outbox_depth",
+            "Mails in the outbox waiting to be sent (neither sent nor given up).",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.mail_outbox_oldest_age = Gauge(
+            "user_service_mail_outbox_oldest_unsent_age_seconds",
+            "Age of the oldest mail waiting to be sent; 0 when none waits.",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.mail_deliveries = Counter(
+            "user_service_mail_deliveries",
+            "Delivery attempts from the outbox by result (sent, failed: retried later, gave_up: never sent).",
+            ["result"],
+            registry=r,
+        )
+        self.mail_retries = Counter(
+            "user_service_mail_delivery_retries",
+            "Delivery attempts of mails that had failed before (a retry, whatever its result).",
+            registry=r,
+        )
+
         # --- Shared store (Redis) -----------------------------------------------------------
         self.shared_store_errors = Counter(
             "user_service_shared_store_errors",
@@ -270,6 +299,7 @@ class Metrics:
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
             (self.housekeeping_purged, "kind", ("session", "refresh_token")),
+            (self.mail_deliveries, "result", MAIL_DELIVERY_RESULTS),
             (self.shared_store_errors, "store", SHARED_STORE_USERS),
         ]
         for counter, label, values in known:

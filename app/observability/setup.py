@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.observability.events import SecurityEvents
 from app.observability.http import HttpTelemetry
 from app.observability.logging import configure_logging
+from app.observability.mail import MailTelemetry
 from app.observability.metrics import Metrics
 from app.observability.tracing import Tracing, build_tracing
 from app.settings import Settings
@@ -29,6 +30,7 @@ class Observability:
     tracing: Tracing | None
     events: SecurityEvents
     http: HttpTelemetry
+    mail: MailTelemetry
     pool_sample_seconds: float
 
     def plugins(self) -> list[PluginProtocol]:
@@ -117,5 +119,6 @@ def build_observability(settings: Settings, *, version: str, tracer_provider: Tr
         tracing=tracing,
         events=SecurityEvents(metrics),
         http=HttpTelemetry(metrics),
+        mail=MailTelemetry(metrics, tracing),
         pool_sample_seconds=settings.metrics.pool_sample_seconds,
     )

@@ -228,6 +228,46 @@ def service_overview() -> Dashboard:
             ),
         ),
     )
+    mail = Row(
+        "Mail outbox",
+        (
+            Panel(
+                title="Oldest waiting mail",
+                description=(
+                    "Age of the oldest mail in the outbox that is neither sent nor given up, sampled by each "
+                    "delivering process (max across them: each sees the whole outbox). Above 10 minutes for "
+                    "5, UserServiceMailOutboxStuck fires."
+                ),
+                targets=(Target(f"max(user_service_mail_outbox_oldest_unsent_age_seconds{sel()})", "oldest"),),
+                unit="s",
+                width=8,
+                thresholds=(Threshold(None, "green"), Threshold(600, "red")),
+            ),
+            Panel(
+                title="Mails waiting",
+                description="Mails in the outbox waiting to be sent (max across the delivering processes).",
+                targets=(Target(f"max(user_service_mail_outbox_depth{sel()})", "waiting"),),
+                width=8,
+            ),
+            Panel(
+                title="Deliveries by result",
+                description=(
+                    "Delivery attempts per second: sent, failed (retried later with back-off; see the "
+                    "mail_delivery_failed events) and gave_up (never sent; the reason is in the row's "
+                    "last_error). Retries: attempts of mails that had failed before."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (result) (rate(user_service_mail_deliveries_total{sel()}{RATE}))"),
+                        "{{result}}",
+                    ),
+                    Target(or_zero(f"sum(rate(user_service_mail_delivery_retries_total{sel()}{RATE}))"), "retries"),
+                ),
+                unit="ops",
+                width=8,
+            ),
+        ),
+    )
     build = Row(
         "Build",
         (
@@ -245,7 +285,7 @@ def service_overview() -> Dashboard:
     return Dashboard(
         uid="user-service-overview",
         title="User service / Overview",
-        description="RED per route, SLOs and error budgets, hashing-pool and database-pool saturation.",
+        description="RED per route, SLOs and error budgets, hashing-pool and database-pool saturation, mail outbox.",
         filename="service-overview.json",
-        rows=(slo, traffic, saturation, build),
+        rows=(slo, traffic, saturation, mail, build),
     )

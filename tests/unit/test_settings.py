@@ -14,9 +14,11 @@ from app.settings import (
     Environment,
     HttpSettings,
     LoginThrottleSettings,
+    MailSettings,
     PasswordSettings,
     RateLimitSettings,
     Settings,
+    SmtpSecurity,
     TokenSettings,
 )
 
@@ -281,3 +283,38 @@ def test_turned_off_protections_are_named(key_file: Path) -> None:
     assert "USER_SERVICE_LOGIN_THROTTLE__ENABLED=false" in named
     assert "USER_SERVICE_HTTP__CORS_ALLOW_ORIGINS=*" in named
     assert _production(key_file).disabled_protections() == []
+
+
+def test_production_refuses_an_smtp_password_in_clear_text(key_file: Path) -> None:
+    with pytest.raises(ValidationError, match="USER_SERVICE_MAIL__SMTP_SECURITY"):
+        Settings(
+            environment="production",
+            db=DatabaseSettings(url=POSTGRES_URL),
+            tokens=TokenSettings(signing_key_file=key_file),
+            mail=MailSettings(smtp_host="smtp.example.com", smtp_security="none", smtp_username="svc"),
+        )
+
+
+def test_production_accepts_plain_smtp_without_a_username_and_tls_with_one(key_file: Path) -> None:
+    for mail in (
+        MailSettings(smtp_host="relay.internal", smtp_security="none"),
+        MailSettings(smtp_host="smtp.example.com", smtp_security="tls", smtp_username="svc"),
+    ):
+        Settings(
+            environment="production",
+            db=DatabaseSettings(url=POSTGRES_URL),
+            tokens=TokenSettings(signing_key_file=key_file),
+            mail=mail,
+        )
+
+
+def test_mail_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USER_SERVICE_MAIL__SMTP_HOST", "mail.example.com")
+    monkeypatch.setenv("USER_SERVICE_MAIL__SMTP_SECURITY", "tls")
+    monkeypatch.setenv("USER_SERVICE_MAIL__SMTP_PASSWORD", "s3cret")
+    mail = Settings().mail
+    assert mail.uses_smtp
+    assert mail.smtp_security is SmtpSecurity.TLS
+    assert "s3cret" not in repr(mail)
+    # Without a host: no SMTP, mail goes to files.
+    assert not MailSettings().uses_smtp
