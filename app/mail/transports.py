@@ -66,7 +66,8 @@ class Transport(Protocol):
 
 class SmtpTransport:
     def __init__(self, settings: MailSettings) -> None:
-        assert settings.smtp_host is not None  # noqa: S101 - build_transport checks it
+        if settings.smtp_host is None:
+            raise ValueError("SmtpTransport needs USER_SERVICE_MAIL__SMTP_HOST (build_transport checks it)")
         self._settings = settings
         self._host = settings.smtp_host
 
