@@ -39,12 +39,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from redis.asyncio import Redis
-from sqlalchemy import ColumnElement, and_, case, delete, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import ReturningInsert
 
 from app.db.dialects import SUPPORTED, upsertable_insert
 from app.db.models import LoginThrottleEntry
@@ -142,26 +143,61 @@ def _seconds_until(moment: dt.datetime | None, now: dt.datetime) -> int:
     return math.ceil((moment - now).total_seconds())
 
 
+# The statements' values, typed as their columns so that each database gets them in its
+# own form (SQLite stores timestamps as text), and named unlike any column (SQLAlchemy
+# reserves a column's name for its own parameter in an INSERT or UPDATE).
+_KEY = bindparam("subject", type_=_Entry.key.type)
+_NOW = bindparam("at", type_=_Entry.last_failure_at.type)
+_STALE_BEFORE = bindparam("stale_before", type_=_Entry.last_failure_at.type)
+_LEASE_UNTIL = bindparam("lease_end", type_=_Entry.lease_until.type)
+_BLOCK_UNTIL = bindparam("block_end", type_=_Entry.blocked_until.type)
+_TOKEN = bindparam("grant", type_=_Entry.grant_token.type)
+
+
 class DatabaseThrottleStore:
     """One row per subject with failures or checks in flight; each statement runs in its
     own short transaction on the engine, never inside the request's session (whose
     connection must not be held while the password is hashed).
 
     Each step is a single upsert or update, so the row lock (PostgreSQL) or the database
-    write lock (SQLite) makes it atomic: no SELECT-then-write window between replicas."""
+    write lock (SQLite) makes it atomic: no SELECT-then-write window between replicas.
+
+    The statements are built once, with bound values: every login reserves and settles, and
+    building these CASE-laden upserts anew took about 1 ms of event-loop CPU per login."""
 
     def __init__(self, engine: AsyncEngine, settings: LoginThrottleSettings) -> None:
         self._engine = engine
         self._settings = settings
-        if engine.dialect.name not in SUPPORTED:
-            raise ValueError(f"the login throttle supports PostgreSQL and SQLite, not {engine.dialect.name}")
+        dialect = engine.dialect.name
+        if dialect not in SUPPORTED:
+            raise ValueError(f"the login throttle supports PostgreSQL and SQLite, not {dialect}")
+        self._state = select(
+            _Entry.failures, _Entry.last_failure_at, _Entry.blocked_until, _Entry.in_flight, _Entry.lease_until
+        ).where(_Entry.key == _KEY)
+        self._reserve = _reserve_statement(dialect, settings.free_attempts)
+        self._count_failure = _count_failure_statement(dialect)
+        self._block = update(_Entry).where(_Entry.key == _KEY).values(blocked_until=_BLOCK_UNTIL)
+        released = case((_Entry.in_flight > 0, _Entry.in_flight - 1), else_=0)
+        # The row goes when this was its only check in flight (a subject with nothing to
+        # remember leaves no row, or every user who ever logged in would have one);
+        # otherwise only this check is released.
+        last_check = or_(_Entry.in_flight <= 1, _Entry.lease_until.is_(None), _Entry.lease_until <= _NOW)
+        self._forget = {
+            Outcome.SUCCEEDED: delete(_Entry).where(_Entry.key == _KEY, last_check),
+            Outcome.ABANDONED: delete(_Entry).where(_Entry.key == _KEY, last_check, _Entry.failures == 0),
+        }
+        self._release = {
+            Outcome.SUCCEEDED: update(_Entry)
+            .where(_Entry.key == _KEY)
+            .values(in_flight=released, failures=0, blocked_until=None),
+            Outcome.ABANDONED: update(_Entry).where(_Entry.key == _KEY).values(in_flight=released),  # failures stay
+        }
+        self._clear = update(_Entry).where(_Entry.key == _KEY).values(failures=0, blocked_until=None)
+        self._forget_cleared = delete(_Entry).where(_Entry.key == _KEY, _Entry.in_flight == 0)
 
     async def state(self, key: str, now: dt.datetime) -> ThrottleState:
-        query = select(
-            _Entry.failures, _Entry.last_failure_at, _Entry.blocked_until, _Entry.in_flight, _Entry.lease_until
-        ).where(_Entry.key == key)
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).one_or_none()
+            row = (await conn.execute(self._state, {"subject": key})).one_or_none()
         if row is None:
             return CLEAR
         failures = 0 if self._is_stale(row.last_failure_at, now) else row.failures
@@ -169,63 +205,41 @@ class DatabaseThrottleStore:
         return ThrottleState(failures, _seconds_until(row.blocked_until, now), in_flight)
 
     async def reserve(self, key: str, now: dt.datetime) -> Reservation:
-        policy = self._settings
         token = secrets.token_hex(16)
-        lease_until = now + dt.timedelta(seconds=policy.check_lease_seconds)
-        stale_before = now - dt.timedelta(seconds=policy.forget_after_seconds)
-        # A lapsed lease means its replica died mid-check: those checks are not in flight.
-        in_flight = case((_Entry.lease_until > now, _Entry.in_flight), else_=0)
-        failures = case((_Entry.last_failure_at < stale_before, 0), else_=_Entry.failures)
-        blocked = and_(_Entry.blocked_until.is_not(None), _Entry.blocked_until > now)
-        grant = and_(~blocked, or_(failures + in_flight < policy.free_attempts, in_flight == 0))
-        upsert = (
-            upsertable_insert(self._engine.dialect.name, _Entry)
-            .values(
-                key=key,
-                failures=0,
-                last_failure_at=now,
-                blocked_until=None,
-                in_flight=1,
-                lease_until=lease_until,
-                grant_token=token,
-            )
-            .on_conflict_do_update(
-                index_elements=[_Entry.key],
-                set_={
-                    "failures": failures,
-                    "in_flight": case((grant, in_flight + 1), else_=in_flight),
-                    "lease_until": case((grant, lease_until), else_=_Entry.lease_until),
-                    # The compare-and-set's witness: only a granted reservation writes its token.
-                    "grant_token": case((grant, literal(token)), else_=_Entry.grant_token),
-                },
-            )
-            .returning(_Entry.failures, _Entry.blocked_until, _Entry.grant_token)
-        )
+        values = {
+            "subject": key,
+            "at": now,
+            "stale_before": now - dt.timedelta(seconds=self._settings.forget_after_seconds),
+            "lease_end": now + dt.timedelta(seconds=self._settings.check_lease_seconds),
+            "grant": token,
+        }
         async with self._single_statement() as conn:
-            row = (await conn.execute(upsert)).one()
+            row = (await conn.execute(self._reserve, values)).one()
         granted = row.grant_token == token
         retry_after = 0 if granted else _seconds_until(row.blocked_until, now)
         return Reservation(granted=granted, failures=row.failures, retry_after_seconds=retry_after, token=token)
 
     async def settle(self, key: str, now: dt.datetime, outcome: Outcome) -> CountedFailure:
-        released = case((_Entry.in_flight > 0, _Entry.in_flight - 1), else_=0)
         if outcome is Outcome.FAILED:
-            async with self._engine.begin() as conn:
-                return await self._count_failure(conn, key, now, released)
-        # The common case, a successful login, in one statement: the row goes when this was
-        # its only check in flight (a subject with nothing to remember leaves no row, or
-        # every user who ever logged in would have one). Otherwise release this check only.
-        last_check = or_(_Entry.in_flight <= 1, _Entry.lease_until.is_(None), _Entry.lease_until <= now)
-        forget = delete(_Entry).where(_Entry.key == key, last_check)
-        release: dict[str, Any] = {"in_flight": released}
-        if outcome is Outcome.SUCCEEDED:
-            release |= {"failures": 0, "blocked_until": None}
-        else:
-            forget = forget.where(_Entry.failures == 0)  # abandoned: the failures stay
+            return await self._settle_failure(key, now)
+        # The common case, a successful login, in one statement (the delete).
         async with self._single_statement() as conn:
-            if not (await conn.execute(forget)).rowcount:
-                await conn.execute(update(_Entry).where(_Entry.key == key).values(release))
+            if not (await conn.execute(self._forget[outcome], {"subject": key, "at": now})).rowcount:
+                await conn.execute(self._release[outcome], {"subject": key})
         return CountedFailure(failures=0, block_seconds=0)
+
+    async def _settle_failure(self, key: str, now: dt.datetime) -> CountedFailure:
+        stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
+        async with self._engine.begin() as conn:
+            values = {"subject": key, "at": now, "stale_before": stale_before}
+            counted = await conn.execute(self._count_failure, values)
+            failures, blocked_until = counted.one()
+            delay = self._settings.delay_after(failures)
+            block_until = now + dt.timedelta(seconds=delay)
+            if delay and (blocked_until is None or blocked_until < block_until):
+                # In the same transaction (the row is locked): the next reservation sees it.
+                await conn.execute(self._block, {"subject": key, "block_end": block_until})
+        return CountedFailure(failures=failures, block_seconds=delay)
 
     @asynccontextmanager
     async def _single_statement(self) -> AsyncIterator[AsyncConnection]:
@@ -235,37 +249,11 @@ class DatabaseThrottleStore:
         async with self._engine.connect() as conn:
             yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
-    async def _count_failure(
-        self, conn: AsyncConnection, key: str, now: dt.datetime, released: ColumnElement[int]
-    ) -> CountedFailure:
-        stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
-        upsert = (
-            upsertable_insert(self._engine.dialect.name, _Entry)
-            .values(key=key, failures=1, last_failure_at=now, blocked_until=None, in_flight=0)
-            .on_conflict_do_update(
-                index_elements=[_Entry.key],
-                set_={
-                    # Every checked failure counts, even one that ends during a block.
-                    "failures": case((_Entry.last_failure_at < stale_before, 1), else_=_Entry.failures + 1),
-                    "last_failure_at": now,
-                    "in_flight": released,
-                },
-            )
-            .returning(_Entry.failures, _Entry.blocked_until)
-        )
-        failures, blocked_until = (await conn.execute(upsert)).one()
-        delay = self._settings.delay_after(failures)
-        block_until = now + dt.timedelta(seconds=delay)
-        if delay and (blocked_until is None or blocked_until < block_until):
-            # In the same transaction (the row is locked): the next reservation sees it.
-            await conn.execute(update(_Entry).where(_Entry.key == key).values(blocked_until=block_until))
-        return CountedFailure(failures=failures, block_seconds=delay)
-
     async def clear(self, key: str) -> None:
         """Forget the failures and the block (checks in flight stay reserved)."""
         async with self._engine.begin() as conn:
-            await conn.execute(update(_Entry).where(_Entry.key == key).values(failures=0, blocked_until=None))
-            await conn.execute(delete(_Entry).where(_Entry.key == key, _Entry.in_flight == 0))
+            await conn.execute(self._clear, {"subject": key})
+            await conn.execute(self._forget_cleared, {"subject": key})
 
     async def forget_stale(self, now: dt.datetime) -> int:
         stale_before = now - dt.timedelta(seconds=self._settings.forget_after_seconds)
@@ -278,6 +266,57 @@ class DatabaseThrottleStore:
 
     def _is_stale(self, last_failure_at: dt.datetime, now: dt.datetime) -> bool:
         return last_failure_at < now - dt.timedelta(seconds=self._settings.forget_after_seconds)
+
+
+def _reserve_statement(dialect: str, free_attempts: int) -> ReturningInsert[int, dt.datetime | None, str | None]:
+    """Grant a check (count it in flight, write the caller's token) unless the subject is
+    blocked or its free checks are taken and one is in flight; return what it found."""
+    # A lapsed lease means its replica died mid-check: those checks are not in flight.
+    in_flight = case((_Entry.lease_until > _NOW, _Entry.in_flight), else_=0)
+    failures = case((_Entry.last_failure_at < _STALE_BEFORE, 0), else_=_Entry.failures)
+    blocked = and_(_Entry.blocked_until.is_not(None), _Entry.blocked_until > _NOW)
+    grant = and_(~blocked, or_(failures + in_flight < free_attempts, in_flight == 0))
+    return (
+        upsertable_insert(dialect, _Entry)
+        .values(
+            key=_KEY,
+            failures=0,
+            last_failure_at=_NOW,
+            blocked_until=None,
+            in_flight=1,
+            lease_until=_LEASE_UNTIL,
+            grant_token=_TOKEN,
+        )
+        .on_conflict_do_update(
+            index_elements=[_Entry.key],
+            set_={
+                "failures": failures,
+                "in_flight": case((grant, in_flight + 1), else_=in_flight),
+                "lease_until": case((grant, _LEASE_UNTIL), else_=_Entry.lease_until),
+                # The compare-and-set's witness: only a granted reservation writes its token.
+                "grant_token": case((grant, _TOKEN), else_=_Entry.grant_token),
+            },
+        )
+        .returning(_Entry.failures, _Entry.blocked_until, _Entry.grant_token)
+    )
+
+
+def _count_failure_statement(dialect: str) -> ReturningInsert[int, dt.datetime | None]:
+    """Count a checked failure (every one, even one that ends during a block) and release
+    its check; return the count and the block in force."""
+    return (
+        upsertable_insert(dialect, _Entry)
+        .values(key=_KEY, failures=1, last_failure_at=_NOW, blocked_until=None, in_flight=0)
+        .on_conflict_do_update(
+            index_elements=[_Entry.key],
+            set_={
+                "failures": case((_Entry.last_failure_at < _STALE_BEFORE, 1), else_=_Entry.failures + 1),
+                "last_failure_at": _NOW,
+                "in_flight": case((_Entry.in_flight > 0, _Entry.in_flight - 1), else_=0),
+            },
+        )
+        .returning(_Entry.failures, _Entry.blocked_until)
+    )
 
 
 # KEYS: failures, blocked, in_flight. ARGV: free_attempts, lease_ms.

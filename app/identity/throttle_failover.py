@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from app.identity.throttle import CountedFailure, Outcome, Reservation, ThrottleState, ThrottleStore
-from app.observability.shared_store import SHARED_STORE_ERRORS, SharedStoreHealth
+from app.observability.shared_store import SharedStoreHealth
 
 _T = TypeVar("_T")
 _NOTHING_COUNTED = CountedFailure(failures=0, block_seconds=0)
@@ -49,15 +49,7 @@ class FailoverThrottleStore:
         self._in_fallback: Counter[str] = Counter()
 
     async def _call(self, shared: Callable[[], Awaitable[_T]], fallback: Callable[[], Awaitable[_T]]) -> _T:
-        if self._health.usable:
-            try:
-                result = await shared()
-            except SHARED_STORE_ERRORS as exc:
-                self._health.failed("login_throttle", exc)
-            else:
-                self._health.succeeded()
-                return result
-        return await fallback()
+        return await self._health.call("login_throttle", shared, fallback)
 
     async def state(self, key: str, now: dt.datetime) -> ThrottleState:
         return await self._call(lambda: self._shared.state(key, now), lambda: self._fallback.state(key, now))
@@ -81,20 +73,16 @@ class FailoverThrottleStore:
             _take(self._in_fallback, key)
             return await self._fallback.settle(key, now, outcome)
         _take(self._in_shared, key)
-        if self._health.usable:
-            try:
-                counted = await self._shared.settle(key, now, outcome)
-            except SHARED_STORE_ERRORS as exc:
-                self._health.failed("login_throttle", exc)
-            else:
-                self._health.succeeded()
-                return counted
-        # Reserved in Redis, which is away now: the outcome still counts, in PostgreSQL
-        # (its release of a check in flight is floored at 0), and the Redis mark lapses
-        # with its lease. An abandoned check has nothing to count.
-        if outcome is Outcome.ABANDONED:
-            return _NOTHING_COUNTED
-        return await self._fallback.settle(key, now, outcome)
+
+        async def in_fallback() -> CountedFailure:
+            # Reserved in Redis, which is away now: the outcome still counts, in PostgreSQL
+            # (its release of a check in flight is floored at 0), and the Redis mark lapses
+            # with its lease. An abandoned check has nothing to count.
+            if outcome is Outcome.ABANDONED:
+                return _NOTHING_COUNTED
+            return await self._fallback.settle(key, now, outcome)
+
+        return await self._call(lambda: self._shared.settle(key, now, outcome), in_fallback)
 
     async def clear(self, key: str) -> None:
         # Both: counts left in PostgreSQL by an earlier outage must not come back to

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
@@ -22,6 +23,8 @@ from app.observability.events import SecurityEvents
 # What a lost, refused or timed-out Redis raises (redis-py wraps most in RedisError; a
 # socket error can surface as OSError).
 SHARED_STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+_T = TypeVar("_T")
 
 RETRY_SECONDS = 5.0
 PROBE_SECONDS = 2.0
@@ -38,6 +41,19 @@ class SharedStoreHealth:
     def usable(self) -> bool:
         """Worth trying now: up, unknown, or down long enough ago to try again."""
         return self._up is not False or time.monotonic() >= self._skip_until
+
+    async def call(self, store: str, shared: Callable[[], Awaitable[_T]], fallback: Callable[[], Awaitable[_T]]) -> _T:
+        """``shared()`` while the shared store is usable; ``fallback()`` when it is not, or
+        when ``shared()`` fails on it (a failure counted against ``store``)."""
+        if self.usable:
+            try:
+                result = await shared()
+            except SHARED_STORE_ERRORS as exc:
+                self.failed(store, exc)
+            else:
+                self.succeeded()
+                return result
+        return await fallback()
 
     def failed(self, store: str | None, error: BaseException) -> None:
         """``store``: whose operation fell back (counted); None for the probe (not counted:

@@ -24,14 +24,14 @@ import asyncio
 from asyncio import TimerHandle
 from typing import Any
 
-from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.observability.request_id import with_request_id
 from app.web.headers import with_response_headers
-from app.web.problems import PROBLEM_MEDIA_TYPE, problem_bytes
+from app.web.problems import problem_bytes, send_problem
 
 _BUSY_BODY = problem_bytes(
     status=503,
@@ -42,20 +42,8 @@ _BUSY_BODY = problem_bytes(
 
 
 async def _answer_busy(scope: Scope, receive: Receive, send: Send) -> None:
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": 503,
-        "headers": [
-            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-            (b"content-length", str(len(_BUSY_BODY)).encode()),
-            (b"retry-after", b"1"),
-            # uvicorn ends the connection after this response: it frees a slot.
-            (b"connection", b"close"),
-        ],
-    }
-    await send(start)
-    body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": _BUSY_BODY, "more_body": False}
-    await send(body)
+    # uvicorn ends the connection after this response: it frees a slot.
+    await send_problem(send, 503, _BUSY_BODY, (b"retry-after", b"1"), (b"connection", b"close"))
 
 
 # HSTS is left off this one answer: it is a per-connection refusal, and the next real

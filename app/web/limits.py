@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+from litestar.types import Receive, Scope, Send
 
 from app.web.client_address import ASGICall
-from app.web.problems import PROBLEM_MEDIA_TYPE, problem_bytes
+from app.web.problems import problem_bytes, send_problem
 
 MAX_JSON_DEPTH = 16
 
@@ -51,16 +51,6 @@ def limit_header_bytes(app: ASGICall, max_bytes: int) -> ASGICall:
         if sum(len(name) + len(value) for name, value in scope["headers"]) <= max_bytes:
             await app(scope, receive, send)
             return
-        start: HTTPResponseStartEvent = {
-            "type": "http.response.start",
-            "status": 431,
-            "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-        await send(start)
-        end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
-        await send(end)
+        await send_problem(send, 431, body)
 
     return bounded

@@ -18,6 +18,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_429_TOO_MANY_REQUESTS, HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Send
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -102,6 +103,22 @@ def problem_document(
 def problem_bytes(**document: Any) -> bytes:
     """The same document as JSON, for answers written below Litestar (raw ASGI)."""
     return json.dumps(problem_document(**document)).encode()
+
+
+async def send_problem(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    """Answer with a ``problem_bytes`` document below Litestar (raw ASGI), plus ``headers``."""
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(end)
 
 
 def problem_response(

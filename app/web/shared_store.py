@@ -20,7 +20,7 @@ from typing import TypeVar
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 
-from app.observability.shared_store import SHARED_STORE_ERRORS, SharedStoreHealth
+from app.observability.shared_store import SharedStoreHealth
 
 _T = TypeVar("_T")
 
@@ -35,15 +35,7 @@ class FailoverStore(Store):
         self._health = health
 
     async def _call(self, shared: Callable[[], Awaitable[_T]], local: Callable[[], Awaitable[_T]]) -> _T:
-        if self._health.usable:
-            try:
-                result = await shared()
-            except SHARED_STORE_ERRORS as exc:
-                self._health.failed("rate_limit", exc)
-            else:
-                self._health.succeeded()
-                return result
-        return await local()
+        return await self._health.call("rate_limit", shared, local)
 
     async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
         await self._call(

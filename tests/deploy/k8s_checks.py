@@ -201,8 +201,9 @@ def otel_env_names() -> frozenset[str]:
 
 
 @cache
-def app_routes() -> frozenset[str]:
-    """The paths the service answers, from the real application (metrics on)."""
+def app_routes(metrics_port: int | None = None) -> frozenset[str]:
+    """The paths the service port answers, from the real application (metrics on; with
+    ``metrics_port``, as USER_SERVICE_METRICS__PORT sets it)."""
     with tempfile.TemporaryDirectory() as folder:
         key = Path(folder) / "signing.pem"
         key.write_bytes(generate_private_key_pem())
@@ -210,21 +211,7 @@ def app_routes() -> frozenset[str]:
             environment=Environment.TEST,
             db=DatabaseSettings(url="postgresql+asyncpg://nobody@127.0.0.1:1/none"),  # never connected
             tokens=TokenSettings(signing_key_file=key),
-        )
-        return frozenset(route.path for route in create_app(settings).routes)
-
-
-@cache
-def routes_with_metrics_port(port: int) -> frozenset[str]:
-    """The service port's paths when USER_SERVICE_METRICS__PORT is set, from the real app."""
-    with tempfile.TemporaryDirectory() as folder:
-        key = Path(folder) / "signing.pem"
-        key.write_bytes(generate_private_key_pem())
-        settings = Settings(
-            environment=Environment.TEST,
-            db=DatabaseSettings(url="postgresql+asyncpg://nobody@127.0.0.1:1/none"),  # never connected
-            tokens=TokenSettings(signing_key_file=key),
-            metrics=MetricsSettings(port=port),
+            metrics=MetricsSettings(port=metrics_port),
         )
         return frozenset(route.path for route in create_app(settings).routes)
 
@@ -354,7 +341,7 @@ def settings_problems(objs: list[Obj]) -> list[str]:
             problems.append(f"container port metrics is {ports.get('metrics')}, the metrics listener is on {port}")
         if host != "0.0.0.0":  # noqa: S104 - Prometheus scrapes the pod's address
             problems.append(f"the metrics listener binds {host}, unreachable for Prometheus")
-        if "/metrics" in routes_with_metrics_port(port):
+        if "/metrics" in app_routes(metrics_port=port):
             problems.append("with the metrics port set, the service port still has a /metrics route")
     if settings.redis_url is None:
         problems.append("USER_SERVICE_REDIS_URL is unset: every replica would count the rate limits alone")
