@@ -94,6 +94,27 @@ class WrongCurrentPassword(DomainError):
     default_detail = "The current password is incorrect."
 
 
+class InvalidAccountToken(DomainError):
+    """A mailed link's token that is unknown, expired, used, of another purpose, or issued
+    against an account state that has changed since (deliberately one answer)."""
+
+    kind = "invalid-token"
+    title = "Invalid or expired link"
+    default_detail = "This link is invalid, has expired or has already been used. Ask for a new one."
+
+
+class MailRequestsThrottled(DomainError):
+    """Too many mails asked for one address: nobody can flood a mailbox through us."""
+
+    kind = "mail-requests-throttled"
+    title = "Too many requests for this address"
+    default_detail = "Too many mails were requested for this address. Retry after the time given in Retry-After."
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__()
+        self.retry_after_seconds = retry_after_seconds
+
+
 class HashingCapacityExceeded(DomainError):
     """The password-hashing pool and its queue are full; the caller should retry shortly."""
 

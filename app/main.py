@@ -18,6 +18,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from app import __version__
 from app.accounts.authentication import BearerAuthMiddleware
 from app.accounts.controllers import AuthController, MeController, jwks
+from app.accounts.recovery_controllers import (
+    AccountLinksController,
+    EmailChangeController,
+    VerificationRequestController,
+)
 from app.admin.controllers import UsersController
 from app.cli import MailCLIPlugin, UserAdminCLIPlugin
 from app.container import Container, build_container
@@ -80,7 +85,16 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     container = build_container(settings, tracer_provider=tracer_provider)
     observability = container.observability
 
-    route_handlers: list[Any] = [AuthController, jwks, MeController, UsersController, HealthController]
+    route_handlers: list[Any] = [
+        AuthController,
+        AccountLinksController,
+        VerificationRequestController,
+        jwks,
+        MeController,
+        EmailChangeController,
+        UsersController,
+        HealthController,
+    ]
     dependencies = {"container": _provide(container), "lifecycle": _provide(container.lifecycle)}
     if observability.metrics is not None and settings.metrics_listener is None:
         # With a metrics port of its own (the lifespan starts that listener), the service
@@ -102,7 +116,10 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         # per-address rate limits, bearer authentication, per-account rate limits.
         cors_config=_cors(settings),
         middleware=[
-            *rate_limit_middleware(settings.rate_limits, path_prefix=AuthController.path),
+            # The auth endpoints, and the one under /me that sends mail (/me itself pays nothing).
+            *rate_limit_middleware(
+                settings.rate_limits, path_prefixes=(AuthController.path, f"{MeController.path}/email")
+            ),
             DefineMiddleware(
                 BearerAuthMiddleware,
                 tokens=container.tokens,

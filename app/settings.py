@@ -124,6 +124,12 @@ class TokenSettings(BaseModel):
     # user signs in again (a stolen refresh token cannot keep a session alive for ever).
     session_max_age_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     leeway_seconds: int = Field(default=10, ge=0)
+    # Lifetimes of the single-use tokens that links in mails carry. A reset link is a
+    # password in a mailbox: short. Verification and email change wait for a person to
+    # get round to their mail.
+    verify_email_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    password_reset_ttl_seconds: int = Field(default=30 * 60, ge=60)
+    email_change_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     # Verified access tokens kept per process (0 turns the cache off); see TokenIssuer.
     verified_cache_size: int = Field(default=10_000, ge=0)
     signing_key: SecretStr | None = Field(default=None, description="PEM of the Ed25519 key that signs.")
@@ -217,6 +223,12 @@ class RateLimitSettings(BaseModel):
     # Per signed-in account, on every endpoint that checks its current password (a password
     # change): a person needs a few tries a day; a stolen token gets no fast oracle.
     password_check: str = Field(default="10/hour", pattern=RATE_PATTERN)
+    # Per client address, on every endpoint that sends mail (verification, password reset,
+    # email change): each costs a mail someone receives.
+    mail_request: str = Field(default="10/minute", pattern=RATE_PATTERN)
+    # Per target address, whoever asks and from wherever: nobody can flood a mailbox with
+    # our mail by spreading requests over many client addresses.
+    mail_per_address: str = Field(default="5/hour", pattern=RATE_PATTERN)
 
 
 class LoginThrottleSettings(BaseModel):

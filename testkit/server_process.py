@@ -56,6 +56,9 @@ class ServerProcess:
             "USER_SERVICE_HTTP__DRAIN_SECONDS": "0",
             # Test clients all come from 127.0.0.1; tests of the limits turn them on.
             "USER_SERVICE_RATE_LIMITS__ENABLED": "false",
+            # Registrations queue verification mail: as files next to the log, never in
+            # the checkout, unless a test points the service at an SMTP server.
+            "USER_SERVICE_MAIL__FILE_DIRECTORY": str(log_file.parent / "mail"),
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

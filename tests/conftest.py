@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from app.settings import (
     Environment,
     HttpSettings,
     LoginThrottleSettings,
+    MailSettings,
     PasswordSettings,
     RateLimitSettings,
     Settings,
@@ -71,6 +73,9 @@ def make_settings(database_url: str, signing_key_file: Path, **overrides: object
         # tests/integration/test_edge.py turns them on where it tests them.
         "rate_limits": {"enabled": False},
         "login_throttle": {},
+        # Registration queues a verification mail: no test delivers it unless it asks for
+        # mail (tests/integration/mail_flows.py), and none writes into the checkout.
+        "mail": {"worker_enabled": False, "file_directory": Path(tempfile.gettempdir()) / "user-service-test-mail"},
     }
     for group, values in overrides.items():
         assert isinstance(values, dict)
@@ -83,6 +88,7 @@ def make_settings(database_url: str, signing_key_file: Path, **overrides: object
         http=HttpSettings.model_validate(groups["http"]),
         rate_limits=RateLimitSettings.model_validate(groups["rate_limits"]),
         login_throttle=LoginThrottleSettings.model_validate(groups["login_throttle"]),
+        mail=MailSettings.model_validate(groups["mail"]),
     )
 
 

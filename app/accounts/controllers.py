@@ -109,12 +109,14 @@ class MeController(Controller):
         # Read fresh by the authentication middleware for this very request.
         return request.user.account
 
-    @patch(summary="Change the caller's email or full name", responses=problems(*BODY, 401, 409, 503))
+    @patch(
+        summary="Change the caller's full name (the email changes through POST /me/email)",
+        responses=problems(*BODY, 401, 503),
+    )
     async def update_me(
         self, request: AuthedRequest, data: JSONBody[ProfileUpdate], auth_service: NamedDependency[AccountService]
     ) -> UserRead:
         change = ProfileChange(
-            email=None if data.email is msgspec.UNSET else data.email,
             full_name=None if data.full_name is msgspec.UNSET else data.full_name,
             set_full_name=data.full_name is not msgspec.UNSET,
         )

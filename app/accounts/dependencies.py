@@ -6,10 +6,18 @@ from __future__ import annotations
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.account_tokens import AccountTokens
+from app.accounts.mails import AccountMails
+from app.accounts.password_checks import CurrentPasswordCheck
+from app.accounts.recovery import AccountRecovery, VerificationMailer
 from app.accounts.repository import UserRepository
 from app.accounts.services import AccountService
 from app.accounts.sessions import LoginSessions
 from app.container import Container
+
+
+def account_mails(container: Container) -> AccountMails:
+    return AccountMails(container.settings.mail)
 
 
 def login_sessions(db: AsyncSession, container: Container) -> LoginSessions:
@@ -17,8 +25,23 @@ def login_sessions(db: AsyncSession, container: Container) -> LoginSessions:
     return LoginSessions(db, tokens.refresh_ttl_seconds, tokens.session_max_age_seconds)
 
 
-def account_service(db: AsyncSession, container: Container) -> AccountService:
-    """The account use cases on ``db`` (the API's per-request session, or the CLI's own)."""
+def _password_check(container: Container) -> CurrentPasswordCheck:
+    return CurrentPasswordCheck(hasher=container.hasher, throttle=container.login_throttle, events=container.events)
+
+
+def verification_mailer(db: AsyncSession, container: Container) -> VerificationMailer:
+    return VerificationMailer(
+        tokens=AccountTokens(db),
+        mails=account_mails(container),
+        mail_settings=container.settings.mail,
+        token_settings=container.settings.tokens,
+    )
+
+
+def account_service(db: AsyncSession, container: Container, *, send_verification: bool = True) -> AccountService:
+    """The account use cases on ``db`` (the API's per-request session, or the CLI's own).
+    ``send_verification``: registration mails a verification link (the API does; an
+    operator's CLI, which makes verified accounts or seeds test data, does not)."""
     settings = container.settings
     return AccountService(
         db=db,
@@ -30,6 +53,29 @@ def account_service(db: AsyncSession, container: Container) -> AccountService:
         breach_checker=container.breach_checker,
         events=container.events,
         throttle=container.login_throttle,
+        password_check=_password_check(container),
+        verification=verification_mailer(db, container) if send_verification else None,
+    )
+
+
+def account_recovery(db: AsyncSession, container: Container) -> AccountRecovery:
+    settings = container.settings
+    tokens = AccountTokens(db)
+    return AccountRecovery(
+        db=db,
+        users=UserRepository(session=db),
+        sessions=login_sessions(db, container),
+        tokens=tokens,
+        mails=account_mails(container),
+        verification=verification_mailer(db, container),
+        password_check=_password_check(container),
+        hasher=container.hasher,
+        throttle=container.login_throttle,
+        events=container.events,
+        mail_settings=settings.mail,
+        token_settings=settings.tokens,
+        password_settings=settings.passwords,
+        breach_checker=container.breach_checker,
     )
 
 
@@ -37,3 +83,9 @@ def provide_account_service(
     db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
 ) -> AccountService:
     return account_service(db_session, container)
+
+
+def provide_account_recovery(
+    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
+) -> AccountRecovery:
+    return account_recovery(db_session, container)

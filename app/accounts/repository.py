@@ -90,7 +90,9 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         its row is locked for update until the caller's transaction ends."""
         statement = select(User).where(User.id == user_id, User.deleted_at.is_(None))
         if lock:
-            statement = statement.with_for_update()
+            # populate_existing: a locked read must show the row as it is now, not as an
+            # earlier read in this session left it in the identity map.
+            statement = statement.with_for_update().execution_options(populate_existing=True)
         user = (await self.session.execute(statement)).scalar_one_or_none()
         if user is None:
             raise UserNotFound()
@@ -144,6 +146,11 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         statement = _CREDENTIALS.where(User.id == user_id).with_for_update(read=True)
         row = (await self.session.execute(statement)).one_or_none()
         return Credentials(*row) if row else None
+
+    async def find_by_email(self, address: str) -> User | None:
+        """The live account whose address has the same key as ``address`` (None if none)."""
+        statement = select(User).where(User.email_key == email_key(address), User.deleted_at.is_(None))
+        return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def set_password_hash(self, user_id: UUID, password_hash: str) -> None:
         # Only the hash is written: a whole-object update would write back a deactivation

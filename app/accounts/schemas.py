@@ -75,12 +75,38 @@ class UserRead(msgspec.Struct):
 
 
 class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    """Only the fields present change; ``full_name: null`` clears the name."""
+    """Only the fields present change; ``full_name: null`` clears the name. The email
+    changes through POST /api/v1/users/me/email and a confirmed link."""
 
-    email: Annotated[str, msgspec.Meta(max_length=320)] | msgspec.UnsetType = msgspec.UNSET
     full_name: Annotated[str, msgspec.Meta(max_length=400)] | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
     current_password: RawPassword
     new_password: RawPassword
+
+
+RawEmail = Annotated[str, msgspec.Meta(max_length=320)]
+
+
+class TokenConfirmation(msgspec.Struct, forbid_unknown_fields=True):
+    token: RawToken
+
+
+class PasswordResetRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: RawEmail
+
+
+class PasswordResetConfirmation(msgspec.Struct, forbid_unknown_fields=True):
+    token: RawToken
+    new_password: RawPassword
+
+
+class EmailChangeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    new_email: RawEmail
+    current_password: RawPassword
+
+
+# The answer to every request for a mail: the same whether or not a mail went out.
+class MailAccepted(msgspec.Struct):
+    detail: str

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 from uuid import UUID
 
+from app.accounts.password_checks import CurrentPasswordCheck
+from app.accounts.recovery import VerificationMailer
 from app.accounts.repository import UserRepository
 from app.accounts.sessions import LoginSessions, RevokeReason, RotationOutcome
 from app.accounts.validation import (
@@ -28,12 +30,10 @@ from app.errors import (
     InvalidInput,
     InvalidRefreshToken,
     LoginThrottled,
-    PasswordChecksThrottled,
-    WrongCurrentPassword,
 )
 from app.identity.password_policy import BreachedPasswordChecker, normalize_password, validate_new_password
 from app.identity.passwords import PasswordHasher
-from app.identity.throttle import Check, LoginThrottle, Throttled, account_throttle_key, throttle_key
+from app.identity.throttle import Check, LoginThrottle, Throttled, throttle_key
 from app.identity.tokens import TokenIssuer
 from app.observability.events import SecurityEvents
 from app.settings import PasswordSettings
@@ -66,10 +66,8 @@ class Registration:
 
 @dataclass(frozen=True, slots=True)
 class ProfileChange:
-    """Only what is given changes: ``email`` None keeps it; ``full_name`` only when
-    ``set_full_name`` (so None can clear it)."""
+    """``full_name`` changes only when ``set_full_name`` (so None can clear it)."""
 
-    email: str | None = None
     full_name: str | None = None
     set_full_name: bool = False
 
@@ -87,8 +85,13 @@ class AccountService:
         breach_checker: BreachedPasswordChecker,
         events: SecurityEvents,
         throttle: LoginThrottle,
+        password_check: CurrentPasswordCheck,
+        verification: VerificationMailer | None = None,
     ) -> None:
         self._db = db
+        self._password_check = password_check
+        # None: registration sends no verification mail (the CLI's operator-made accounts).
+        self._verification = verification
         self._throttle = throttle
         self._events = events
         self._users = users
@@ -142,6 +145,10 @@ class AccountService:
                 is_verified=verified,
             )
         )
+        if self._verification is not None and not verified:
+            # In the registration's transaction: no account without its mail, no mail
+            # about an account that was not created.
+            await self._verification.queue(self._db, user)
         await self._db.commit()
         return user
 
@@ -250,7 +257,7 @@ class AccountService:
             breach_checker=self._breach_checker,
             field="new_password",
         )
-        await self._check_current_password(user, current, purpose="password_change")
+        await self._password_check.check(user, current, purpose="password_change")
         # The hash is written before the sessions are revoked: the row lock it takes orders
         # it against concurrent logins (see login()).
         await self._users.set_password_hash(user.id, await self._hasher.hash(new_password))
@@ -262,52 +269,14 @@ class AccountService:
             await self._throttle.clear(throttle_key(name))
         self._events.password_changed(user.id)
 
-    async def _check_current_password(self, user: User, password: str, *, purpose: str) -> None:
-        """Raise WrongCurrentPassword unless ``password`` is the account's; throttled per
-        account (PasswordChecksThrottled), shed like a login when the pool is full."""
-        try:
-            async with self._throttle.check(account_throttle_key(user.id)) as check:
-                result = await self._hasher.verify(user.password_hash, normalize_password(password))
-                if result.matches:
-                    check.succeeded()
-                else:
-                    check.failed()
-        except Throttled as exc:
-            self._events.password_check(purpose, "throttled", user.id, retry_after_seconds=exc.retry_after_seconds)
-            raise PasswordChecksThrottled(exc.retry_after_seconds) from None
-        except HashingCapacityExceeded:
-            self._events.password_check(purpose, "shed", user.id)
-            raise
-        if not result.matches:
-            block = check.counted.block_seconds if check.counted else 0
-            self._events.password_check(purpose, "failed", user.id, block_seconds=block)
-            raise WrongCurrentPassword()
-        self._events.password_check(purpose, "success", user.id)
-
     async def update_profile(self, user_id: UUID, change: ProfileChange) -> User:
-        """Change email and/or full name; a changed email must be verified again."""
+        """Change the full name. The email changes only through a confirmed link
+        (recovery.py): an unconfirmed address must never become the account's."""
         user = await self._users.get_live(user_id)
-        errors: list[FieldError] = []
-        new_email: str | None = None
-        if change.email is not None:
-            new_email, email_errors = normalize_email(change.email)
-            errors += email_errors
-        new_name: str | None = None
         if change.set_full_name:
             new_name, name_errors = normalize_full_name(change.full_name)
-            errors += name_errors
-        if errors:
-            raise InvalidInput(errors=errors)
-        if new_email is not None and email_key(new_email) != user.email_key:
-            if taken := await self._users.taken_fields(username=None, email=new_email, exclude=user.id):
-                raise AlreadyRegistered(errors=taken)
-            user.email, user.email_key = new_email, email_key(new_email)
-            user.is_verified = False
-        elif new_email is not None:
-            # The same key, so the same address (another letter case or Unicode spelling):
-            # still verified, and no one else can hold either spelling meanwhile.
-            user.email = new_email
-        if change.set_full_name:
+            if name_errors:
+                raise InvalidInput(errors=name_errors)
             user.full_name = new_name
         updated = await self._users.save(user)
         await self._db.commit()

@@ -26,6 +26,7 @@ class RevokeReason(StrEnum):
     LOGOUT = "logout"
     REUSE = "refresh_reuse"
     PASSWORD_CHANGE = "password_change"  # noqa: S105 - a revocation reason
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - a revocation reason
     DEACTIVATED = "deactivated"
     DELETED = "deleted"
 

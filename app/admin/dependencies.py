@@ -6,6 +6,7 @@ from __future__ import annotations
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.account_tokens import AccountTokens
 from app.accounts.dependencies import login_sessions
 from app.accounts.repository import UserRepository
 from app.admin.services import UserAdministration
@@ -19,5 +20,6 @@ def provide_user_administration(
         db=db_session,
         users=UserRepository(session=db_session),
         sessions=login_sessions(db_session, container),
+        account_tokens=AccountTokens(db_session),
         events=container.events,
     )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from app.accounts.account_tokens import AccountTokens
 from app.accounts.authentication import Principal
 from app.accounts.repository import UserFilter, UserRepository
 from app.accounts.sessions import LoginSessions, RevokeReason
@@ -21,9 +22,16 @@ if TYPE_CHECKING:
 
 class UserAdministration:
     def __init__(
-        self, *, db: AsyncSession, users: UserRepository, sessions: LoginSessions, events: SecurityEvents
+        self,
+        *,
+        db: AsyncSession,
+        users: UserRepository,
+        sessions: LoginSessions,
+        account_tokens: AccountTokens,
+        events: SecurityEvents,
     ) -> None:
         self._db = db
+        self._account_tokens = account_tokens
         self._users = users
         self._sessions = sessions
         self._events = events
@@ -51,6 +59,8 @@ class UserAdministration:
         user = await self._users.save(target)
         if is_active is False:
             await self._sessions.revoke_all_of(user.id, RevokeReason.DEACTIVATED)
+            # Links mailed before stay dead even if the account is reactivated.
+            await self._account_tokens.revoke_all_of(user.id)
         await self._db.commit()
         if user.role is not old_role:
             self._events.role_changed(actor_id=actor.id, user_id=user.id, old_role=old_role, new_role=user.role)
@@ -72,6 +82,7 @@ class UserAdministration:
         target.is_active = False
         await self._users.save(target)
         await self._sessions.revoke_all_of(target.id, RevokeReason.DELETED)
+        await self._account_tokens.revoke_all_of(target.id)
         await self._db.commit()
         self._events.user_deleted(actor_id=actor.id, user_id=target.id)
 

@@ -1,5 +1,6 @@
 """The persistent model: users, login sessions (refresh-token families), refresh tokens,
-and the failed-login counters of the login throttle, and the outbox of mail to send."""
+the failed-login counters of the login throttle, the outbox of mail to send, and the
+single-use tokens that links in those mails carry."""
 
 from __future__ import annotations
 
@@ -159,3 +160,41 @@ class OutboxMessage(UUIDv7Base):
     last_error: Mapped[str | None] = mapped_column(String(500), default=None)
     # W3C traceparent of the request that wrote it: the delivery's span links to that trace.
     traceparent: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class TokenPurpose(StrEnum):
+    VERIFY_EMAIL = "verify_email"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - a purpose, not a secret
+    EMAIL_CHANGE = "email_change"
+
+
+class AccountToken(UUIDv7Base):
+    """A single-use token mailed in a link (app/accounts/account_tokens.py), stored only as
+    the SHA-256 of its value.
+
+    ``binding`` is a digest of the account state the token was issued against (the address
+    it was mailed to; for a reset also the password hash): a token is only honoured while
+    that state is unchanged, so a reset link dies with any password or email change, an
+    email-change link with any email change, by whatever route."""
+
+    __tablename__ = "account_tokens"
+    __table_args__ = (Index("ix_account_tokens_user_id_purpose", "user_id", "purpose"),)
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[TokenPurpose] = mapped_column(
+        Enum(
+            TokenPurpose,
+            native_enum=False,
+            length=16,
+            create_constraint=True,
+            name="token_purpose",
+            values_callable=lambda purposes: [p.value for p in purposes],
+        )
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    binding: Mapped[str] = mapped_column(String(64))
+    # The address an email change moves to (only for that purpose).
+    new_email: Mapped[str | None] = mapped_column(String(320), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

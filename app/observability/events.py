@@ -126,6 +126,30 @@ class SecurityEvents:
         _log.warning("user_deleted", actor_id=str(actor_id), user_id=str(user_id))
         self._count_change("deleted")
 
+    def account_flow_requested(self, flow: str, outcome: str, user_id: UUID | None = None) -> None:
+        """A mail of ``flow`` asked for. ``outcome`` (sent, unknown_address, inactive,
+        already_verified, taken) is logged for the operator; the metric counts only that
+        it was accepted, so a scrape cannot tell who has an account."""
+        _log.info(f"{flow}_requested", outcome=outcome, user_id=str(user_id) if user_id else None)
+        if self._metrics:
+            self._metrics.account_flows.labels(flow=flow, result="accepted").inc()
+
+    def account_flow_confirmed(self, flow: str, user_id: UUID) -> None:
+        """A mailed link confirmed: the account's address verified, its password reset or
+        its address changed."""
+        change = {"verify_email": "email_verified", "password_reset": "password_reset", "email_change": "email_changed"}
+        _log.warning(change[flow], user_id=str(user_id))
+        self._count_change(change[flow])
+        if self._metrics:
+            self._metrics.account_flows.labels(flow=flow, result="confirmed").inc()
+
+    def account_flow_refused(self, flow: str, result: str, reason: str, user_id: UUID | None = None) -> None:
+        """A link refused (``result`` invalid_token or conflict); ``reason`` says why for the
+        operator: unknown, outdated, inactive, spent."""
+        _log.warning("account_link_refused", flow=flow, reason=reason, user_id=str(user_id) if user_id else None)
+        if self._metrics:
+            self._metrics.account_flows.labels(flow=flow, result=result).inc()
+
     def _count_change(self, change: str) -> None:
         if self._metrics:
             self._metrics.account_changes.labels(change=change).inc()

@@ -36,15 +36,30 @@ QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 # login_failed log event, which only operators read.
 LOGIN_RESULTS = ("success", "failed", "shed", "throttled")
 # The routes with a per-address rate limit (the "route" label of rate_limited).
-RATE_LIMITED_ROUTES = ("login", "register", "refresh", "password_check")
+RATE_LIMITED_ROUTES = ("login", "register", "refresh", "password_check", "mail_request", "mail_per_address")
 REGISTRATION_RESULTS = ("created", "conflict", "invalid", "shed", "error")
 REFRESH_RESULTS = ("rotated", "unknown", "expired", "revoked", "reused", "user_inactive")
 # Checks of a known account's password outside login (the "purpose" label), and their results.
-PASSWORD_CHECK_PURPOSES = ("password_change",)
+PASSWORD_CHECK_PURPOSES = ("password_change", "email_change")
 PASSWORD_CHECK_RESULTS = ("success", "failed", "throttled", "shed")
 # What keeps its state in the shared store (Redis) when one is configured.
 SHARED_STORE_USERS = ("rate_limit", "login_throttle")
-ACCOUNT_CHANGES = ("password_changed", "role_changed", "deactivated", "reactivated", "deleted")
+ACCOUNT_CHANGES = (
+    "password_changed",
+    "role_changed",
+    "deactivated",
+    "reactivated",
+    "deleted",
+    "email_verified",
+    "password_reset",
+    "email_changed",
+)
+# The mailed-link flows (verification, password reset, email change): what became of a
+# request for a mail and of a link's confirmation. A request is only ever "accepted":
+# whether a mail went out depends on whether the address has an account, which a scrape
+# must not tell (the logs say it).
+ACCOUNT_FLOWS = ("verify_email", "password_reset", "email_change")
+ACCOUNT_FLOW_RESULTS = ("accepted", "confirmed", "invalid_token", "conflict")
 # What became of one delivery attempt from the outbox (the "result" label).
 MAIL_DELIVERY_RESULTS = ("sent", "failed", "gave_up")
 
@@ -180,6 +195,14 @@ class Metrics:
             ["purpose", "result"],
             registry=r,
         )
+        self.account_flows = Counter(
+            "user_service_account_flows",
+            "Mailed-link flows (verify_email, password_reset, email_change) by result: accepted "
+            "(a request; whether a mail went out is not told), confirmed, invalid_token (a "
+            "bad, expired, used or outdated link), conflict (the new address was taken meanwhile).",
+            ["flow", "result"],
+            registry=r,
+        )
         self.housekeeping_purged = Counter(
             "user_service_housekeeping_purged",
             "Rows deleted by the periodic housekeeping, by kind (session: ended sessions with their tokens; "
@@ -308,6 +331,9 @@ class Metrics:
         for purpose in PASSWORD_CHECK_PURPOSES:
             for result in PASSWORD_CHECK_RESULTS:
                 self.password_checks.labels(purpose=purpose, result=result)
+        for flow in ACCOUNT_FLOWS:
+            for result in ACCOUNT_FLOW_RESULTS:
+                self.account_flows.labels(flow=flow, result=result)
 
     def expose(self, accept_header: str) -> Exposition:
         """The text a scrape gets: OpenMetrics (with exemplars) when asked for, else Prometheus text."""

@@ -28,10 +28,12 @@ from app.errors import (
     DomainError,
     FieldError,
     HashingCapacityExceeded,
+    InvalidAccountToken,
     InvalidCredentials,
     InvalidInput,
     InvalidRefreshToken,
     LoginThrottled,
+    MailRequestsThrottled,
     NotAuthenticated,
     PasswordChecksThrottled,
     PermissionDenied,
@@ -59,6 +61,8 @@ STATUS_OF: Mapping[type[DomainError], int] = {
     HashingCapacityExceeded: 503,
     LoginThrottled: 429,
     PasswordChecksThrottled: 429,
+    InvalidAccountToken: 400,
+    MailRequestsThrottled: 429,
     DependencyUnavailable: 503,
 }
 
@@ -138,7 +142,7 @@ def problem_response(
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     status = STATUS_OF.get(type(exc), 400)
     headers: dict[str, str] = {}
-    if isinstance(exc, HashingCapacityExceeded | LoginThrottled | PasswordChecksThrottled):
+    if isinstance(exc, HashingCapacityExceeded | LoginThrottled | PasswordChecksThrottled | MailRequestsThrottled):
         headers["Retry-After"] = str(exc.retry_after_seconds)
     elif isinstance(exc, DependencyUnavailable):
         headers["Retry-After"] = "1"

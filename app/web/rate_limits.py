@@ -16,19 +16,23 @@ replaced with the forwarded address when the peer is a trusted proxy.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 from litestar import Request
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.stores.base import Store
 
 from app.settings import RateLimitSettings, parse_rate
 
 # Handlers name their policy with opt={RATE_LIMIT_OPT: "login"}.
 RATE_LIMIT_OPT = "rate_limit"
+MAIL_REQUEST_POLICY = "mail_request"
 STORE_NAME = "rate_limit"
 
 
@@ -55,9 +59,21 @@ def rate_limit_subject(address: str) -> str:
     return address
 
 
+def route_policies(request: Request[Any, Any, Any]) -> tuple[str, ...]:
+    """The policies a handler names: one (``opt={RATE_LIMIT_OPT: "login"}``) or several (a
+    tuple: an email change is both a password check and a mail request)."""
+    named = request.route_handler.opt.get(RATE_LIMIT_OPT)
+    if isinstance(named, str):
+        return (named,)
+    if isinstance(named, tuple):
+        return tuple(policy for policy in named if isinstance(policy, str))
+    return ()
+
+
 def route_policy(request: Request[Any, Any, Any]) -> str | None:
-    policy = request.route_handler.opt.get(RATE_LIMIT_OPT)
-    return policy if isinstance(policy, str) else None
+    """The handler's first policy: the label its 429s are counted under."""
+    policies = route_policies(request)
+    return policies[0] if policies else None
 
 
 def _by_client_address(policy: str) -> Callable[[Request[Any, Any, Any]], str]:
@@ -77,10 +93,10 @@ def _by_account(policy: str) -> Callable[[Request[Any, Any, Any]], str]:
 
 
 def _policy_config(
-    policy: str, rate: str, path_prefix: str, identifier: Callable[[Request[Any, Any, Any]], str]
+    policy: str, rate: str, path_prefixes: tuple[str, ...], identifier: Callable[[Request[Any, Any, Any]], str]
 ) -> RateLimitConfig:
     def applies(request: Request[Any, Any, Any]) -> bool:
-        return route_policy(request) == policy
+        return policy in route_policies(request)
 
     return RateLimitConfig(
         rate_limit=parse_rate(rate),
@@ -91,18 +107,23 @@ def _policy_config(
         # request and looks up its store: GET /users/me pays nothing for three policies.
         # (Written so that it does not match "/" alone, which Litestar would take for a
         # pattern that excludes everything and warn about.)
-        exclude=[f"^/(?!{re.escape(path_prefix.strip('/'))}/)."],
+        exclude=[f"^/(?!(?:{'|'.join(re.escape(prefix.strip('/')) for prefix in path_prefixes)})(?:/|$))."],
     )
 
 
-def rate_limit_middleware(settings: RateLimitSettings, *, path_prefix: str) -> list[DefineMiddleware]:
-    """The per-address middleware for every policy; only handlers under ``path_prefix``
+def rate_limit_middleware(settings: RateLimitSettings, *, path_prefixes: tuple[str, ...]) -> list[DefineMiddleware]:
+    """The per-address middleware for every policy; only handlers under ``path_prefixes``
     can have one. Goes before (outside) the authentication."""
     if not settings.enabled:
         return []
-    policies = {"login": settings.login, "register": settings.registration, "refresh": settings.refresh}
+    policies = {
+        "login": settings.login,
+        "register": settings.registration,
+        "refresh": settings.refresh,
+        MAIL_REQUEST_POLICY: settings.mail_request,
+    }
     return [
-        _policy_config(policy, rate, path_prefix, _by_client_address(policy)).middleware
+        _policy_config(policy, rate, path_prefixes, _by_client_address(policy)).middleware
         for policy, rate in policies.items()
     ]
 
@@ -117,4 +138,38 @@ def account_rate_limit_middleware(settings: RateLimitSettings, *, path_prefix: s
     if not settings.enabled:
         return []
     policy = PASSWORD_CHECK_POLICY
-    return [_policy_config(policy, settings.password_check, path_prefix, _by_account(policy)).middleware]
+    return [_policy_config(policy, settings.password_check, (path_prefix,), _by_account(policy)).middleware]
+
+
+_WINDOW_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+class PerAddressMailLimit:
+    """How many mails one target address may be sent through the mailed-link flows per
+    window (``RATE_LIMITS__MAIL_PER_ADDRESS``), whoever asks from wherever.
+
+    A fixed-window count in the app's ``rate_limit`` store (memory, or Redis shared by the
+    replicas), keyed by a digest of the address's key: the store never holds an address.
+    Like Litestar's middleware it reads, then writes: two replicas racing on one address
+    can each admit one more request, which bounds the flood as well."""
+
+    def __init__(self, store: Store, rate: str, *, enabled: bool = True) -> None:
+        self._store = store
+        unit, self._limit = parse_rate(rate)
+        self._window = _WINDOW_SECONDS[unit]
+        self._enabled = enabled
+
+    async def hit(self, address_key: str) -> int | None:
+        """Count one request for the address; the seconds to wait if it is over the limit."""
+        if not self._enabled:
+            return None
+        now = int(time.time())
+        window = now // self._window
+        digest = hashlib.sha256(address_key.encode("utf-8", "surrogatepass")).hexdigest()
+        key = f"mail_per_address:{digest}:{window}"
+        raw = await self._store.get(key)
+        count = int(raw) if raw else 0
+        if count >= self._limit:
+            return max(1, (window + 1) * self._window - now)
+        await self._store.set(key, str(count + 1).encode(), expires_in=self._window)
+        return None

@@ -1,0 +1,103 @@
+"""The mails the account flows send, rendered from Jinja2 templates (text and HTML) in
+templates/mail/. Links start with ``MAIL__LINK_BASE_URL`` and carry the token as the
+query parameter ``token`` of the account page that uses it (API.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from app.mail.outbox import OutgoingMail
+from app.settings import MailSettings
+
+# Where each link goes: the pages in app/accounts/pages.py.
+VERIFY_EMAIL_PAGE = "/account/verify-email"
+RESET_PASSWORD_PAGE = "/account/reset-password"  # noqa: S105 - a path
+CONFIRM_EMAIL_CHANGE_PAGE = "/account/confirm-email-change"
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    kind: str
+    subject: str
+
+
+VERIFY_EMAIL = _Template("verify_email", "Confirm your email address")
+PASSWORD_RESET = _Template("password_reset", "Reset your password")
+EMAIL_CHANGE_CONFIRM = _Template("email_change_confirm", "Confirm your new email address")
+EMAIL_CHANGE_TAKEN = _Template("email_change_taken", "Someone tried to use this address")
+EMAIL_CHANGE_NOTICE = _Template("email_change_notice", "Your email address is being changed")
+
+
+_LOADER = PackageLoader("app.accounts", "templates/mail")
+# Built once per process: each compiles a template on first use and keeps it. HTML bodies
+# escape every value (a full name is the user's own text); text bodies are plain text.
+_HTML = Environment(loader=_LOADER, autoescape=select_autoescape(["html"]), undefined=StrictUndefined)
+_TEXT = Environment(loader=_LOADER, autoescape=False, undefined=StrictUndefined)  # noqa: S701 - text/plain
+
+
+class AccountMails:
+    def __init__(self, settings: MailSettings, *, service_name: str = "User Service") -> None:
+        self._settings = settings
+        self._service_name = service_name
+
+    def link(self, page: str, token: str) -> str:
+        base = str(self._settings.link_base_url).rstrip("/")
+        return f"{base}{page}?{urlencode({'token': token})}"
+
+    def verify_email(self, to: str, *, username: str, token: str, ttl_seconds: int) -> OutgoingMail:
+        return self._render(
+            VERIFY_EMAIL,
+            to,
+            username=username,
+            link=self.link(VERIFY_EMAIL_PAGE, token),
+            valid_for=_duration(ttl_seconds),
+        )
+
+    def password_reset(self, to: str, *, username: str, token: str, ttl_seconds: int) -> OutgoingMail:
+        return self._render(
+            PASSWORD_RESET,
+            to,
+            username=username,
+            link=self.link(RESET_PASSWORD_PAGE, token),
+            valid_for=_duration(ttl_seconds),
+        )
+
+    def email_change_confirm(self, to: str, *, username: str, token: str, ttl_seconds: int) -> OutgoingMail:
+        return self._render(
+            EMAIL_CHANGE_CONFIRM,
+            to,
+            username=username,
+            link=self.link(CONFIRM_EMAIL_CHANGE_PAGE, token),
+            valid_for=_duration(ttl_seconds),
+        )
+
+    def email_change_taken(self, to: str) -> OutgoingMail:
+        """To the owner of an address someone else tried to move their account to: the
+        requester is told nothing (202 either way), the owner is told everything."""
+        return self._render(EMAIL_CHANGE_TAKEN, to)
+
+    def email_change_notice(self, to: str, *, username: str, new_email: str) -> OutgoingMail:
+        """To the old address: if the owner did not ask, this is how they find out."""
+        return self._render(EMAIL_CHANGE_NOTICE, to, username=username, new_email=new_email)
+
+    def _render(self, template: _Template, to: str, **values: Any) -> OutgoingMail:
+        values["service_name"] = self._service_name
+        return OutgoingMail(
+            kind=template.kind,
+            recipient=to,
+            subject=template.subject,
+            text_body=_TEXT.get_template(f"{template.kind}.txt").render(values),
+            html_body=_HTML.get_template(f"{template.kind}.html").render(values),
+        )
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour" + ("s" if hours != 1 else "")
+    minutes = max(1, seconds // 60)
+    return f"{minutes} minute" + ("s" if minutes != 1 else "")

@@ -1,0 +1,195 @@
+"""The HTTP surface of the mailed-link flows (API.md): /api/v1/auth/verify-email/*,
+/password-reset/*, /email-change/confirm and /api/v1/users/me/email.
+
+Requests that an outsider can aim at any address (a password reset; an email change to
+an address) answer 202 before anything depends on whether the address has an account:
+that part runs as a background task after the response is sent, in a session of its own.
+A failure there is logged (``account_mail_failed``), never shown: the answer was already
+the same for everyone."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from app.accounts.authentication import AuthedRequest
+from app.accounts.dependencies import account_recovery, provide_account_recovery
+from app.accounts.recovery import AccountRecovery, parse_address
+from app.accounts.schemas import (
+    EmailChangeRequest,
+    MailAccepted,
+    PasswordResetConfirmation,
+    PasswordResetRequest,
+    TokenConfirmation,
+)
+from app.accounts.validation import email_key
+from app.container import Container
+from app.errors import MailRequestsThrottled
+from app.observability.logging import get_logger
+from app.web.openapi import BEARER, BODY, problems
+from app.web.rate_limits import (
+    MAIL_REQUEST_POLICY,
+    PASSWORD_CHECK_POLICY,
+    RATE_LIMIT_OPT,
+    STORE_NAME,
+    PerAddressMailLimit,
+    client_address,
+)
+
+_log = get_logger("user_service.accounts")
+
+RESET_ACCEPTED = "If an account has this address, a link to reset its password is on its way."
+EMAIL_CHANGE_ACCEPTED = "A confirmation link is on its way to the new address; the current address is told."
+VERIFICATION_ACCEPTED = "If the address is not verified yet, a new link is on its way."
+
+
+async def limit_mails_to(request: Request[Any, Any, Any], container: Container, address: str) -> None:
+    """Count a mail to ``address`` against its per-address limit (429 when over)."""
+    limits = container.settings.rate_limits
+    limit = PerAddressMailLimit(request.app.stores.get(STORE_NAME), limits.mail_per_address, enabled=limits.enabled)
+    retry_after = await limit.hit(email_key(address))
+    if retry_after is not None:
+        container.events.rate_limited("mail_per_address", client_address(request))
+        raise MailRequestsThrottled(retry_after)
+
+
+def after_response(
+    container: Container, flow: str, work: Callable[[AccountRecovery], Awaitable[None]]
+) -> BackgroundTask:
+    async def run() -> None:
+        try:
+            async with container.database.get_session() as db:
+                await work(account_recovery(db, container))
+        except Exception as exc:  # noqa: BLE001 - the client has its answer; the operator gets the log
+            _log.error("account_mail_failed", flow=flow, error=type(exc).__name__, exc_info=exc)
+
+    return BackgroundTask(run)
+
+
+class AccountLinksController(Controller):
+    """The unauthenticated half: a reset request, and every link's confirmation."""
+
+    path = "/api/v1/auth"
+    tags = ["auth"]
+    opt = {"exclude_from_auth": True}
+    dependencies = {"recovery": Provide(provide_account_recovery, sync_to_thread=False)}
+
+    @post(
+        "/verify-email/confirm",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Verify the account's address with the token from the mail",
+        responses=problems(*BODY, 503),
+    )
+    async def confirm_verification(
+        self, data: JSONBody[TokenConfirmation], recovery: NamedDependency[AccountRecovery]
+    ) -> None:
+        await recovery.confirm_verification(data.token)
+
+    @post(
+        "/password-reset/request",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Mail a password-reset link (202 whether or not the address has an account)",
+        opt={RATE_LIMIT_OPT: MAIL_REQUEST_POLICY},
+        responses=problems(*BODY, 429),
+    )
+    async def request_password_reset(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[PasswordResetRequest],
+        container: NamedDependency[Container],
+    ) -> Response[MailAccepted]:
+        address = parse_address(data.email, "email")
+        await limit_mails_to(request, container, address)
+
+        async def send(recovery: AccountRecovery) -> None:
+            await recovery.send_password_reset(address)
+
+        return Response(
+            MailAccepted(detail=RESET_ACCEPTED),
+            status_code=HTTP_202_ACCEPTED,
+            background=after_response(container, "password_reset", send),
+        )
+
+    @post(
+        "/password-reset/confirm",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Set a new password with the token from the mail; every session ends",
+        responses=problems(*BODY, 503),
+    )
+    async def confirm_password_reset(
+        self, data: JSONBody[PasswordResetConfirmation], recovery: NamedDependency[AccountRecovery]
+    ) -> None:
+        await recovery.confirm_password_reset(data.token, data.new_password)
+
+    @post(
+        "/email-change/confirm",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Move the account to its new address with the token from the mail",
+        responses=problems(*BODY, 409, 503),
+    )
+    async def confirm_email_change(
+        self, data: JSONBody[TokenConfirmation], recovery: NamedDependency[AccountRecovery]
+    ) -> None:
+        await recovery.confirm_email_change(data.token)
+
+
+class VerificationRequestController(Controller):
+    path = "/api/v1/auth"
+    tags = ["auth"]
+    security = [BEARER]
+    dependencies = {"recovery": Provide(provide_account_recovery, sync_to_thread=False)}
+
+    @post(
+        "/verify-email/request",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Mail a new verification link to the caller's address",
+        opt={RATE_LIMIT_OPT: MAIL_REQUEST_POLICY},
+        responses=problems(401, 429, 503),
+    )
+    async def request_verification(
+        self, request: AuthedRequest, recovery: NamedDependency[AccountRecovery], container: NamedDependency[Container]
+    ) -> MailAccepted:
+        account = request.user.account
+        if not account.is_verified:
+            await limit_mails_to(request, container, account.email)
+        await recovery.request_verification(request.user.id)
+        return MailAccepted(detail=VERIFICATION_ACCEPTED)
+
+
+class EmailChangeController(Controller):
+    path = "/api/v1/users/me"
+    tags = ["users"]
+    security = [BEARER]
+    dependencies = {"recovery": Provide(provide_account_recovery, sync_to_thread=False)}
+
+    @post(
+        "/email",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Change the caller's email: a link to the new address confirms it",
+        opt={RATE_LIMIT_OPT: (PASSWORD_CHECK_POLICY, MAIL_REQUEST_POLICY)},
+        responses=problems(*BODY, 401, 429, 503),
+    )
+    async def request_email_change(
+        self,
+        request: AuthedRequest,
+        data: JSONBody[EmailChangeRequest],
+        recovery: NamedDependency[AccountRecovery],
+        container: NamedDependency[Container],
+    ) -> Response[MailAccepted]:
+        change = await recovery.check_email_change(request.user.id, data.new_email, data.current_password)
+        await limit_mails_to(request, container, change.new_email)
+
+        async def send(deferred: AccountRecovery) -> None:
+            await deferred.send_email_change(change)
+
+        return Response(
+            MailAccepted(detail=EMAIL_CHANGE_ACCEPTED),
+            status_code=HTTP_202_ACCEPTED,
+            background=after_response(container, "email_change", send),
+        )
