@@ -69,7 +69,8 @@ class SmtpServer:
         self.credentials = credentials
         self.certificate = certificate
         self._recorder = _Recorder()
-        options: dict[str, Any] = {}
+        # As Postfix and every large provider do: internationalised addresses (RFC 6531).
+        options: dict[str, Any] = {"enable_SMTPUTF8": True}
         if security != "none":
             assert certificate is not None, "TLS needs a certificate"
             context = certificate.server_context()

@@ -200,7 +200,10 @@ class AccountRecovery:
         user = await self._users.get_live(user_id)
         await self._db.commit()  # not holding a connection while the hash waits
         address = parse_address(new_email, "new_email")
-        if email_key(address) == user.email_key:
+        # Another spelling of the same key (boss@ -> boß@) is a change like any other: a
+        # mail server may deliver the two to different mailboxes, so the new spelling
+        # proves itself with the link too.
+        if address == user.email:
             raise InvalidInput(errors=[FieldError("new_email", "this is already the account's email address")])
         await self._password_check.check(user, current_password, purpose="email_change")
         return EmailChangeRequest(user_id=user.id, new_email=address)

@@ -37,9 +37,14 @@ class OutgoingMail:
         # Header injection: a newline in a header value would start a header of its own.
         if any(c in value for value in (self.recipient, self.subject) for c in "\r\n"):
             raise ValueError("recipient and subject must be single lines")
-        # Exactly one bare address ("a@b", not "A <a@b>" or "a@b, c@d"): one mail, one person.
+        # Exactly one bare address ("a@b", not "A <a@b>" or "a@b, c@d"): one mail, one
+        # person. Internationalised addresses (jürgen@…, RFC 6531) are addresses too:
+        # registration accepts them, so their mail must be sendable.
+        # The standard library's parser knows only ASCII local parts, so the structure is
+        # checked with every other character standing in for one.
+        ascii_shape = "".join(c if c.isascii() else "x" for c in self.recipient)
         try:
-            Address(addr_spec=self.recipient)
+            Address(addr_spec=ascii_shape)
         except (ValueError, IndexError) as exc:
             raise ValueError("recipient must be one email address") from exc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
@@ -31,7 +32,10 @@ class DeliveryError(Exception):
 def build_email(row: OutboxMessage, from_address: str) -> EmailMessage:
     """The mail of an outbox row, identical on every attempt: Message-ID and Date come
     from the row, not from the moment of sending."""
-    email = EmailMessage()
+    # An internationalised recipient (jürgen@…) is written as UTF-8 (RFC 6532), and
+    # aiosmtplib then asks for SMTPUTF8; the default policy would mangle its local part
+    # into an encoded word that no server delivers.
+    email = EmailMessage(policy=policy.default if row.recipient.isascii() else policy.SMTPUTF8)
     email["From"] = from_address
     email["To"] = row.recipient
     email["Subject"] = row.subject

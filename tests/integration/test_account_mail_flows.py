@@ -239,7 +239,7 @@ async def test_an_email_change_to_the_accounts_own_address_is_a_validation_error
         await service.client.post(
             f"{ME}/email",
             headers=bearer(tokens),
-            json={"new_email": "SameSame@example.com", "current_password": PASSWORD},
+            json={"new_email": "samesame@example.com", "current_password": PASSWORD},
         ),
         422,
     )
@@ -265,3 +265,13 @@ async def test_patch_me_no_longer_changes_the_email(service: MailedService) -> N
     )
     assert [e["field"] for e in problem["errors"]] == ["email"]
     assert (await me(service, tokens))["email"] == "patcher@example.com"
+
+
+async def test_an_internationalised_address_gets_its_mail(service: MailedService) -> None:
+    """RFC 6531: registration accepts jürgen@…, so its mail must leave (SMTPUTF8) with the
+    local part intact, not as an encoded word no server would deliver."""
+    assert (await register(service.client, "jurgen", email="j\u00fcrgen@example.com")).status_code == 201
+    [mail] = await service.mails_to("j\u00fcrgen@example.com")
+    assert mail.message["To"] == "j\u00fcrgen@example.com"
+    token = await service.link_to("j\u00fcrgen@example.com", VERIFY_PAGE)
+    assert (await service.client.post(f"{AUTH}/verify-email/confirm", json={"token": token})).status_code == 204
