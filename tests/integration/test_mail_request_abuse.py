@@ -1,0 +1,144 @@
+"""The endpoints that send mail cannot be turned into an oracle or a mail cannon: the same
+answer in about the same time whether or not an address has an account (or is taken),
+and limits per client address and per target address."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from app.settings import Settings
+from testkit.smtp_server import SmtpServer
+from tests.integration.helpers import AUTH, ME, PASSWORD, assert_problem, bearer, login, register
+from tests.integration.mail_flows import (
+    MailedService,
+    mailed_service,
+    settings_with_mail,
+    smtp,  # noqa: F401 - the fixture
+)
+
+LIMITED = {"enabled": True, "login": "1000/minute", "registration": "1000/minute", "password_check": "1000/hour"}
+
+
+async def test_a_reset_request_takes_the_same_time_whether_or_not_the_address_has_an_account(
+    settings: Settings,
+    signing_key_file: Path,
+    smtp: SmtpServer,  # noqa: F811
+) -> None:
+    """Measured as a prober would: alternating requests for an address with an account and
+    one without, each on a quiet server (the previous request's work finished). The part
+    that depends on the account (a token, a mail queued, a commit) runs after the answer."""
+    async with mailed_service(settings_with_mail(settings, signing_key_file, smtp)) as client:
+        service = MailedService(client, smtp)
+        assert (await register(client, "present")).status_code == 201
+        samples: dict[str, list[float]] = {"present@example.com": [], "absent@example.com": []}
+        for _ in range(3):  # warm-up: statement caches, pool connections
+            for address in samples:
+                await client.post(f"{AUTH}/password-reset/request", json={"email": address})
+        await service.mails_to("present@example.com", 4)
+        bodies = set()
+        for _ in range(40):
+            for address, times in samples.items():
+                started = time.perf_counter()
+                answer = await client.post(f"{AUTH}/password-reset/request", json={"email": address})
+                times.append(time.perf_counter() - started)
+                assert answer.status_code == 202
+                bodies.add(answer.content)
+                await _quiet()
+    assert len(bodies) == 1
+    present = statistics.median(samples["present@example.com"])
+    absent = statistics.median(samples["absent@example.com"])
+    # The account-dependent work (about a millisecond or more with its commit) is not in
+    # the answer: the medians differ by far less than it costs.
+    print(f"reset request median: present {present * 1000:.2f} ms, absent {absent * 1000:.2f} ms")  # noqa: T201 - the figure for the note, with -s
+    assert abs(present - absent) < 0.5e-3 + 0.1 * min(present, absent), (present, absent)
+
+
+async def test_an_email_change_takes_the_same_time_whether_or_not_the_address_is_taken(
+    settings: Settings,
+    signing_key_file: Path,
+    smtp: SmtpServer,  # noqa: F811
+) -> None:
+    async with mailed_service(settings_with_mail(settings, signing_key_file, smtp)) as client:
+        assert (await register(client, "holder")).status_code == 201
+        assert (await register(client, "asker")).status_code == 201
+        tokens = (await login(client, "asker")).json()
+        samples: dict[str, list[float]] = {"holder@example.com": [], "nobody.yet@example.com": []}
+        for _ in range(15):
+            for address, times in samples.items():
+                started = time.perf_counter()
+                answer = await client.post(
+                    f"{ME}/email", headers=bearer(tokens), json={"new_email": address, "current_password": PASSWORD}
+                )
+                times.append(time.perf_counter() - started)
+                assert answer.status_code == 202, answer.text
+                await _quiet()
+    taken = statistics.median(samples["holder@example.com"])
+    free = statistics.median(samples["nobody.yet@example.com"])
+    print(f"email change median: taken {taken * 1000:.2f} ms, free {free * 1000:.2f} ms")  # noqa: T201 - the figure for the note, with -s
+    # Both answers are dominated by the same password check; the rest runs after them.
+    assert abs(taken - free) < 0.1 * min(taken, free), (taken, free)
+
+
+async def _quiet() -> None:
+    import anyio
+
+    await anyio.sleep(0.03)
+
+
+async def test_mails_to_one_address_are_limited_whoever_asks(
+    settings: Settings,
+    signing_key_file: Path,
+    smtp: SmtpServer,  # noqa: F811
+) -> None:
+    limits = {**LIMITED, "mail_request": "1000/minute", "mail_per_address": "3/hour"}
+    configured = settings_with_mail(settings, signing_key_file, smtp, rate_limits=limits)
+    async with mailed_service(configured) as client:
+        service = MailedService(client, smtp)
+        assert (await register(client, "target")).status_code == 201  # its verification mail
+        answers = [
+            await client.post(f"{AUTH}/password-reset/request", json={"email": "TARGET@example.com"}) for _ in range(4)
+        ]
+        assert [a.status_code for a in answers] == [202, 202, 202, 429]
+        problem = assert_problem(answers[-1], 429)
+        assert problem["type"].endswith("/mail-requests-throttled")
+        assert int(answers[-1].headers["Retry-After"]) > 0
+        # Unknown addresses count alike (no oracle in the limit either)...
+        unknown = [
+            (await client.post(f"{AUTH}/password-reset/request", json={"email": "ghost@example.com"})).status_code
+            for _ in range(4)
+        ]
+        assert unknown == [202, 202, 202, 429]
+        # ...and another address is not affected.
+        other = await client.post(f"{AUTH}/password-reset/request", json={"email": "someone.else@example.com"})
+        assert other.status_code == 202
+        # The verification mail and three resets: the fourth reset was never queued.
+        await service.mails_to("target@example.com", 4)
+        await service.no_more_mail_to("target@example.com", already=4)
+
+
+async def test_mail_requests_from_one_client_address_are_limited(
+    settings: Settings,
+    signing_key_file: Path,
+    smtp: SmtpServer,  # noqa: F811
+) -> None:
+    limits: dict[str, Any] = {**LIMITED, "mail_request": "3/minute", "mail_per_address": "1000/hour"}
+    configured = settings_with_mail(settings, signing_key_file, smtp, rate_limits=limits)
+    async with mailed_service(configured) as client:
+        statuses = [
+            (await client.post(f"{AUTH}/password-reset/request", json={"email": f"n{i}@example.com"})).status_code
+            for i in range(4)
+        ]
+        assert statuses == [202, 202, 202, 429]
+        # The same budget covers every endpoint that sends mail.
+        assert (await register(client, "limited")).status_code == 201
+        tokens = (await login(client, "limited")).json()
+        assert_problem(await client.post(f"{AUTH}/verify-email/request", headers=bearer(tokens)), 429)
+        change = await client.post(
+            f"{ME}/email", headers=bearer(tokens), json={"new_email": "x@example.com", "current_password": PASSWORD}
+        )
+        assert_problem(change, 429)
+        # Logins and /me are not in it.
+        assert (await client.get(ME, headers=bearer(tokens))).status_code == 200
