@@ -277,7 +277,7 @@ def mail_problems(compose: dict[str, Any]) -> list[str]:
     for name in SERVICE_CONTAINERS:
         svc = service(compose, name)
         env = environment(svc)
-        host = env.get("USER_SERVICE_MAIL__SMTP_HOST")
+        host = env.get("USER_SERVICE_MAIL__SMTP_HOST", "")
         if host not in services:
             problems.append(f"{name}: mail goes to {host!r}, not a service of this file (nobody would get it)")
             continue
@@ -317,7 +317,9 @@ def test_the_service_sends_its_mail_to_mailpit_with_links_to_nginx(compose: dict
 
 
 def _mail_env(compose: dict[str, Any], **changes: str | None) -> dict[str, Any]:
-    broken = yaml.safe_load(yaml.safe_dump(compose))
+    """A copy of the resolved file with the service containers' mail settings changed
+    (None: removed)."""
+    broken: dict[str, Any] = yaml.safe_load(yaml.safe_dump(compose))
     for name in SERVICE_CONTAINERS:
         env = broken["services"][name]["environment"]
         for key, value in changes.items():
