@@ -21,6 +21,8 @@ from app.container import Container, container_of
 from app.db.models import Role
 from app.errors import DomainError
 from app.identity.calibration import calibrate
+from app.lifespan import warn_if_mail_reaches_nobody
+from app.settings import Environment
 
 ADMIN_PASSWORD_ENV = "USER_SERVICE_ADMIN_PASSWORD"  # noqa: S105 - the variable's name
 SEED_PASSWORD_ENV = "USER_SERVICE_SEED_PASSWORD"  # noqa: S105 - the variable's name
@@ -136,5 +138,7 @@ class MailCLIPlugin(CLIPluginProtocol):
             metrics = container.observability.metrics
             if metrics_port is not None and metrics is not None:
                 start_http_server(metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104 - scraped by Prometheus  # nosec B104
+            if container.settings.environment is Environment.PRODUCTION:
+                warn_if_mail_reaches_nobody(container.settings.mail)
             click.echo("delivering the mail outbox until SIGTERM")
             asyncio.run(deliver_mail_until_stopped(container))

@@ -19,8 +19,9 @@ from app.container import Container
 from app.db.migrate import pending_revisions, upgrade_to_head
 from app.identity.memory import keep_hash_memory_mapped
 from app.identity.throttle import LoginThrottle
+from app.mail.repository import purge_finished
 from app.observability.logging import get_logger
-from app.settings import Environment
+from app.settings import Environment, MailSettings
 from app.system.health import Lifecycle
 from app.system.metrics import MetricsListener
 from app.system.shutdown import drain_on_sigterm
@@ -120,6 +121,9 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
         if settings.environment is Environment.PRODUCTION:
             for protection in settings.disabled_protections():
                 logger.warning("abuse_protection_off", setting=protection)
+            if settings.mail.worker_enabled:
+                # Otherwise `litestar mail deliver` delivers, and warns from its own settings.
+                warn_if_mail_reaches_nobody(settings.mail)
         try:
             yield
         finally:
@@ -127,15 +131,32 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
             logger.info("service_stopping")
 
 
+def warn_if_mail_reaches_nobody(mail: MailSettings) -> None:
+    """For a production process that delivers mail: without an SMTP host every mail is
+    written to a file on the process's own disk (a read-only root or an emptyDir in a
+    container), so the service runs, registrations succeed, and no person ever receives a
+    verification or reset mail. Not refused at start (a deployment may not send mail yet),
+    but said once, naming the setting to fix."""
+    if not mail.uses_smtp:
+        logger.warning(
+            "mail_not_delivered",
+            setting="USER_SERVICE_MAIL__SMTP_HOST",
+            problem="unset: every mail is written as a file on this machine and reaches nobody",
+            directory=str(mail.file_directory),
+        )
+
+
 async def _housekeeping(container: Container) -> None:
     """What would otherwise only go when its key is seen again, or never: old failed-login
     counters and expired rate-limit windows (a credential-stuffing run sees millions of
-    keys once each; Redis expires its keys by itself), and ended sessions and expired
-    refresh tokens (one row per login and per rotation)."""
+    keys once each; Redis expires its keys by itself), ended sessions and expired
+    refresh tokens (one row per login and per rotation), and the outbox's sent and
+    given-up mails (one row per mail)."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         await forget_stale_abuse_state(container.login_throttle, container.rate_limit_store)
         await purge_ended_sessions_round(container)
+        await purge_outbox_round(container)
 
 
 async def purge_ended_sessions_round(container: Container) -> Purged | None:
@@ -155,6 +176,21 @@ async def purge_ended_sessions_round(container: Container) -> Purged | None:
         return None
     container.events.purged("session", purged.sessions)
     container.events.purged("refresh_token", purged.refresh_tokens)
+    return purged
+
+
+async def purge_outbox_round(container: Container) -> int | None:
+    """One round of the outbox purge: sent and given-up mails that ended more than
+    USER_SERVICE_MAIL__KEEP_SENT_SECONDS ago (see purge_finished), logged and counted. Its
+    own transaction, so a failure here leaves the other purges done; a failure (the
+    database away) is logged and left for the next round."""
+    keep = dt.timedelta(seconds=container.settings.mail.keep_sent_seconds)
+    try:
+        purged = await purge_finished(container.database.get_engine(), ended_before=dt.datetime.now(dt.UTC) - keep)
+    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
+        logger.warning("housekeeping_failed", error=type(exc).__name__)
+        return None
+    container.events.purged("outbox_message", purged)
     return purged
 
 

@@ -308,6 +308,11 @@ class MailSettings(BaseModel):
     # reason recorded: a reset link mailed two days late is worse than none.
     give_up_after_seconds: int = Field(default=24 * 3600, ge=1)
     max_attempts: int = Field(default=50, ge=1)
+    # Sent and given-up rows are deleted by the housekeeping round this long after they
+    # ended (pending rows never are). Long enough to answer "was my mail sent, and when?"
+    # for a week; not for ever, since each row names a person's address and the table
+    # would otherwise grow with every mail.
+    keep_sent_seconds: int = Field(default=7 * 24 * 3600, ge=1)
 
     @property
     def uses_smtp(self) -> bool:

@@ -50,8 +50,8 @@ class SecurityEvents:
             self._metrics.password_checks.labels(purpose=purpose, result=result).inc()
 
     def purged(self, kind: str, rows: int) -> None:
-        """Housekeeping deleted ``rows`` of ``kind`` (session, refresh_token) that can never
-        authenticate again."""
+        """Housekeeping deleted ``rows`` of ``kind``: session and refresh_token (they can never
+        authenticate again), outbox_message (mails sent or given up long enough ago)."""
         if rows:
             _log.info("housekeeping_purged", kind=kind, rows=rows)
         if self._metrics:

@@ -206,7 +206,8 @@ class Metrics:
         self.housekeeping_purged = Counter(
             "user_service_housekeeping_purged",
             "Rows deleted by the periodic housekeeping, by kind (session: ended sessions with their tokens; "
-            "refresh_token: expired refresh tokens, spent or not).",
+            "refresh_token: expired refresh tokens, spent or not; outbox_message: mails sent or given up "
+            "longer ago than USER_SERVICE_MAIL__KEEP_SENT_SECONDS).",
             ["kind"],
             registry=r,
         )
@@ -321,7 +322,7 @@ class Metrics:
             (self.hash_rejections, "operation", ("hash", "verify")),
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
-            (self.housekeeping_purged, "kind", ("session", "refresh_token")),
+            (self.housekeeping_purged, "kind", ("session", "refresh_token", "outbox_message")),
             (self.mail_deliveries, "result", MAIL_DELIVERY_RESULTS),
             (self.shared_store_errors, "store", SHARED_STORE_USERS),
         ]

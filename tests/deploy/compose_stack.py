@@ -30,10 +30,12 @@ LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 
 APP_IMAGE = "user-service:local"
 # Every service, the load profile's included.
-SERVICES = {"postgres", "migrate", "app", "nginx", "otel-collector", "tempo", "prometheus", "grafana"}
+SERVICES = {"postgres", "migrate", "app", "nginx", "mailpit", "otel-collector", "tempo", "prometheus", "grafana"}
 LOAD_SERVICES = {"loadtest-seed", "locust-master", "locust-worker"}
 # Pinned by version only: no digest for these could be verified (never invent one).
-TAG_ONLY_IMAGES = {"otel/opentelemetry-collector", "locustio/locust"}
+TAG_ONLY_IMAGES = {"otel/opentelemetry-collector", "locustio/locust", "axllent/mailpit"}
+# The service's own containers: every process that may write a mail.
+SERVICE_CONTAINERS = ("app", "migrate", "loadtest-seed")
 # What compose needs to interpolate the file: stand-ins for the secrets of .env.
 FAKE_ENV = {"POSTGRES_PASSWORD": "compose-test-password", "GRAFANA_ADMIN_PASSWORD": "compose-test-grafana"}
 # README, "Performance": the service's RSS after start-up, before any hash.

@@ -36,7 +36,7 @@ from sqlalchemy.exc import ArgumentError
 
 from app.identity.tokens import generate_private_key_pem
 from app.main import create_app
-from app.settings import DatabaseSettings, Environment, MetricsSettings, Settings, TokenSettings
+from app.settings import DatabaseSettings, Environment, MetricsSettings, Settings, SmtpSecurity, TokenSettings
 from app.system.health import READY_DB_TIMEOUT_SECONDS
 from deploy.grafana.model import DASHBOARDS_DIR, JOB
 from deploy.k8s_artifacts import RULES_FILE
@@ -57,19 +57,30 @@ INGRESS_NAMESPACES = frozenset({"ingress-nginx", "monitoring"})
 METRICS_NAMESPACES = frozenset({"monitoring"})
 # What the service's pods may call: DNS, PostgreSQL, the shared Redis, the OpenTelemetry Collector.
 EGRESS_PORTS = frozenset({(53, "UDP"), (53, "TCP"), (5432, "TCP"), (6379, "TCP"), (4317, "TCP"), (4318, "TCP")})
+# ... and an SMTP relay on the submission ports, STARTTLS and implicit TLS (RFC 8314), or
+# the port USER_SERVICE_MAIL__SMTP_PORT names (a catcher in the namespace). Never 25, the
+# port between mail servers: a compromised pod could mail anyone's MX directly.
+SMTP_RELAY_PORTS = frozenset({(587, "TCP"), (465, "TCP")})
+# The relay's credentials: from a Secret, never the ConfigMap.
+SMTP_CREDENTIALS = ("USER_SERVICE_MAIL__SMTP_USERNAME", "USER_SERVICE_MAIL__SMTP_PASSWORD")
 # The shared store of the rate limits and the throttle (k8s/base/redis.yaml).
 SHARED_STORE = "user-service-redis"
-# Variables only the server needs: the migration Job never touches the shared store.
-SERVER_ONLY_ENV = frozenset({"REDIS_PASSWORD", "USER_SERVICE_REDIS_URL"})
+# Variables only the server needs: the migration Job never touches the shared store and
+# never sends mail.
+SERVER_ONLY_ENV = frozenset({"REDIS_PASSWORD", "USER_SERVICE_REDIS_URL", *SMTP_CREDENTIALS})
 # Keys of the secret CloudNativePG makes for a cluster's app user (pkg/specs/secrets.go).
 CNPG_APP_SECRET_KEYS = frozenset(
     {"username", "user", "password", "dbname", "host", "port", "pgpass", "uri", "jdbc-uri", "fqdn-uri", "fqdn-jdbc-uri"}
 )
 # Secrets each rendering leaves to the operator of the cluster (docs/deploy-kubernetes.md).
 EXTERNAL_SECRETS = {
-    "base": frozenset({"user-service-db", "user-service-signing-key", "user-service-tls", "user-service-redis"}),
+    "base": frozenset(
+        {"user-service-db", "user-service-signing-key", "user-service-tls", "user-service-redis", "user-service-smtp"}
+    ),
     "overlays/dev": frozenset({"user-service-tls"}),
-    "overlays/prod": frozenset({"user-service-signing-key", "user-service-tls", "user-service-redis"}),
+    "overlays/prod": frozenset(
+        {"user-service-signing-key", "user-service-tls", "user-service-redis", "user-service-smtp"}
+    ),
     "loadtest": frozenset({"locust"}),
 }
 CLUSTER_SCOPED = frozenset({"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"})
@@ -533,9 +544,22 @@ def _peer_namespace(peer: Obj) -> str | None:
     return str(labels["kubernetes.io/metadata.name"]) if list(labels) == ["kubernetes.io/metadata.name"] else None
 
 
+def _configured_smtp_port(objs: list[Obj], deployment: Obj | None) -> set[tuple[int, str]]:
+    """The server's USER_SERVICE_MAIL__SMTP_PORT, when it has an SMTP host and valid settings
+    (the settings check reports invalid ones)."""
+    if deployment is None:
+        return set()
+    try:
+        mail = server_settings(objs).mail
+    except ValueError:
+        return set()
+    return {(mail.smtp_port, "TCP")} if mail.uses_smtp else set()
+
+
 def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = INGRESS_NAMESPACES) -> list[str]:
     """Only the named namespaces reach the server's pods, only on the http port; the pods
-    call out only to DNS, PostgreSQL and the collector."""
+    call out only to DNS, PostgreSQL, Redis, the collector and the SMTP relay, and may reach
+    the collector and the relay on the ports the settings name."""
     deployment = server(objs) if of_kind(objs, "Deployment") else None
     labels = deployment["spec"]["template"]["metadata"]["labels"] if deployment else {"app.kubernetes.io/name": SERVER}
     named = {p["name"]: p["containerPort"] for p in container(deployment).get("ports", [])} if deployment else {}
@@ -543,6 +567,8 @@ def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = I
     metrics_ports = {"metrics", named.get("metrics", "metrics")}
     policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(p["spec"]["podSelector"]["matchLabels"], labels)]
     problems: list[str] = [] if policies else ["no NetworkPolicy selects the server's pods"]
+    smtp_port = _configured_smtp_port(objs, deployment)
+    allowed_egress = EGRESS_PORTS | SMTP_RELAY_PORTS | smtp_port
     types: set[str] = set()
     for policy in policies:
         name = policy["metadata"]["name"]
@@ -567,19 +593,73 @@ def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = I
                 )
         for rule in policy["spec"].get("egress", []):
             allowed = {(p.get("port"), p.get("protocol", "TCP")) for p in rule.get("ports", [])}
-            if not allowed or not allowed <= EGRESS_PORTS:
-                problems.append(f"{name}: egress to ports {rule.get('ports')}, beyond DNS, PostgreSQL, Redis and OTLP")
+            if not allowed or not allowed <= allowed_egress:
+                problems.append(
+                    f"{name}: egress to ports {rule.get('ports')}, beyond DNS, PostgreSQL, Redis, OTLP and SMTP"
+                )
     if deployment is not None and not {"Ingress", "Egress"} <= types:
         problems.append(f"policyTypes {sorted(types)}: both Ingress and Egress must be restricted")
     if deployment is not None:
-        endpoint = urlsplit(container_env(objs, deployment).get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:4318"))
-        if (endpoint.port or 80, "TCP") not in {
+        egress = {
             (p.get("port"), p.get("protocol", "TCP"))
             for policy in policies
             for rule in policy["spec"].get("egress", [])
             for p in rule.get("ports", [])
-        }:
+        }
+        endpoint = urlsplit(container_env(objs, deployment).get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:4318"))
+        if (endpoint.port or 80, "TCP") not in egress:
             problems.append(f"egress to the collector's port {endpoint.port} is not allowed")
+        # Mail waits in the outbox until the relay is reachable: a missing rule is no error
+        # anywhere, only mail that never arrives (and UserServiceMailOutboxStuck 15 min later).
+        problems += [f"egress to the SMTP relay's port {port} is not allowed" for port, _ in smtp_port - egress]
+    return problems
+
+
+def mail_problems(objs: list[Obj]) -> list[str]:
+    """Mail leaves the server through an SMTP relay (never as files on the pod's disk, read
+    by nobody), with the relay's username and password from one Secret (never the ConfigMap
+    or a literal), plain SMTP only to a relay that is a Service of this rendering (never
+    across networks in clear), and links that lead to the Ingress's host over HTTPS."""
+    try:
+        mail = server_settings(objs).mail
+    except ValueError as exc:
+        return [f"the settings the server would start with are invalid: {exc}"]
+    spec = container(server(objs))
+    problems: list[str] = []
+    if not mail.uses_smtp:
+        problems.append("USER_SERVICE_MAIL__SMTP_HOST is unset: every mail would be a file on the pod's disk")
+    env = {entry["name"]: entry for entry in spec.get("env", [])}
+    secrets = set()
+    for name in SMTP_CREDENTIALS:
+        ref = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
+        if ref is None:
+            problems.append(f"{name} does not come from a Secret")
+        else:
+            secrets.add(ref["name"])
+    if len(secrets) > 1:
+        problems.append(f"the SMTP username and password come from different Secrets {sorted(secrets)}")
+    for source in spec.get("envFrom", []):
+        if "configMapRef" in source:
+            name = source["configMapRef"]["name"]
+            problems += [
+                f"{variable} is in the ConfigMap {name}: credentials belong in a Secret"
+                for variable in SMTP_CREDENTIALS
+                if variable in configmap_data(objs, name)
+            ]
+    if mail.uses_smtp and mail.smtp_security is SmtpSecurity.NONE:
+        service = str(mail.smtp_host).split(".")[0]
+        ports = {
+            p["port"] for s in of_kind(objs, "Service") if s["metadata"]["name"] == service for p in s["spec"]["ports"]
+        }
+        if mail.smtp_port not in ports:
+            problems.append(
+                f"plain SMTP (security none) to {mail.smtp_host}:{mail.smtp_port}, which is no Service of this "
+                "rendering: mail and links would cross the network in clear"
+            )
+    hosts = {rule.get("host") for ingress in of_kind(objs, "Ingress") for rule in ingress["spec"].get("rules", [])}
+    link = mail.link_base_url
+    if link.scheme != "https" or link.host not in hosts:
+        problems.append(f"links in mails start with {link}, not https:// on a host of the Ingress ({sorted(hosts)})")
     return problems
 
 

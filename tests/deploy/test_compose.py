@@ -5,7 +5,9 @@ deliberately broken copy. The configs it mounts: test_compose_observability.py a
 test_compose_nginx.py.
 
 Images cannot be pulled here (no registry but PyPI, Debian and npm), so the stack itself is
-not started; docs/deploy-compose.md says what was run instead.
+not started; docs/deploy-compose.md says what was run instead. The app's mail settings are
+run for real: the service process, configured as the file configures it, delivers to a
+plain SMTP server standing in for Mailpit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,12 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.settings import HttpSettings, PasswordSettings, ServerSettings
+from app.mail.outbox import OutgoingMail, enqueue
+from app.settings import HttpSettings, PasswordSettings, ServerSettings, Settings, SmtpSecurity
+from testkit.server_process import ServerProcess
+from testkit.smtp_server import smtp_server
 from tests.deploy.artifacts import ROOT
 from tests.deploy.compose_stack import (
     APP_IMAGE,
@@ -34,6 +41,7 @@ from tests.deploy.compose_stack import (
     LOAD_SERVICES,
     LOCUSTFILE,
     SECRETS_SCRIPT,
+    SERVICE_CONTAINERS,
     SERVICES,
     START_RSS_MIB,
     TAG_ONLY_IMAGES,
@@ -45,7 +53,7 @@ from tests.deploy.compose_stack import (
     resolved_compose,
     service,
 )
-from tests.deploy.k8s_checks import otel_env_names, settings_env_names
+from tests.deploy.k8s_checks import only_environment, otel_env_names, settings_env_names
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +247,173 @@ def test_the_app_trusts_forwarding_headers_from_the_edge_network_only(compose: d
     assert environment(service(compose, "app"))["USER_SERVICE_HTTP__TRUSTED_PROXIES"] == subnet
     members = {name for name, svc in compose["services"].items() if "edge" in svc.get("networks", [])}
     assert members == {"app", "nginx"}
+
+
+# --- mail: the app sends to Mailpit ------------------------------------------------------------------
+
+
+def _port_of(bind_address: str) -> str:
+    return bind_address.rpartition(":")[2]
+
+
+def _published(svc: dict[str, Any], container_port: str) -> list[tuple[str, str]]:
+    """(host address, host port) of each publication of ``container_port``."""
+    found = []
+    for entry in svc.get("ports", []):
+        parts = str(entry).split(":")
+        if parts[-1] == container_port:
+            found.append((parts[0] if len(parts) == 3 else "0.0.0.0", parts[-2]))  # noqa: S104 - docker's default
+    return found
+
+
+def mail_problems(compose: dict[str, Any]) -> list[str]:
+    """Every process of the service sends its mail to the file's mail catcher, on the port
+    the catcher listens on, over a network they share, in a way production accepts; the
+    links in the mails start with the URL nginx publishes; the catcher's UI is published on
+    the loopback alone and its SMTP port not at all."""
+    services = compose["services"]
+    problems: list[str] = []
+    nginx_https = [port for _, port in _published(service(compose, "nginx"), "443")]
+    for name in SERVICE_CONTAINERS:
+        svc = service(compose, name)
+        env = environment(svc)
+        host = env.get("USER_SERVICE_MAIL__SMTP_HOST", "")
+        if host not in services:
+            problems.append(f"{name}: mail goes to {host!r}, not a service of this file (nobody would get it)")
+            continue
+        catcher = service(compose, host)
+        listens = _port_of(environment(catcher).get("MP_SMTP_BIND_ADDR", ":1025"))
+        if env.get("USER_SERVICE_MAIL__SMTP_PORT") != listens:
+            problems.append(f"{name}: SMTP port {env.get('USER_SERVICE_MAIL__SMTP_PORT')}, {host} listens on {listens}")
+        if not set(svc.get("networks", [])) & set(catcher.get("networks", [])):
+            problems.append(f"{name}: shares no network with {host}")
+        try:
+            with only_environment(env):
+                settings = Settings(_env_file=None)
+        except ValueError as exc:
+            problems.append(f"{name}: production refuses its settings: {exc}")
+            continue
+        # Mailpit has no certificate here: STARTTLS or TLS to it would fail every time.
+        if settings.mail.smtp_security is not SmtpSecurity.NONE:
+            problems.append(f"{name}: SMTP security {settings.mail.smtp_security}, the catcher speaks plain SMTP")
+        link = settings.mail.link_base_url
+        if (link.scheme, link.host) != ("https", "localhost") or str(link.port) not in nginx_https:
+            problems.append(
+                f"{name}: links start with {link}, not the URL nginx publishes (https://localhost:{nginx_https})"
+            )
+    mailpit = service(compose, "mailpit")
+    ui = _port_of(environment(mailpit).get("MP_UI_BIND_ADDR", ":8025"))
+    smtp = _port_of(environment(mailpit).get("MP_SMTP_BIND_ADDR", ":1025"))
+    if [address for address, _ in _published(mailpit, ui)] != ["127.0.0.1"]:
+        problems.append(f"mailpit's UI (port {ui}) is not published on the loopback alone: {mailpit.get('ports')}")
+    if _published(mailpit, smtp):
+        problems.append(f"mailpit's SMTP port {smtp} is published: only the app sends to it")
+    return problems
+
+
+def test_the_service_sends_its_mail_to_mailpit_with_links_to_nginx(compose: dict[str, Any]) -> None:
+    assert mail_problems(compose) == []
+    assert environment(service(compose, "app"))["USER_SERVICE_MAIL__SMTP_HOST"] == "mailpit"
+
+
+def _mail_env(compose: dict[str, Any], **changes: str | None) -> dict[str, Any]:
+    """A copy of the resolved file with the service containers' mail settings changed
+    (None: removed)."""
+    broken: dict[str, Any] = yaml.safe_load(yaml.safe_dump(compose))
+    for name in SERVICE_CONTAINERS:
+        env = broken["services"][name]["environment"]
+        for key, value in changes.items():
+            if value is None:
+                env.pop(f"USER_SERVICE_MAIL__{key}", None)
+            else:
+                env[f"USER_SERVICE_MAIL__{key}"] = value
+    return broken
+
+
+@pytest.mark.parametrize(
+    ("breakage", "broken"),
+    [
+        ("no SMTP host (mail to files in the container)", lambda c: _mail_env(c, SMTP_HOST=None)),
+        ("a host that is no service", lambda c: _mail_env(c, SMTP_HOST="mailhog")),
+        ("the submission port", lambda c: _mail_env(c, SMTP_PORT="587")),
+        ("STARTTLS to a catcher without a certificate", lambda c: _mail_env(c, SMTP_SECURITY="starttls")),
+        ("a username over plain SMTP", lambda c: _mail_env(c, SMTP_USERNAME="user")),
+        ("links to the app's own port", lambda c: _mail_env(c, LINK_BASE_URL="http://app:8000")),
+        ("links to another HTTPS port", lambda c: _mail_env(c, LINK_BASE_URL="https://localhost:8443")),
+    ],
+)
+def test_mail_check_rejects_a_broken_copy(
+    compose: dict[str, Any], breakage: str, broken: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
+    assert mail_problems(broken(compose)), breakage
+
+
+def test_mail_check_rejects_mailpit_exposed_or_apart(compose: dict[str, Any]) -> None:
+    for ports in (["8025:8025"], ["0.0.0.0:8025:8025"], ["127.0.0.1:8025:8025", "127.0.0.1:1025:1025"]):
+        broken = yaml.safe_load(yaml.safe_dump(compose))
+        broken["services"]["mailpit"]["ports"] = ports
+        assert mail_problems(broken), ports
+    broken = yaml.safe_load(yaml.safe_dump(compose))
+    broken["services"]["mailpit"]["networks"] = ["frontend"]
+    assert mail_problems(broken)
+    broken = yaml.safe_load(yaml.safe_dump(compose))
+    broken["services"]["mailpit"]["environment"]["MP_SMTP_BIND_ADDR"] = "0.0.0.0:2525"
+    assert mail_problems(broken)
+
+
+def test_links_follow_nginx_to_another_https_port() -> None:
+    """NGINX_HTTPS_PORT in .env (rootless podman cannot bind 443) moves the links with it."""
+    result = podman_compose(COMPOSE_FILE, {**FAKE_ENV, "NGINX_HTTPS_PORT": "8443"}, "--profile", "load")
+    assert result.returncode == 0, result.stderr
+    moved = yaml.safe_load(result.stdout)
+    assert environment(service(moved, "app"))["USER_SERVICE_MAIL__LINK_BASE_URL"] == "https://localhost:8443"
+    assert mail_problems(moved) == []
+
+
+@pytest.mark.slow
+async def test_the_app_with_composes_mail_settings_delivers_over_plain_smtp(
+    compose: dict[str, Any], server_process: Callable[..., ServerProcess], db_engine: AsyncEngine
+) -> None:
+    """Mailpit's image cannot be pulled here: a plain SMTP server on loopback (aiosmtpd, no
+    TLS, no AUTH, as Mailpit runs in the file) stands in for it, and the real service
+    process runs in production mode with the app's mail settings from the file, only the
+    host and port pointed at the stand-in. Production accepts them and the mail arrives."""
+    mail_env = {k: v for k, v in environment(service(compose, "app")).items() if k.startswith("USER_SERVICE_MAIL__")}
+    with only_environment(mail_env):
+        mail = Settings(_env_file=None).mail
+    with smtp_server() as catcher:
+        env = {
+            **mail_env,
+            "USER_SERVICE_MAIL__SMTP_HOST": catcher.host,
+            "USER_SERVICE_MAIL__SMTP_PORT": str(catcher.port),
+            "USER_SERVICE_MAIL__POLL_INTERVAL_SECONDS": "0.1",
+            "USER_SERVICE_ENVIRONMENT": "production",
+            # The smallest argon2id pair OWASP lists; production refuses anything weaker.
+            "USER_SERVICE_PASSWORDS__TIME_COST": "2",
+            "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": "19456",
+        }
+        server = server_process(**env).start()
+        try:
+            async with AsyncSession(db_engine) as session, session.begin():
+                await enqueue(session, OutgoingMail("test_mail", "alice@example.test", "Hello", "Hello\n"), mail)
+            received = await catcher.received_at_least(1)
+        finally:
+            server.stop()
+    assert [m.recipients for m in received] == [["alice@example.test"]], server.output
+    assert received[0].message["From"] == mail_env["USER_SERVICE_MAIL__FROM_ADDRESS"]
+    assert received[0].message_id.endswith("@localhost>")  # the sender's domain
+    assert '"event":"mail_not_delivered"' not in server.output
+
+
+def test_mailpit_is_pinned_unprivileged_and_read_only(compose: dict[str, Any]) -> None:
+    mailpit = service(compose, "mailpit")
+    assert re.fullmatch(r"axllent/mailpit:v\d+\.\d+\.\d+", mailpit["image"]), mailpit["image"]
+    assert mailpit["read_only"] is True
+    assert mailpit["tmpfs"] == [TMPFS]  # its temporary database
+    assert mailpit["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in mailpit["security_opt"]
+    assert str(mailpit["user"]).split(":")[0] not in {"0", "root"}
+    assert "memory" in mailpit["deploy"]["resources"]["limits"]
 
 
 # --- Locust --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
     "service": checks.service_problems,
     "ingress": checks.ingress_problems,
     "network policy": checks.network_policy_problems,
+    "mail": checks.mail_problems,
     "service monitor": checks.service_monitor_problems,
     "shared store": checks.shared_store_problems,
     "migration": checks.migration_problems,
@@ -69,6 +70,12 @@ def _env(objs: list[Obj], name: str) -> Obj:
     return found
 
 
+def _set_value(entry: Obj, value: str) -> None:
+    """An env entry that took its value from a Secret, given the value itself instead."""
+    entry.pop("valueFrom")
+    entry["value"] = value
+
+
 def _rename_key(data: dict[str, str], old: str, new: str) -> None:
     data[new] = data.pop(old)
 
@@ -86,6 +93,12 @@ def _route(path: str, kind: str) -> Obj:
 def _policy(objs: list[Obj]) -> Obj:
     spec: Obj = checks.one(objs, "NetworkPolicy", "user-service")["spec"]
     return spec
+
+
+def _egress_rule(objs: list[Obj], port: int) -> Obj:
+    (rule,) = [r for r in _policy(objs)["egress"] if port in {p.get("port") for p in r.get("ports", [])}]
+    found: Obj = rule
+    return found
 
 
 def _pod(objs: list[Obj], kind: str = "Deployment", name: str = "user-service") -> Obj:
@@ -158,7 +171,7 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
     "no shared store": (
         "settings",
         "overlays/prod",
-        lambda objs: _server_container(objs)["env"].pop(),
+        lambda objs: _server_container(objs)["env"].remove(_env(objs, "USER_SERVICE_REDIS_URL")),
     ),
     "psycopg2 URL (CloudNativePG's uri as is)": (
         "settings",
@@ -306,6 +319,27 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "overlays/dev",
         lambda objs: _policy(objs)["policyTypes"].remove("Egress"),
     ),
+    # The SMTP relay's rule gone: nothing fails but the mail, which waits in the outbox.
+    "no egress to the SMTP relay": (
+        "network policy",
+        "overlays/prod",
+        lambda objs: _policy(objs)["egress"].remove(_egress_rule(objs, 587)),
+    ),
+    "relay on a port the policy does not open": (
+        "network policy",
+        "overlays/prod",
+        lambda objs: _configmap(objs).update(USER_SERVICE_MAIL__SMTP_PORT="2525"),
+    ),
+    "egress to port 25 (mail servers at large)": (
+        "network policy",
+        "base",
+        lambda objs: _egress_rule(objs, 465)["ports"].append({"port": 25, "protocol": "TCP"}),
+    ),
+    "no egress to the dev mail catcher": (
+        "network policy",
+        "overlays/dev",
+        lambda objs: _policy(objs)["egress"].remove(_egress_rule(objs, 1025)),
+    ),
     "job label not user-service": (
         "service monitor",
         "overlays/prod",
@@ -389,6 +423,53 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "shared store",
         "overlays/prod",
         lambda objs: _policy(objs)["egress"].pop(2),
+    ),
+    "SMTP password no longer from its Secret": (
+        "mail",
+        "overlays/prod",
+        lambda objs: _server_container(objs)["env"].remove(_env(objs, "USER_SERVICE_MAIL__SMTP_PASSWORD")),
+    ),
+    "SMTP username no longer from its Secret": (
+        "mail",
+        "base",
+        lambda objs: _server_container(objs)["env"].remove(_env(objs, "USER_SERVICE_MAIL__SMTP_USERNAME")),
+    ),
+    "SMTP password written into the Deployment": (
+        "mail",
+        "overlays/prod",
+        lambda objs: _set_value(_env(objs, "USER_SERVICE_MAIL__SMTP_PASSWORD"), "hunter2"),
+    ),
+    "SMTP password in the ConfigMap": (
+        "mail",
+        "overlays/dev",
+        lambda objs: _configmap(objs).update(USER_SERVICE_MAIL__SMTP_PASSWORD="hunter2"),
+    ),
+    "SMTP credentials from two Secrets": (
+        "mail",
+        "overlays/prod",
+        lambda objs: _env(objs, "USER_SERVICE_MAIL__SMTP_USERNAME")["valueFrom"]["secretKeyRef"].update(
+            name="user-service-smtp-old"
+        ),
+    ),
+    "no SMTP host (mail to the pod's disk)": (
+        "mail",
+        "overlays/prod",
+        lambda objs: _configmap(objs).pop("USER_SERVICE_MAIL__SMTP_HOST"),
+    ),
+    "plain SMTP to a relay outside": (
+        "mail",
+        "overlays/dev",
+        lambda objs: _configmap(objs).update(USER_SERVICE_MAIL__SMTP_HOST="smtp.example.com"),
+    ),
+    "links to a host the Ingress does not serve": (
+        "mail",
+        "overlays/dev",
+        lambda objs: _configmap(objs).update(USER_SERVICE_MAIL__LINK_BASE_URL="https://users.example.com"),
+    ),
+    "links over plain HTTP": (
+        "mail",
+        "overlays/prod",
+        lambda objs: _configmap(objs).update(USER_SERVICE_MAIL__LINK_BASE_URL="http://users.example.com"),
     ),
     "migration prompts": (
         "migration",

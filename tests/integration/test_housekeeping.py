@@ -1,5 +1,6 @@
 """The periodic housekeeping round: failed-login counters nobody touched for longer than
-the throttle remembers are deleted, and an unreachable database only postpones it."""
+the throttle remembers are deleted, and an unreachable database only postpones it; mails
+sent or given up longer ago than the outbox's retention are deleted, pending ones never."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import datetime as dt
 
 from litestar.stores.memory import MemoryStore
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from app.container import container_of
 from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, throttle_key
-from app.lifespan import forget_stale_abuse_state
-from app.settings import LoginThrottleSettings
+from app.lifespan import forget_stale_abuse_state, purge_outbox_round
+from app.mail.outbox import OutgoingMail, enqueue
+from app.main import create_app
+from app.settings import LoginThrottleSettings, MailSettings, Settings
+from testkit.live_server import serve
 
 POLICY = LoginThrottleSettings(forget_after_seconds=3600)
 
@@ -47,3 +52,62 @@ async def test_a_round_without_the_database_is_skipped_not_fatal() -> None:
         assert await forget_stale_abuse_state(throttle, MemoryStore()) == 0
     finally:
         await unreachable.dispose()
+
+
+# --- the mail outbox -------------------------------------------------------------------------
+
+
+async def _mail(db: AsyncEngine, name: str, **ended: dt.datetime) -> None:
+    """An outbox row written through the outbox's own enqueue, then given the end
+    timestamps (``sent_at``, ``gave_up_at``) and creation time a past delivery left."""
+    async with AsyncSession(db) as session, session.begin():
+        row = await enqueue(
+            session, OutgoingMail(kind="test_mail", recipient=f"{name}@example.test", subject=name, text_body="x"),
+            MailSettings(),
+        )  # fmt: skip
+        for column, at in ended.items():
+            setattr(row, column, at)
+            row.created_at = row.next_attempt_at = min(row.created_at, at)
+
+
+async def test_a_round_purges_ended_mail_past_its_retention_and_counts_it(
+    settings: Settings, db_engine: AsyncEngine
+) -> None:
+    keep = settings.mail.keep_sent_seconds
+    assert keep == 7 * 24 * 3600  # the documented default (.env.example, README)
+    now = dt.datetime.now(dt.UTC)
+    long_ago = now - dt.timedelta(seconds=keep) - dt.timedelta(hours=1)
+    await _mail(db_engine, "sent-long-ago", sent_at=long_ago)
+    await _mail(db_engine, "given-up-long-ago", gave_up_at=long_ago)
+    await _mail(db_engine, "sent-recently", sent_at=now - dt.timedelta(seconds=keep) + dt.timedelta(hours=1))
+    await _mail(db_engine, "given-up-recently", gave_up_at=now - dt.timedelta(minutes=5))
+    # Still waiting after longer than the retention (a worker that never ran): the worker
+    # gives it up first; the purge never drops mail that was not delivered or given up.
+    await _mail(db_engine, "pending-long-ago")
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE outbox_messages SET created_at = :at, next_attempt_at = :at WHERE subject = :s"),
+            {"at": long_ago, "s": "pending-long-ago"},
+        )
+
+    app = create_app(settings)
+    async with serve(app) as client:
+        assert await purge_outbox_round(container_of(app)) == 2
+        async with db_engine.connect() as conn:
+            left = set((await conn.execute(text("SELECT subject FROM outbox_messages"))).scalars())
+        assert left == {"sent-recently", "given-up-recently", "pending-long-ago"}
+        assert await purge_outbox_round(container_of(app)) == 0  # nothing left to purge
+        metrics = (await client.get("/metrics")).text
+    assert 'user_service_housekeeping_purged_total{kind="outbox_message"} 2.0' in metrics
+
+
+async def test_the_retention_is_the_setting(settings: Settings, db_engine: AsyncEngine) -> None:
+    """A shorter KEEP_SENT_SECONDS purges what the default would keep."""
+    await _mail(db_engine, "sent-an-hour-ago", sent_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    short = settings.model_copy(update={"mail": MailSettings(keep_sent_seconds=60)})
+    for configured, purged in ((settings, 0), (short, 1)):
+        container = container_of(create_app(configured))
+        try:
+            assert await purge_outbox_round(container) == purged
+        finally:
+            await container.database.get_engine().dispose()

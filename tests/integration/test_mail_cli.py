@@ -103,3 +103,30 @@ def test_the_embedded_database_is_refused(signing_key_file: Path, smtp: SmtpServ
     )
     assert result.returncode == 1
     assert "delivered by the service process itself" in result.stderr
+
+
+@pytest.mark.parametrize("with_host", [False, True])
+def test_a_production_deliverer_without_an_smtp_host_says_mail_reaches_nobody(
+    settings: Settings, signing_key_file: Path, smtp: SmtpServer, tmp_path: Path, with_host: bool
+) -> None:
+    """The warning the service process gives at start (tests/integration/test_production_start.py),
+    from the process that delivers in its place (USER_SERVICE_MAIL__WORKER_ENABLED=false)."""
+    env = {
+        **cli_env(settings.db.url, signing_key_file, smtp),
+        "USER_SERVICE_ENVIRONMENT": "production",
+        "USER_SERVICE_MAIL__WORKER_ENABLED": "false",
+        # The smallest argon2id pair OWASP lists; production refuses anything weaker.
+        "USER_SERVICE_PASSWORDS__TIME_COST": "2",
+        "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": "19456",
+    }
+    if not with_host:
+        del env["USER_SERVICE_MAIL__SMTP_HOST"]
+    log = tmp_path / "deliverer.log"
+    process = start_deliverer(env, log)
+    try:
+        wait_for_text(log, "delivering the mail outbox")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    warnings = log.read_text().count('"event":"mail_not_delivered"')
+    assert warnings == (0 if with_host else 1), log.read_text()
