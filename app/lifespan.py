@@ -14,6 +14,7 @@ from litestar import Litestar
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 
+from app.accounts.account_tokens import purge_finished_tokens
 from app.accounts.sessions import Purged, purge_ended_sessions
 from app.container import Container
 from app.db.migrate import pending_revisions, upgrade_to_head
@@ -31,6 +32,7 @@ logger = get_logger("user_service.lifecycle")
 
 SCHEMA_RETRY_SECONDS = 2.0
 HOUSEKEEPING_SECONDS = 300.0
+ACCOUNT_TOKENS_KEPT = dt.timedelta(days=1)
 
 
 async def _await_current_schema(config: SQLAlchemyAsyncConfig, lifecycle: Lifecycle) -> None:
@@ -150,13 +152,14 @@ async def _housekeeping(container: Container) -> None:
     """What would otherwise only go when its key is seen again, or never: old failed-login
     counters and expired rate-limit windows (a credential-stuffing run sees millions of
     keys once each; Redis expires its keys by itself), ended sessions and expired
-    refresh tokens (one row per login and per rotation), and the outbox's sent and
-    given-up mails (one row per mail)."""
+    refresh tokens (one row per login and per rotation), the outbox's sent and
+    given-up mails (one row per mail), and used or expired mailed-link tokens."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         await forget_stale_abuse_state(container.login_throttle, container.rate_limit_store)
         await purge_ended_sessions_round(container)
         await purge_outbox_round(container)
+        await purge_account_tokens_round(container)
 
 
 async def purge_ended_sessions_round(container: Container) -> Purged | None:
@@ -191,6 +194,21 @@ async def purge_outbox_round(container: Container) -> int | None:
         logger.warning("housekeeping_failed", error=type(exc).__name__)
         return None
     container.events.purged("outbox_message", purged)
+    return purged
+
+
+async def purge_account_tokens_round(container: Container) -> int | None:
+    """One round of the mailed-link token purge: used or expired a day ago or more (a day
+    in which support can still see that a link was used). Own transaction; a failure is
+    logged and left for the next round."""
+    try:
+        purged = await purge_finished_tokens(
+            container.database.get_engine(), ended_before=dt.datetime.now(dt.UTC) - ACCOUNT_TOKENS_KEPT
+        )
+    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
+        logger.warning("housekeeping_failed", error=type(exc).__name__)
+        return None
+    container.events.purged("account_token", purged)
     return purged
 
 

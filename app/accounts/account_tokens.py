@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import AccountToken, TokenPurpose, User, utcnow
 
@@ -108,9 +108,12 @@ class AccountTokens:
         comes back."""
         await self._session.execute(delete(AccountToken).where(AccountToken.user_id == user_id))
 
-    async def purge_finished(self, before: dt.datetime) -> int:
-        """Housekeeping: tokens used or expired before ``before``."""
-        result = await self._session.execute(
-            delete(AccountToken).where((AccountToken.expires_at < before) | (AccountToken.used_at < before))
+
+async def purge_finished_tokens(engine: AsyncEngine, *, ended_before: dt.datetime) -> int:
+    """Housekeeping: delete tokens that were used or expired before ``ended_before``; no
+    such token can ever be honoured again. Returns how many went."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            delete(AccountToken).where((AccountToken.expires_at < ended_before) | (AccountToken.used_at < ended_before))
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+    return int(result.rowcount or 0)

@@ -322,7 +322,7 @@ class Metrics:
             (self.hash_rejections, "operation", ("hash", "verify")),
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
-            (self.housekeeping_purged, "kind", ("session", "refresh_token", "outbox_message")),
+            (self.housekeeping_purged, "kind", ("session", "refresh_token", "outbox_message", "account_token")),
             (self.mail_deliveries, "result", MAIL_DELIVERY_RESULTS),
             (self.shared_store_errors, "store", SHARED_STORE_USERS),
         ]

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from app.container import container_of
 from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, throttle_key
-from app.lifespan import forget_stale_abuse_state, purge_outbox_round
+from app.lifespan import forget_stale_abuse_state, purge_account_tokens_round, purge_outbox_round
 from app.mail.outbox import OutgoingMail, enqueue
 from app.main import create_app
 from app.settings import LoginThrottleSettings, MailSettings, Settings
@@ -111,3 +111,38 @@ async def test_the_retention_is_the_setting(settings: Settings, db_engine: Async
             assert await purge_outbox_round(container) == purged
         finally:
             await container.database.get_engine().dispose()
+
+
+async def test_a_round_purges_mailed_link_tokens_a_day_after_use_or_expiry(
+    settings: Settings, db_engine: AsyncEngine
+) -> None:
+    app = create_app(settings)
+    async with serve(app) as client:
+        for name in ("kept_fresh", "kept_recent", "gone_used", "gone_expired"):
+            body = {"username": name, "email": f"{name}@example.com", "password": "violet-tangerine-47-harbor"}
+            assert (await client.post("/api/v1/auth/register", json=body)).status_code == 201  # one token each
+        now = dt.datetime.now(dt.UTC)
+        ages = {
+            "kept_recent": "used_at = :recent",
+            "gone_used": "used_at = :old",
+            "gone_expired": "expires_at = :old",
+        }
+        async with db_engine.begin() as conn:
+            for name, assignment in ages.items():
+                await conn.execute(
+                    text(
+                        f"UPDATE account_tokens SET {assignment} "  # noqa: S608 - fixed fragments
+                        "WHERE user_id = (SELECT id FROM users WHERE username = :name)"
+                    ),
+                    {"name": name, "old": now - dt.timedelta(days=1, hours=1), "recent": now - dt.timedelta(hours=23)},
+                )
+        assert await purge_account_tokens_round(container_of(app)) == 2
+        async with db_engine.connect() as conn:
+            left = set(
+                (
+                    await conn.execute(text("SELECT u.username FROM account_tokens t JOIN users u ON u.id = t.user_id"))
+                ).scalars()
+            )
+        assert left == {"kept_fresh", "kept_recent"}
+        metrics = (await client.get("/metrics")).text
+    assert 'user_service_housekeeping_purged_total{kind="account_token"} 2.0' in metrics
