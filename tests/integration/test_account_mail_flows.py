@@ -275,3 +275,24 @@ async def test_an_internationalised_address_gets_its_mail(service: MailedService
     assert mail.message["To"] == "j\u00fcrgen@example.com"
     token = await service.link_to("j\u00fcrgen@example.com", VERIFY_PAGE)
     assert (await service.client.post(f"{AUTH}/verify-email/confirm", json={"token": token})).status_code == 204
+
+
+async def test_mail_asked_for_while_the_server_refuses_arrives_once_when_it_recovers(service: MailedService) -> None:
+    service.smtp.refuse_for(3)
+    names = [f"patient{i}" for i in range(5)]
+    for name in names:
+        assert (await register(service.client, name)).status_code == 201
+        answer = await service.client.post(f"{AUTH}/password-reset/request", json={"email": f"{name}@example.com"})
+        assert answer.status_code == 202
+    assert service.smtp.received == []
+    for name in names:  # a verification and a reset each, once
+        await service.mails_to(f"{name}@example.com", 2, within=30)
+    await service.no_more_mail_to(names[0] + "@example.com", already=2)
+    assert service.smtp.refusals > 0
+    ids = [mail.message_id for mail in service.smtp.received]
+    assert len(ids) == len(set(ids)) == 10
+    token = await service.link_to("patient3@example.com", RESET_PAGE)
+    reset = await service.client.post(
+        f"{AUTH}/password-reset/confirm", json={"token": token, "new_password": NEW_PASSWORD}
+    )
+    assert reset.status_code == 204
