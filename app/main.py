@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from app import __version__
 from app.accounts.authentication import BearerAuthMiddleware
 from app.accounts.controllers import AuthController, MeController, jwks
+from app.accounts.page_errors import pages_under
 from app.accounts.pages import CSRF_SECRET_PURPOSE, PAGES_PATH, account_pages, page_templates
 from app.accounts.recovery_controllers import (
     AccountLinksController,
@@ -85,7 +86,6 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     settings = settings or Settings()
     container = build_container(settings, tracer_provider=tracer_provider)
     observability = container.observability
-    problem_handlers = exception_handlers(on_rate_limited=container.events.rate_limited)
 
     route_handlers: list[Any] = [
         AuthController,
@@ -97,11 +97,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         UsersController,
         HealthController,
         # The HTML pages the links in mails open, outside /api/v1 (app/accounts/pages.py).
-        account_pages(
-            settings,
-            csrf_secret=container.tokens.derived_secret(CSRF_SECRET_PURPOSE),
-            problem_handlers=problem_handlers,
-        ),
+        account_pages(settings, csrf_secret=container.tokens.derived_secret(CSRF_SECRET_PURPOSE)),
     ]
     dependencies = {"container": _provide(container), "lifecycle": _provide(container.lifecycle)}
     if observability.metrics is not None and settings.metrics_listener is None:
@@ -137,7 +133,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             *account_rate_limit_middleware(settings.rate_limits, path_prefix=MeController.path),
         ],
         stores={RATE_LIMIT_STORE: container.rate_limit_store},
-        exception_handlers=problem_handlers,
+        # Problem details for the API; pages in words under /account (app/accounts/page_errors.py).
+        exception_handlers=pages_under(PAGES_PATH, exception_handlers(on_rate_limited=container.events.rate_limited)),
         dependencies=dependencies,
         lifespan=[lifespan_of(container)],
         openapi_config=OpenAPIConfig(

@@ -2,9 +2,11 @@
 
 The API's problem handlers (app/web/problems.py) stay the one place that decides an error's
 status and headers: 400 for a dead link, 403 for a failed CSRF check, 413 for a body over the
-limit, 429 and 503 with Retry-After, a logged 500. Here each of them is wrapped so that its
-answer is rendered as HTML for a person instead of problem+json for a program; the words
-come from the problem's type.
+limit, 429 and 503 with Retry-After, a logged 500. Here each of them is wrapped so that, for
+a request under the pages' path, its answer is rendered as HTML for a person instead of
+problem+json for a program; the words come from the problem's type. Wrapped at the app's
+level, not the pages' router's, so that a mistyped page (404) or method (405), which match
+no route of that router, are pages too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from litestar.response import Template
 from app.web.problems import PROBLEM_TYPE_BASE
 
 ProblemHandler = Callable[[Request[Any, Any, Any], Any], Response[dict[str, Any]]]
-PageHandler = Callable[[Request[Any, Any, Any], Any], Template]
+ErrorHandler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
 
 _TRY_AGAIN = "Nothing was changed, and your link still works if it has not expired. Please try again in a minute."
 _OPEN_AGAIN = "Please open the link from your mail again."
@@ -40,7 +42,7 @@ WORDS: Mapping[str, tuple[str, str]] = {
     "malformed-request": ("This request could not be read", f"Something in it is missing or malformed. {_OPEN_AGAIN}"),
     "payload-too-large": ("This form is too large", f"Nothing was changed. {_OPEN_AGAIN}"),
     "not-found": ("Page not found", f"There is no such page. {_OPEN_AGAIN}"),
-    "method-not-allowed": ("Page not found", f"There is no such page. {_OPEN_AGAIN}"),
+    "method-not-allowed": ("This page cannot be used this way", _OPEN_AGAIN),
     "too-many-requests": ("Too many requests", _TRY_AGAIN),
     "hashing-capacity-exceeded": ("The service is busy", _TRY_AGAIN),
     "dependency-unavailable": ("The service is unavailable", "Please try again in a minute."),
@@ -48,9 +50,12 @@ WORDS: Mapping[str, tuple[str, str]] = {
 }
 
 
-def _as_page(answer_problem: ProblemHandler) -> PageHandler:
-    def answer_page(request: Request[Any, Any, Any], exc: Any) -> Template:
+def _page_or_problem(answer_problem: ProblemHandler, pages_path: str) -> ErrorHandler:
+    def answer(request: Request[Any, Any, Any], exc: Any) -> Response[Any]:
         problem = answer_problem(request, exc)
+        path = request.scope["path"]
+        if path != pages_path and not path.startswith(pages_path + "/"):
+            return problem
         document = problem.content
         kind = str(document.get("type", "")).removeprefix(PROBLEM_TYPE_BASE)
         title, words = WORDS.get(kind, (str(document.get("title")), str(document.get("detail"))))
@@ -62,10 +67,12 @@ def _as_page(answer_problem: ProblemHandler) -> PageHandler:
             headers=dict(problem.headers),
         )
 
-    return answer_page
+    return answer
 
 
-def as_pages(problem_handlers: Mapping[type[Exception] | int, ProblemHandler]) -> dict[type[Exception] | int, Any]:
-    """The same handlers, for the same exceptions, answering with pages: installed on the
-    pages' router, where they win over the app's (Litestar picks the closest layer)."""
-    return {key: _as_page(handler) for key, handler in problem_handlers.items()}
+def pages_under(
+    pages_path: str, problem_handlers: Mapping[type[Exception] | int, ProblemHandler]
+) -> dict[type[Exception] | int, ErrorHandler]:
+    """The app's handlers, for the same exceptions: a page under ``pages_path``, the
+    problem document everywhere else."""
+    return {key: _page_or_problem(handler, pages_path) for key, handler in problem_handlers.items()}

@@ -15,7 +15,7 @@ at all, one stylesheet served from here. What keeps the token safe and the forms
   what any other replica issued (see ``csrf_config``).
 - Errors are pages in words: the API's problem handlers still decide status and headers
   (400 for a dead link, 403 for a failed CSRF check, 413, 429 and 503 with Retry-After),
-  and page_errors.py renders them as HTML instead of problem+json.
+  and page_errors.py renders them as HTML instead of problem+json under /account.
 - The headers come from the outer chain (app/web/headers.py) like every response's: a
   strict CSP of their own, ``Referrer-Policy: no-referrer`` (the token in the address must
   never leave as a Referer), ``Cache-Control: no-store``. The access log names the route,
@@ -29,7 +29,6 @@ JSON confirmations do, and the hashing pool sheds load with 503 on its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Annotated
@@ -49,7 +48,6 @@ from litestar.template.config import TemplateConfig
 
 from app.accounts.dependencies import provide_account_recovery
 from app.accounts.mails import CONFIRM_EMAIL_CHANGE_PAGE, RESET_PASSWORD_PAGE, VERIFY_EMAIL_PAGE
-from app.accounts.page_errors import ProblemHandler, as_pages
 from app.accounts.recovery import AccountRecovery
 from app.accounts.schemas import RawPassword, RawToken
 from app.container import Container
@@ -239,12 +237,9 @@ def csrf_config(settings: Settings, secret: str) -> CSRFConfig:
     )
 
 
-def account_pages(
-    settings: Settings, *, csrf_secret: str, problem_handlers: Mapping[type[Exception] | int, ProblemHandler]
-) -> Router:
-    """The pages under /account, with their CSRF check and their HTML error answers.
-    ``problem_handlers`` are the app's (app/web/problems.py): the same status and headers
-    for the same error, rendered as a page."""
+def account_pages(settings: Settings, *, csrf_secret: str) -> Router:
+    """The pages under /account with their CSRF check. Their errors are pages as well: the
+    app's exception handlers answer so under PAGES_PATH (page_errors.py)."""
     return Router(
         path=PAGES_PATH,
         route_handlers=[
@@ -258,7 +253,6 @@ def account_pages(
         ],
         dependencies={"recovery": Provide(provide_account_recovery, sync_to_thread=False)},
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf_config(settings, csrf_secret))],
-        exception_handlers=as_pages(problem_handlers),
         opt={"exclude_from_auth": True},
         include_in_schema=False,
     )

@@ -337,6 +337,19 @@ async def test_malformed_and_oversized_forms_are_pages_too(pages: Pages) -> None
     assert_page(await pages.open(VERIFY_PAGE, "t" * 600), 422, "This request could not be read")
 
 
+async def test_unknown_pages_and_methods_under_account_are_pages_and_the_api_keeps_its_problems(
+    pages: Pages,
+) -> None:
+    assert_page(await pages.client.get("/account/verify-mail"), 404, "Page not found")
+    assert_page(await pages.client.put(VERIFY_PAGE, data={"token": "x"}), 405, "This page cannot be used this way")
+    head = await pages.client.head(VERIFY_PAGE, params={"token": "x"})
+    assert head.status_code == 405
+    assert head.headers["content-type"].startswith("text/html")
+    api = await pages.client.get("/api/v1/nothing-here")
+    assert api.status_code == 404
+    assert api.headers["content-type"].startswith("application/problem+json")
+
+
 # --- The token in the address leaves no trace -------------------------------------------
 
 
