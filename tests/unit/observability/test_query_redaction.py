@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.trace import INVALID_SPAN
 
 from app.observability.logging import REDACTED, redact_query
 from app.observability.tracing import redact_query_in_span
@@ -46,3 +47,7 @@ def test_the_request_hook_rewrites_urls_and_queries_on_the_span() -> None:
         "url.query": f"token={REDACTED}",
         "url.path": "/account/reset-password",
     }
+
+
+def test_a_span_that_records_nothing_is_left_alone() -> None:
+    redact_query_in_span(INVALID_SPAN, {})  # tracing off for this request: nothing to redact, no error
