@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from app import __version__
 from app.accounts.authentication import BearerAuthMiddleware
 from app.accounts.controllers import AuthController, MeController, jwks
+from app.accounts.page_errors import pages_under
+from app.accounts.pages import CSRF_SECRET_PURPOSE, PAGES_PATH, account_pages, page_templates
 from app.accounts.recovery_controllers import (
     AccountLinksController,
     EmailChangeController,
@@ -94,6 +96,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         EmailChangeController,
         UsersController,
         HealthController,
+        # The HTML pages the links in mails open, outside /api/v1 (app/accounts/pages.py).
+        account_pages(settings, csrf_secret=container.tokens.derived_secret(CSRF_SECRET_PURPOSE)),
     ]
     dependencies = {"container": _provide(container), "lifecycle": _provide(container.lifecycle)}
     if observability.metrics is not None and settings.metrics_listener is None:
@@ -104,7 +108,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
 
     return UserServiceApp(
         container=container,
-        outer=outer_chain(settings.http, observability.http),
+        outer=outer_chain(settings.http, observability.http, pages_path=PAGES_PATH),
         route_handlers=route_handlers,
         plugins=[
             SQLAlchemyPlugin(config=container.database),
@@ -129,7 +133,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             *account_rate_limit_middleware(settings.rate_limits, path_prefix=MeController.path),
         ],
         stores={RATE_LIMIT_STORE: container.rate_limit_store},
-        exception_handlers=exception_handlers(on_rate_limited=container.events.rate_limited),
+        # Problem details for the API; pages in words under /account (app/accounts/page_errors.py).
+        exception_handlers=pages_under(PAGES_PATH, exception_handlers(on_rate_limited=container.events.rate_limited)),
         dependencies=dependencies,
         lifespan=[lifespan_of(container)],
         openapi_config=OpenAPIConfig(
@@ -141,6 +146,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
                 security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
         ),
+        template_config=page_templates(),
         request_max_body_size=settings.http.max_body_bytes,
         request_class=StrictJsonRequest,
         # Logging is ours (app/observability/logging.py): one pipeline for every logger.

@@ -17,8 +17,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from app.db.models import Role
 from app.errors import NotAuthenticated
@@ -182,6 +183,16 @@ class TokenIssuer:
     @property
     def access_ttl_seconds(self) -> int:
         return self._settings.access_ttl_seconds
+
+    def derived_secret(self, purpose: str) -> str:
+        """A 256-bit secret for ``purpose`` (hex), derived from the signing key with HKDF-SHA256.
+
+        Every replica holds the same signing key, so every replica derives the same secret
+        without another value to distribute; the secret reveals nothing of the key, differs
+        per purpose, and changes when the signing key is rotated."""
+        raw_key = self._signing_key.private_bytes_raw()
+        info = f"user-service/{purpose}".encode()
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(raw_key).hex()
 
     def issue_access(self, *, user_id: UUID, role: Role, session_id: UUID) -> IssuedAccessToken:
         now = int(time.time())

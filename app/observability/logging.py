@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote_plus
 
 import msgspec
 import structlog
@@ -51,6 +52,18 @@ def _redact_text(text: str) -> str:
     for pattern, replacement in _SECRET_IN_TEXT:
         text = pattern.sub(replacement, text)
     return text
+
+
+def redact_query(query: str) -> str:
+    """A URL's query string with the value of every secret-named parameter (``token``,
+    ``access_token``, ``password``, ...) replaced: the links in mails carry their single-use
+    token as ``?token=``, and a query string ends up in traces and proxies' logs."""
+    parts = []
+    for part in query.split("&"):
+        name, equals, _value = part.partition("=")
+        # Judged by the decoded name, so "to%6Ben" is a token as well.
+        parts.append(f"{name}={REDACTED}" if equals and _is_secret_key(unquote_plus(name)) else part)
+    return "&".join(parts)
 
 
 def _redact_sequence(items: list[Any] | tuple[Any, ...]) -> Any:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry import propagate, trace
@@ -18,10 +20,35 @@ from opentelemetry.metrics import NoOpMeter
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.observability.logging import redact_query
 
 # Probes and scrapes every few seconds would drown the traces that matter.
 UNTRACED_PATHS = ["^/metrics$", "^/health/"]
+# Where the ASGI instrumentation puts the query string (the old HTTP semantic conventions,
+# the stable ones, or both, per OTEL_SEMCONV_STABILITY_OPT_IN): full URLs and bare queries.
+_URL_ATTRIBUTES = ("http.url", "url.full", "http.target")
+_QUERY_ATTRIBUTES = ("url.query",)
+
+
+def redact_query_in_span(span: Span, _scope: Mapping[str, Any]) -> None:
+    """The server span's request hook: the mailed links' ``?token=`` (and any other
+    secret-named query parameter) never reaches a span. It runs as the span starts, before
+    any processor exports it; the span's other attributes stay as the instrumentation set them."""
+    attributes = getattr(span, "attributes", None)  # the SDK's recording span; absent on a no-op one
+    if not attributes:
+        return
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            before, _, query = value.partition("?")
+            span.set_attribute(key, f"{before}?{redact_query(query)}")
+    for key in _QUERY_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str):
+            span.set_attribute(key, redact_query(value))
 
 
 @dataclass
@@ -39,6 +66,7 @@ class Tracing:
                 exclude=UNTRACED_PATHS,
                 # One server span per request; the ASGI receive/send spans add nothing here.
                 exclude_spans=["receive", "send"],
+                server_request_hook_handler=redact_query_in_span,
             )
         )
 

@@ -36,13 +36,14 @@ from app.web.limits import limit_header_bytes
 Layer = Callable[[ASGIApp], ASGIApp]
 
 
-def outer_chain(http: HttpSettings, telemetry: HttpTelemetry) -> Layer:
-    """The layers above, in order, as one function from Litestar to the HTTP entry."""
+def outer_chain(http: HttpSettings, telemetry: HttpTelemetry, *, pages_path: str) -> Layer:
+    """The layers above, in order, as one function from Litestar to the HTTP entry.
+    ``pages_path``: where the HTML pages live, which get a policy of their own."""
     layers: list[Layer] = [
         lambda app: behind_trusted_proxies(app, http.trusted_proxies),
         with_request_id,
         telemetry.around,
-        lambda app: with_response_headers(app, hsts_seconds=http.hsts_seconds),
+        lambda app: with_response_headers(app, hsts_seconds=http.hsts_seconds, pages_path=pages_path),
         lambda app: limit_header_bytes(app, http.max_header_bytes),
     ]
 

@@ -29,6 +29,20 @@ DOCS_POLICY = "; ".join(
     ]
 )
 
+# The account pages (/account/...) that links in mails open: server-rendered HTML with no
+# script at all, one stylesheet of the service's own, and forms that post back to it. The
+# token in their URL is never sent on (Referrer-Policy below), and nobody frames them (a
+# framed "Confirm" button could be clicked through an overlay).
+PAGES_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "style-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+
 ALWAYS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -37,7 +51,13 @@ ALWAYS = {
 }
 
 
-def with_response_headers(app: ASGICall, *, hsts_seconds: int, docs_path: str = "/schema") -> ASGICall:
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def with_response_headers(
+    app: ASGICall, *, hsts_seconds: int, docs_path: str = "/schema", pages_path: str | None = None
+) -> ASGICall:
     hsts = f"max-age={hsts_seconds}; includeSubDomains" if hsts_seconds else None
 
     def add_headers(message: Message, scope: Scope) -> None:
@@ -45,8 +65,13 @@ def with_response_headers(app: ASGICall, *, hsts_seconds: int, docs_path: str = 
         headers[REQUEST_ID_HEADER] = request_id_of(scope)
         for name, value in ALWAYS.items():
             headers[name] = value
-        is_docs = scope["path"] == docs_path or scope["path"].startswith(docs_path + "/")
-        headers["Content-Security-Policy"] = DOCS_POLICY if is_docs else API_POLICY
+        path = scope["path"]
+        if _under(path, docs_path):
+            headers["Content-Security-Policy"] = DOCS_POLICY
+        elif pages_path is not None and _under(path, pages_path):
+            headers["Content-Security-Policy"] = PAGES_POLICY
+        else:
+            headers["Content-Security-Policy"] = API_POLICY
         # Responses carry account data and tokens: no shared or browser cache keeps them
         # unless the handler said otherwise (the JWKS is public and cacheable).
         if "Cache-Control" not in headers:
