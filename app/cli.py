@@ -21,7 +21,7 @@ from app.container import Container, container_of
 from app.db.models import Role
 from app.errors import DomainError
 from app.identity.calibration import calibrate
-from app.lifespan import warn_if_mail_reaches_nobody
+from app.mail.transports import warn_if_mail_reaches_nobody
 from app.settings import Environment
 
 ADMIN_PASSWORD_ENV = "USER_SERVICE_ADMIN_PASSWORD"  # noqa: S105 - the variable's name

@@ -21,8 +21,9 @@ from app.db.migrate import pending_revisions, upgrade_to_head
 from app.identity.memory import keep_hash_memory_mapped
 from app.identity.throttle import LoginThrottle
 from app.mail.repository import purge_finished
+from app.mail.transports import warn_if_mail_reaches_nobody
 from app.observability.logging import get_logger
-from app.settings import Environment, MailSettings
+from app.settings import Environment
 from app.system.health import Lifecycle
 from app.system.metrics import MetricsListener
 from app.system.shutdown import drain_on_sigterm
@@ -131,21 +132,6 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
         finally:
             lifecycle.draining = True
             logger.info("service_stopping")
-
-
-def warn_if_mail_reaches_nobody(mail: MailSettings) -> None:
-    """For a production process that delivers mail: without an SMTP host every mail is
-    written to a file on the process's own disk (a read-only root or an emptyDir in a
-    container), so the service runs, registrations succeed, and no person ever receives a
-    verification or reset mail. Not refused at start (a deployment may not send mail yet),
-    but said once, naming the setting to fix."""
-    if not mail.uses_smtp:
-        logger.warning(
-            "mail_not_delivered",
-            setting="USER_SERVICE_MAIL__SMTP_HOST",
-            problem="unset: every mail is written as a file on this machine and reaches nobody",
-            directory=str(mail.file_directory),
-        )
 
 
 async def _housekeeping(container: Container) -> None:

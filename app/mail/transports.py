@@ -14,9 +14,12 @@ from typing import Protocol
 import aiosmtplib
 
 from app.db.models import OutboxMessage
+from app.observability.logging import get_logger
 from app.settings import MailSettings, SmtpSecurity
 
 MAX_ERROR_LENGTH = 500
+
+_log = get_logger("user_service.mail")
 
 
 class DeliveryError(Exception):
@@ -157,3 +160,18 @@ def build_transport(settings: MailSettings) -> SmtpTransport | FileTransport:
     if settings.uses_smtp:
         return SmtpTransport(settings)
     return FileTransport(settings.file_directory, settings.from_address)
+
+
+def warn_if_mail_reaches_nobody(mail: MailSettings) -> None:
+    """For a production process that delivers mail: without an SMTP host every mail is
+    written to a file on the process's own disk (a read-only root or an emptyDir in a
+    container), so the service runs, registrations succeed, and no person ever receives a
+    verification or reset mail. Not refused at start (a deployment may not send mail yet),
+    but said once, naming the setting to fix."""
+    if not mail.uses_smtp:
+        _log.warning(
+            "mail_not_delivered",
+            setting="USER_SERVICE_MAIL__SMTP_HOST",
+            problem="unset: every mail is written as a file on this machine and reaches nobody",
+            directory=str(mail.file_directory),
+        )

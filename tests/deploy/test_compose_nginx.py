@@ -336,6 +336,15 @@ async def check_nginx(site: NginxSite, seen: list[SeenRequest]) -> None:
         me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {tokens.json()['access_token']}"})
         assert me.json()["username"] == "through_nginx"
 
+        # The pages that mailed links open are routed too, with the app's own strict CSP
+        # (once: nginx's fallback steps aside when the app sets one).
+        page = await client.get("/account/verify-email", params={"token": "a-link-from-a-mail"})
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers.get_list("content-security-policy") == [
+            "default-src 'none'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        ]
+
     # Plain HTTP only redirects, keeping the method (308).
     async with httpx.AsyncClient(timeout=30) as plain:
         redirect = await plain.get(f"http://127.0.0.1:{site.http_port}/health/live?x=1")
