@@ -86,6 +86,14 @@ class UserNotFound(DomainError):
     default_detail = "No user with this id exists."
 
 
+class SessionNotFound(DomainError):
+    """No live session with that id among the caller's own."""
+
+    kind = "session-not-found"
+    title = "Session not found"
+    default_detail = "You have no live session with this id."
+
+
 class WrongCurrentPassword(DomainError):
     """A password change whose ``current_password`` does not match."""
 

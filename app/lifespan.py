@@ -15,7 +15,7 @@ from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 
 from app.accounts.account_tokens import purge_finished_tokens
-from app.accounts.sessions import Purged, purge_ended_sessions
+from app.accounts.sessions import Purged, forget_known_clients, purge_ended_sessions
 from app.container import Container
 from app.db.migrate import pending_revisions, upgrade_to_head
 from app.identity.memory import keep_hash_memory_mapped
@@ -165,6 +165,15 @@ async def purge_ended_sessions_round(container: Container) -> Purged | None:
         return None
     container.events.purged("session", purged.sessions)
     container.events.purged("refresh_token", purged.refresh_tokens)
+    try:
+        forgotten = await forget_known_clients(
+            container.database.get_engine(),
+            seen_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=tokens.known_client_days),
+        )
+    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
+        logger.warning("housekeeping_failed", error=type(exc).__name__)
+        return purged
+    container.events.purged("known_client", forgotten)
     return purged
 
 

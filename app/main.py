@@ -25,6 +25,7 @@ from app.accounts.recovery_controllers import (
     EmailChangeController,
     VerificationRequestController,
 )
+from app.accounts.session_controllers import MySessionsController
 from app.admin.controllers import UsersController
 from app.cli import MailCLIPlugin, UserAdminCLIPlugin
 from app.container import Container, build_container
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         jwks,
         MeController,
         EmailChangeController,
+        MySessionsController,
         UsersController,
         HealthController,
         # The HTML pages the links in mails open, outside /api/v1 (app/accounts/pages.py).

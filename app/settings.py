@@ -130,6 +130,9 @@ class TokenSettings(BaseModel):
     verify_email_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     password_reset_ttl_seconds: int = Field(default=30 * 60, ge=60)
     email_change_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    # A login from a client address and user agent pair not seen for this account within
+    # this many days mails its owner a notice (MAIL__NEW_LOGIN_NOTICE).
+    known_client_days: int = Field(default=180, ge=1)
     # Verified access tokens kept per process (0 turns the cache off); see TokenIssuer.
     verified_cache_size: int = Field(default=10_000, ge=0)
     signing_key: SecretStr | None = Field(default=None, description="PEM of the Ed25519 key that signs.")
@@ -295,6 +298,9 @@ class MailSettings(BaseModel):
     # Deliver from the service process. Off where a separate `litestar mail deliver`
     # deployment does it.
     worker_enabled: bool = True
+    # Mail an account's owner when it logs in from a client address and user agent pair
+    # never seen for it (not on its very first login).
+    new_login_notice: bool = True
     # How often an idle worker looks for due messages: the delay a person may wait for a
     # mail on top of the SMTP round trip.
     poll_interval_seconds: float = Field(default=1.0, gt=0)

@@ -3,8 +3,10 @@ other services verify with, and /api/v1/users/me (the caller's own account)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from litestar import Controller, get, patch, post, put
+from litestar import Controller, Request, get, patch, post, put
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
@@ -24,11 +26,18 @@ from app.accounts.schemas import (
     UserRead,
 )
 from app.accounts.services import AccountService, IssuedTokens, ProfileChange, Registration
+from app.accounts.sessions import ClientInfo
 from app.container import Container
 from app.web.openapi import BEARER, BODY, problems
-from app.web.rate_limits import PASSWORD_CHECK_POLICY, RATE_LIMIT_OPT
+from app.web.rate_limits import PASSWORD_CHECK_POLICY, RATE_LIMIT_OPT, client_address
 
 NO_STORE = CacheControlHeader(no_store=True)
+
+
+def client_of(request: Request[Any, Any, Any]) -> ClientInfo:
+    """The client as a session records it: its address (the forwarded one when the peer
+    is a trusted proxy) and its User-Agent."""
+    return ClientInfo.of(client_address(request), request.headers.get("user-agent"))
 
 
 def _pair(issued: IssuedTokens) -> TokenPair:
@@ -62,8 +71,13 @@ class AuthController(Controller):
         opt={RATE_LIMIT_OPT: "login"},
         responses=problems(*BODY, 401, 429, 503),
     )
-    async def login(self, data: JSONBody[LoginRequest], auth_service: NamedDependency[AccountService]) -> TokenPair:
-        return _pair(await auth_service.login(data.username, data.password))
+    async def login(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[LoginRequest],
+        auth_service: NamedDependency[AccountService],
+    ) -> TokenPair:
+        return _pair(await auth_service.login(data.username, data.password, client_of(request)))
 
     @post(
         "/refresh",
@@ -73,8 +87,13 @@ class AuthController(Controller):
         opt={RATE_LIMIT_OPT: "refresh"},
         responses=problems(*BODY, 401, 429, 503),
     )
-    async def refresh(self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AccountService]) -> TokenPair:
-        return _pair(await auth_service.refresh(data.refresh_token))
+    async def refresh(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[RefreshRequest],
+        auth_service: NamedDependency[AccountService],
+    ) -> TokenPair:
+        return _pair(await auth_service.refresh(data.refresh_token, client_of(request)))
 
     @post(
         "/logout",

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.account_tokens import AccountTokens
 from app.accounts.mails import AccountMails
+from app.accounts.notices import LoginNotices
 from app.accounts.password_checks import CurrentPasswordCheck
 from app.accounts.recovery import AccountRecovery, VerificationMailer
 from app.accounts.repository import UserRepository
@@ -38,6 +39,11 @@ def verification_mailer(db: AsyncSession, container: Container) -> VerificationM
     )
 
 
+def login_notices(container: Container) -> LoginNotices:
+    settings = container.settings
+    return LoginNotices(mails=account_mails(container), mail_settings=settings.mail, token_settings=settings.tokens)
+
+
 def account_service(db: AsyncSession, container: Container, *, send_verification: bool = True) -> AccountService:
     """The account use cases on ``db`` (the API's per-request session, or the CLI's own).
     ``send_verification``: registration mails a verification link (the API does; an
@@ -55,6 +61,7 @@ def account_service(db: AsyncSession, container: Container, *, send_verification
         throttle=container.login_throttle,
         password_check=_password_check(container),
         verification=verification_mailer(db, container) if send_verification else None,
+        notices=login_notices(container) if settings.mail.new_login_notice else None,
     )
 
 

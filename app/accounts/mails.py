@@ -30,6 +30,7 @@ PASSWORD_RESET = _Template("password_reset", "Reset your password")
 EMAIL_CHANGE_CONFIRM = _Template("email_change_confirm", "Confirm your new email address")
 EMAIL_CHANGE_TAKEN = _Template("email_change_taken", "Someone tried to use this address")
 EMAIL_CHANGE_NOTICE = _Template("email_change_notice", "Your email address is being changed")
+NEW_LOGIN = _Template("new_login", "New sign-in to your account")
 
 
 _LOADER = PackageLoader("app.accounts", "templates/mail")
@@ -83,6 +84,11 @@ class AccountMails:
     def email_change_notice(self, to: str, *, username: str, new_email: str) -> OutgoingMail:
         """To the old address: if the owner did not ask, this is how they find out."""
         return self._render(EMAIL_CHANGE_NOTICE, to, username=username, new_email=new_email)
+
+    def new_login(self, to: str, *, username: str, ip: str | None, user_agent: str | None) -> OutgoingMail:
+        """To the account's address, on a login from a client pair never seen for it. The
+        user agent is the client's own text: the HTML body escapes it."""
+        return self._render(NEW_LOGIN, to, username=username, ip=ip, user_agent=user_agent)
 
     def _render(self, template: _Template, to: str, **values: Any) -> OutgoingMail:
         values["service_name"] = self._service_name

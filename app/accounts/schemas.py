@@ -110,3 +110,34 @@ class EmailChangeRequest(msgspec.Struct, forbid_unknown_fields=True):
 # The answer to every request for a mail: the same whether or not a mail went out.
 class MailAccepted(msgspec.Struct):
     detail: str
+
+
+# A login session as its owner sees it; ``current`` marks the one the request came from.
+class SessionRead(msgspec.Struct):
+    id: UUID
+    created_at: dt.datetime
+    last_used_at: dt.datetime
+    expires_at: dt.datetime
+    ip: str | None
+    user_agent: str | None
+    amr: list[str]
+    current: bool
+
+
+class SessionList(msgspec.Struct):
+    items: list[SessionRead]
+
+
+# The same, as an admin sees another user's sessions (no "current").
+class AdminSessionRead(msgspec.Struct):
+    id: UUID
+    created_at: dt.datetime
+    last_used_at: dt.datetime
+    expires_at: dt.datetime
+    ip: str | None
+    user_agent: str | None
+    amr: list[str]
+
+
+class AdminSessionList(msgspec.Struct):
+    items: list[AdminSessionRead]

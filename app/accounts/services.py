@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 from uuid import UUID
 
+from app.accounts.notices import LoginNotices
 from app.accounts.password_checks import CurrentPasswordCheck
 from app.accounts.recovery import VerificationMailer
 from app.accounts.repository import UserRepository
-from app.accounts.sessions import LoginSessions, RevokeReason, RotationOutcome
+from app.accounts.sessions import ClientInfo, LoginSessions, RevokeReason, RotationOutcome
 from app.accounts.validation import (
     email_key,
     normalize_email,
@@ -40,6 +41,9 @@ from app.settings import PasswordSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
+
+# How a login was authenticated (RFC 8176 values), in its session and its access tokens.
+PASSWORD_ONLY = ("pwd",)
 
 _REGISTRATION_RESULTS: dict[type[DomainError], str] = {
     InvalidInput: "invalid",
@@ -87,8 +91,11 @@ class AccountService:
         throttle: LoginThrottle,
         password_check: CurrentPasswordCheck,
         verification: VerificationMailer | None = None,
+        notices: LoginNotices | None = None,
     ) -> None:
         self._db = db
+        # None: no notice of logins from new clients (MAIL__NEW_LOGIN_NOTICE off).
+        self._notices = notices
         self._password_check = password_check
         # None: registration sends no verification mail (the CLI's operator-made accounts).
         self._verification = verification
@@ -152,7 +159,7 @@ class AccountService:
         await self._db.commit()
         return user
 
-    async def login(self, identifier: str, password: str) -> IssuedTokens:
+    async def login(self, identifier: str, password: str, client: ClientInfo | None = None) -> IssuedTokens:
         """Unknown user, wrong password and inactive user all cost one verify, count as a
         failure of the name typed, and raise the same InvalidCredentials. The check is
         reserved with the throttle first: a blocked name, or one whose single check beyond
@@ -162,7 +169,7 @@ class AccountService:
         check: Check | None = None
         try:
             async with self._throttle.check(throttle_key(normalized) if normalized else None) as check:
-                return await self._checked_login(normalized, password, check)
+                return await self._checked_login(normalized, password, check, client or ClientInfo())
         except Throttled as exc:
             self._events.login_throttled(exc.failures, exc.retry_after_seconds)
             raise LoginThrottled(exc.retry_after_seconds) from None
@@ -170,7 +177,9 @@ class AccountService:
             if check is not None and check.counted and check.counted.block_seconds:
                 self._events.login_throttle_engaged(check.counted.failures, check.counted.block_seconds)
 
-    async def _checked_login(self, normalized: str | None, password: str, check: Check) -> IssuedTokens:
+    async def _checked_login(
+        self, normalized: str | None, password: str, check: Check, client: ClientInfo
+    ) -> IssuedTokens:
         try:
             self._hasher.ensure_capacity("verify")
         except HashingCapacityExceeded:
@@ -208,8 +217,13 @@ class AccountService:
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
             await self._users.set_password_hash(user.user_id, await self._hasher.hash(password))
-        issued = await self._start_session(user.user_id, current.role)
+        issued = await self._start_session(user.user_id, current.role, client)
+        notified = self._notices is not None and await self._notices.after_login(
+            self._db, self._sessions, self._users, user.user_id, client
+        )
         await self._db.commit()
+        if notified:
+            self._events.new_client_login(user.user_id)
         check.succeeded()  # the name's count starts again once the throttle settles
         self._events.login_succeeded(user.user_id, rehashed=result.needs_rehash)
         return issued
@@ -219,8 +233,8 @@ class AccountService:
         self._events.login_failed(reason, user_id)
         raise InvalidCredentials()
 
-    async def refresh(self, presented: str) -> IssuedTokens:
-        rotation = await self._sessions.rotate(presented)
+    async def refresh(self, presented: str, client: ClientInfo | None = None) -> IssuedTokens:
+        rotation = await self._sessions.rotate(presented, client)
         # Commit before answering: the rotation, or on reuse the family's revocation, which
         # must survive the 401 that follows.
         await self._db.commit()
@@ -231,7 +245,7 @@ class AccountService:
         if rotation.user is None or rotation.session_id is None or rotation.refresh_token is None:
             raise InvalidRefreshToken()
         access = self._tokens.issue_access(
-            user_id=rotation.user.id, role=rotation.user.role, session_id=rotation.session_id
+            user_id=rotation.user.id, role=rotation.user.role, session_id=rotation.session_id, amr=rotation.amr
         )
         self._events.tokens_issued(access=1, refresh=1)
         return IssuedTokens(access.token, rotation.refresh_token, access.expires_in, rotation.session_id)
@@ -282,9 +296,9 @@ class AccountService:
         await self._db.commit()
         return updated
 
-    async def _start_session(self, user_id: UUID, role: Role) -> IssuedTokens:
-        session_id, refresh_token = await self._sessions.start(user_id)
-        access = self._tokens.issue_access(user_id=user_id, role=role, session_id=session_id)
+    async def _start_session(self, user_id: UUID, role: Role, client: ClientInfo) -> IssuedTokens:
+        session_id, refresh_token = await self._sessions.start(user_id, client, amr=PASSWORD_ONLY)
+        access = self._tokens.issue_access(user_id=user_id, role=role, session_id=session_id, amr=PASSWORD_ONLY)
         self._events.tokens_issued(access=1, refresh=1)
         return IssuedTokens(access.token, refresh_token, access.expires_in, session_id)
 

@@ -10,6 +10,7 @@ lowering the setting shortens live sessions too."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
@@ -18,7 +19,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from uuid_utils.compat import uuid7
 
-from app.db.models import AuthSession, RefreshToken, User, utcnow
+from app.db.models import AuthSession, KnownClient, RefreshToken, User, utcnow
 from app.identity.tokens import hash_refresh_token, new_refresh_token
 
 
@@ -29,6 +30,44 @@ class RevokeReason(StrEnum):
     PASSWORD_RESET = "password_reset"  # noqa: S105 - a revocation reason
     DEACTIVATED = "deactivated"
     DELETED = "deleted"
+    ENDED_BY_USER = "ended_by_user"
+    ENDED_BY_ADMIN = "ended_by_admin"
+
+
+USER_AGENT_MAX = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who is on the other end of a login or refresh: the client address (already resolved
+    through the trusted-proxy logic, app/web/client_address.py) and the User-Agent, cut to
+    what a session list shows."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+    @classmethod
+    def of(cls, ip: str | None, user_agent: str | None) -> ClientInfo:
+        agent = "".join(c for c in user_agent if c.isprintable())[:USER_AGENT_MAX] if user_agent else None
+        return cls(ip=ip[:64] if ip else None, user_agent=agent or None)
+
+    def digest(self) -> str:
+        """The pair as a known_clients key: a digest, never the address itself."""
+        raw = f"{self.ip or ''}\0{self.user_agent or ''}".encode("utf-8", "surrogatepass")
+        return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A live session as its owner (or an admin) sees it."""
+
+    id: UUID
+    created_at: dt.datetime
+    last_used_at: dt.datetime
+    expires_at: dt.datetime
+    ip: str | None
+    user_agent: str | None
+    amr: list[str]
 
 
 class RotationOutcome(StrEnum):
@@ -46,6 +85,7 @@ class Rotation:
     user: User | None = None
     session_id: UUID | None = None
     refresh_token: str | None = None
+    amr: tuple[str, ...] = ("pwd",)
 
 
 def _refusal(
@@ -69,15 +109,92 @@ class LoginSessions:
         self._refresh_ttl = dt.timedelta(seconds=refresh_ttl_seconds)
         self._max_age = dt.timedelta(seconds=session_max_age_seconds)
 
-    async def start(self, user_id: UUID) -> tuple[UUID, str]:
+    async def start(self, user_id: UUID, client: ClientInfo, amr: tuple[str, ...] = ("pwd",)) -> tuple[UUID, str]:
         """A new session for the user and the first refresh token of its family, written
         in one flush (the session's id is made here, not by the database)."""
         session_id = uuid7()
         now = utcnow()
-        self._db.add(AuthSession(id=session_id, user_id=user_id, created_at=now))
+        self._db.add(
+            AuthSession(
+                id=session_id,
+                user_id=user_id,
+                created_at=now,
+                last_used_at=now,
+                ip=client.ip,
+                user_agent=client.user_agent,
+                amr=" ".join(amr),
+            )
+        )
         return session_id, await self._issue(session_id, now + self._max_age)
 
-    async def rotate(self, presented: str) -> Rotation:
+    async def live_of(self, user_id: UUID) -> list[SessionView]:
+        """The user's sessions that can still be refreshed, newest first."""
+        now = utcnow()
+        statement = (
+            select(AuthSession)
+            .where(
+                AuthSession.user_id == user_id,
+                AuthSession.revoked_at.is_(None),
+                AuthSession.created_at > now - self._max_age,
+            )
+            .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
+        )
+        views = []
+        for session in (await self._db.execute(statement)).scalars():
+            last_used = session.last_used_at or session.created_at
+            # It ends at its absolute lifetime, or earlier if its refresh token (valid for
+            # the refresh lifetime from its last use) is not used in time.
+            expires_at = min(session.created_at + self._max_age, last_used + self._refresh_ttl)
+            if expires_at <= now:
+                continue
+            views.append(
+                SessionView(
+                    id=session.id,
+                    created_at=session.created_at,
+                    last_used_at=last_used,
+                    expires_at=expires_at,
+                    ip=session.ip,
+                    user_agent=session.user_agent,
+                    amr=session.amr.split(),
+                )
+            )
+        return views
+
+    async def revoke_of(self, user_id: UUID, session_id: UUID, reason: RevokeReason) -> bool:
+        """End one session of this user; False when it is not theirs or already over (the
+        caller answers 404 either way: another user's session ids are not confirmed)."""
+        result = await self._db.execute(
+            update(AuthSession)
+            .where(AuthSession.id == session_id, AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason=reason.value)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def is_new_client(self, user_id: UUID, client: ClientInfo, remember_days: int) -> bool:
+        """Record that ``user_id`` logged in from ``client``; True when the pair was not
+        seen within ``remember_days`` and the account has logged in from somewhere before
+        (its very first login is no news to its owner)."""
+        now = utcnow()
+        digest = client.digest()
+        known = (
+            await self._db.execute(
+                select(KnownClient.client_hash, KnownClient.last_seen_at).where(KnownClient.user_id == user_id)
+            )
+        ).all()
+        recent = now - dt.timedelta(days=remember_days)
+        seen = {row.client_hash: row.last_seen_at for row in known}
+        if digest in seen:
+            await self._db.execute(
+                update(KnownClient)
+                .where(KnownClient.user_id == user_id, KnownClient.client_hash == digest)
+                .values(last_seen_at=now)
+            )
+        else:
+            self._db.add(KnownClient(user_id=user_id, client_hash=digest, last_seen_at=now))
+            await self._db.flush()
+        return bool(seen) and not (digest in seen and seen[digest] > recent)
+
+    async def rotate(self, presented: str, client: ClientInfo | None = None) -> Rotation:
         """Spend ``presented`` and issue its successor; a second use revokes the whole family.
 
         Spending is a compare-and-set (``UPDATE ... WHERE spent_at IS NULL``), so of two
@@ -109,8 +226,18 @@ class LoginSessions:
             outcome = RotationOutcome.ROTATED if spent.rowcount == 1 else RotationOutcome.REUSED  # type: ignore[attr-defined]
         if outcome is RotationOutcome.REUSED:
             await self.revoke(session.id, RevokeReason.REUSE)
+        if outcome is RotationOutcome.ROTATED and client is not None:
+            # The session's row, as its list shows it, follows its client.
+            await self._db.execute(
+                update(AuthSession)
+                .where(AuthSession.id == session.id)
+                .values(last_used_at=now, ip=client.ip, user_agent=client.user_agent)
+                .execution_options(synchronize_session=False)
+            )
         successor = await self._issue(session.id, session_ends_at) if outcome is RotationOutcome.ROTATED else None
-        return Rotation(outcome, user=user, session_id=session.id, refresh_token=successor)
+        return Rotation(
+            outcome, user=user, session_id=session.id, refresh_token=successor, amr=tuple(session.amr.split())
+        )
 
     async def find_session_of(self, presented: str) -> UUID | None:
         statement = select(RefreshToken.session_id).where(RefreshToken.token_hash == hash_refresh_token(presented))
@@ -179,3 +306,11 @@ async def purge_ended_sessions(
         sessions=sessions.rowcount or 0,
         refresh_tokens=(tokens_of_ended.rowcount or 0) + (expired.rowcount or 0),
     )
+
+
+async def forget_known_clients(engine: AsyncEngine, *, seen_before: dt.datetime) -> int:
+    """Housekeeping: client pairs an account has not logged in from since ``seen_before``
+    are forgotten (a login from one of them is news again)."""
+    async with engine.begin() as conn:
+        result = await conn.execute(delete(KnownClient).where(KnownClient.last_seen_at < seen_before))
+    return int(result.rowcount or 0)

@@ -13,7 +13,9 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from app.accounts.authentication import AuthedRequest, requires_role
 from app.accounts.repository import UserFilter
-from app.accounts.schemas import UserRead
+from app.accounts.schemas import AdminSessionList, AdminSessionRead, UserRead
+from app.accounts.session_controllers import provide_session_management
+from app.accounts.session_management import SessionManagement
 from app.admin.dependencies import provide_user_administration
 from app.admin.schemas import UserAdminUpdate, UserPage
 from app.admin.services import UserAdministration
@@ -97,3 +99,42 @@ class UsersController(Controller):
         user_administration: NamedDependency[UserAdministration],
     ) -> None:
         await user_administration.delete(request.user, user_id)
+
+    @get(
+        "/{user_id:uuid}/sessions",
+        opt=ADMINS,
+        summary="A user's live sessions (admin)",
+        responses=problems(401, 403, 404, 503),
+        dependencies={"session_management": Provide(provide_session_management, sync_to_thread=False)},
+    )
+    async def list_user_sessions(
+        self, user_id: UUID, session_management: NamedDependency[SessionManagement]
+    ) -> AdminSessionList:
+        views = await session_management.list_of(user_id)
+        return AdminSessionList(
+            items=[
+                AdminSessionRead(
+                    id=view.id,
+                    created_at=view.created_at,
+                    last_used_at=view.last_used_at,
+                    expires_at=view.expires_at,
+                    ip=view.ip,
+                    user_agent=view.user_agent,
+                    amr=view.amr,
+                )
+                for view in views
+            ]
+        )
+
+    @delete(
+        "/{user_id:uuid}/sessions",
+        opt=ADMINS,
+        status_code=HTTP_204_NO_CONTENT,
+        summary="End every session of a user (admin)",
+        responses=problems(401, 403, 404, 503),
+        dependencies={"session_management": Provide(provide_session_management, sync_to_thread=False)},
+    )
+    async def end_user_sessions(
+        self, request: AuthedRequest, user_id: UUID, session_management: NamedDependency[SessionManagement]
+    ) -> None:
+        await session_management.end_all(request.user.id, user_id)

@@ -86,8 +86,27 @@ class AuthSession(UUIDv7Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     revoked_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    # What a person sees in their list of sessions, kept current by every refresh: when the
+    # session was last used, from which client address and user agent (cut to length),
+    # and how its login was authenticated (``amr``, space-separated: "pwd", "pwd otp").
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(256), default=None)
+    amr: Mapped[str] = mapped_column(String(32), default="pwd", server_default="pwd")
 
     user: Mapped[User] = relationship(lazy="raise")
+
+
+class KnownClient(DefaultBase):
+    """A (client address, user agent) pair an account has logged in from, as a digest: a
+    login from a pair never seen before sends the owner a notice. Forgotten after
+    ``TOKENS__KNOWN_CLIENT_DAYS`` without a login from it."""
+
+    __tablename__ = "known_clients"
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    client_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
 
 
 class RefreshToken(UUIDv7Base):

@@ -194,9 +194,14 @@ class TokenIssuer:
         info = f"user-service/{purpose}".encode()
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(raw_key).hex()
 
-    def issue_access(self, *, user_id: UUID, role: Role, session_id: UUID) -> IssuedAccessToken:
+    def issue_access(
+        self, *, user_id: UUID, role: Role, session_id: UUID, amr: tuple[str, ...] = ("pwd",)
+    ) -> IssuedAccessToken:
         now = int(time.time())
         claims = {
+            # How the session's login was authenticated (RFC 8176): other services may
+            # demand more than a password for their own sensitive operations.
+            "amr": list(amr),
             "iss": self._settings.issuer,
             "aud": self._settings.audience,
             "sub": str(user_id),

@@ -109,6 +109,17 @@ class SecurityEvents:
     def logged_out(self, user_id: UUID | None, session_id: UUID) -> None:
         _log.info("logged_out", user_id=str(user_id) if user_id else None, session_id=str(session_id))
 
+    def session_revoked(self, user_id: UUID, session_id: UUID, *, by: UUID) -> None:
+        _log.info("session_revoked", user_id=str(user_id), session_id=str(session_id), actor_id=str(by))
+
+    def sessions_revoked(self, user_id: UUID, *, by: UUID) -> None:
+        """Every session of a user ended (all but the caller's own when ``by`` is the user)."""
+        _log.warning("sessions_revoked", user_id=str(user_id), actor_id=str(by))
+
+    def new_client_login(self, user_id: UUID) -> None:
+        """A login from a client pair never seen for the account: its owner was mailed."""
+        _log.info("login_from_new_client", user_id=str(user_id))
+
     def password_changed(self, user_id: UUID) -> None:
         _log.info("password_changed", user_id=str(user_id))
         self._count_change("password_changed")

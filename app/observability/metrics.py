@@ -60,6 +60,8 @@ ACCOUNT_CHANGES = (
 # must not tell (the logs say it).
 ACCOUNT_FLOWS = ("verify_email", "password_reset", "email_change")
 ACCOUNT_FLOW_RESULTS = ("accepted", "confirmed", "invalid_token", "conflict")
+# What the housekeeping round deletes (the "kind" label of housekeeping_purged).
+HOUSEKEEPING_KINDS = ("session", "refresh_token", "outbox_message", "account_token", "known_client")
 # What became of one delivery attempt from the outbox (the "result" label).
 MAIL_DELIVERY_RESULTS = ("sent", "failed", "gave_up")
 
@@ -322,7 +324,11 @@ class Metrics:
             (self.hash_rejections, "operation", ("hash", "verify")),
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
-            (self.housekeeping_purged, "kind", ("session", "refresh_token", "outbox_message", "account_token")),
+            (
+                self.housekeeping_purged,
+                "kind",
+                ("session", "refresh_token", "outbox_message", "account_token", "known_client"),
+            ),
             (self.mail_deliveries, "result", MAIL_DELIVERY_RESULTS),
             (self.shared_store_errors, "store", SHARED_STORE_USERS),
         ]

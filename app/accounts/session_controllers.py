@@ -1,0 +1,79 @@
+"""/api/v1/users/me/sessions: the caller's own login sessions, listed and ended."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from litestar import Controller, delete, get
+from litestar.di import NamedDependency, Provide
+from litestar.status_codes import HTTP_204_NO_CONTENT
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.authentication import AuthedRequest
+from app.accounts.dependencies import login_sessions
+from app.accounts.repository import UserRepository
+from app.accounts.schemas import SessionList, SessionRead
+from app.accounts.session_management import SessionManagement
+from app.container import Container
+from app.web.openapi import BEARER, problems
+
+
+def provide_session_management(
+    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
+) -> SessionManagement:
+    return SessionManagement(
+        db=db_session,
+        users=UserRepository(session=db_session),
+        sessions=login_sessions(db_session, container),
+        events=container.events,
+    )
+
+
+class MySessionsController(Controller):
+    path = "/api/v1/users/me/sessions"
+    tags = ["users"]
+    security = [BEARER]
+    dependencies = {"session_management": Provide(provide_session_management, sync_to_thread=False)}
+
+    @get(summary="The caller's live sessions, newest first", responses=problems(401, 503))
+    async def list_my_sessions(
+        self, request: AuthedRequest, session_management: NamedDependency[SessionManagement]
+    ) -> SessionList:
+        current = request.auth.session_id
+        views = await session_management.list_of(request.user.id)
+        return SessionList(
+            items=[
+                SessionRead(
+                    id=view.id,
+                    created_at=view.created_at,
+                    last_used_at=view.last_used_at,
+                    expires_at=view.expires_at,
+                    ip=view.ip,
+                    user_agent=view.user_agent,
+                    amr=view.amr,
+                    current=view.id == current,
+                )
+                for view in views
+            ]
+        )
+
+    @delete(
+        "/{session_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="End one of the caller's sessions (its tokens stop working)",
+        responses=problems(401, 404, 503),
+    )
+    async def end_my_session(
+        self, request: AuthedRequest, session_id: UUID, session_management: NamedDependency[SessionManagement]
+    ) -> None:
+        await session_management.end_one(request.user.id, session_id)
+
+    @delete(
+        status_code=HTTP_204_NO_CONTENT,
+        summary="End every session of the caller but this one",
+        responses=problems(401, 503),
+    )
+    async def end_my_other_sessions(
+        self, request: AuthedRequest, session_management: NamedDependency[SessionManagement]
+    ) -> None:
+        await session_management.end_others(request.user.id, request.auth.session_id)
