@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         middleware=[
             # The auth endpoints, and the one under /me that sends mail (/me itself pays nothing).
             *rate_limit_middleware(
-                settings.rate_limits, path_prefixes=(AuthController.path, f"{MeController.path}/email")
+                settings.rate_limits, path_prefixes=(AuthController.path, f"{MeController.path}/email", PAGES_PATH)
             ),
             DefineMiddleware(
                 BearerAuthMiddleware,

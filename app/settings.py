@@ -128,7 +128,10 @@ class TokenSettings(BaseModel):
     # password in a mailbox: short. Verification and email change wait for a person to
     # get round to their mail.
     verify_email_ttl_seconds: int = Field(default=24 * 3600, ge=60)
-    password_reset_ttl_seconds: int = Field(default=30 * 60, ge=60)
+    # One hour: as long as the per-address mail limit's window, so that whoever floods an
+    # address with reset requests cannot leave its owner without a live link while the
+    # limit refuses new ones (the flood's own mails carry links the owner can use).
+    password_reset_ttl_seconds: int = Field(default=3600, ge=60)
     email_change_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     # A login from a client address and user agent pair not seen for this account within
     # this many days mails its owner a notice (MAIL__NEW_LOGIN_NOTICE).
@@ -232,6 +235,9 @@ class RateLimitSettings(BaseModel):
     # Per target address, whoever asks and from wherever: nobody can flood a mailbox with
     # our mail by spreading requests over many client addresses.
     mail_per_address: str = Field(default="5/hour", pattern=RATE_PATTERN)
+    # Per client address, on every confirmation of a mailed link (API and account pages):
+    # one live reset link must not buy unlimited password hashes.
+    link_confirm: str = Field(default="30/minute", pattern=RATE_PATTERN)
 
 
 class LoginThrottleSettings(BaseModel):

@@ -29,9 +29,13 @@ def token_digest(token: str) -> str:
 def binding_of(purpose: TokenPurpose, user: User) -> str:
     """The state a token of ``purpose`` stays valid with. The exact stored address, not its
     key: a link mailed to boss@ does not verify boß@, which a mail server may deliver
-    elsewhere. A reset also binds the password hash, so any password change ends it."""
+    elsewhere. A reset and an email change also bind the password hash, so any password
+    change or reset ends them (so does a rehash at login after the hashing parameters were
+    raised: such a link is asked for again)."""
     parts = [purpose.value, user.email]
-    if purpose is TokenPurpose.PASSWORD_RESET:
+    if purpose in (TokenPurpose.PASSWORD_RESET, TokenPurpose.EMAIL_CHANGE):
+        # A password change (or reset) is what the notice of an email change tells its owner
+        # to do: it must end a change someone with the old password asked for.
         parts.append(user.password_hash)
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 

@@ -13,7 +13,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app.accounts.authentication import AuthedRequest
-from app.accounts.dependencies import provide_account_service
+from app.accounts.dependencies import client_of, provide_account_service
 from app.accounts.schemas import (
     JsonWebKey,
     JsonWebKeySet,
@@ -26,18 +26,11 @@ from app.accounts.schemas import (
     UserRead,
 )
 from app.accounts.services import AccountService, IssuedTokens, ProfileChange, Registration
-from app.accounts.sessions import ClientInfo
 from app.container import Container
 from app.web.openapi import BEARER, BODY, problems
-from app.web.rate_limits import PASSWORD_CHECK_POLICY, RATE_LIMIT_OPT, client_address
+from app.web.rate_limits import PASSWORD_CHECK_POLICY, RATE_LIMIT_OPT
 
 NO_STORE = CacheControlHeader(no_store=True)
-
-
-def client_of(request: Request[Any, Any, Any]) -> ClientInfo:
-    """The client as a session records it: its address (the forwarded one when the peer
-    is a trusted proxy) and its User-Agent."""
-    return ClientInfo.of(client_address(request), request.headers.get("user-agent"))
 
 
 def _pair(issued: IssuedTokens) -> TokenPair:

@@ -3,22 +3,49 @@ the request's database session and the service's container."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from litestar import Request
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.account_tokens import AccountTokens
+from app.accounts.audit import DEFERRED_STATE_KEY, AuditTrail, RequestContext
 from app.accounts.mails import AccountMails
 from app.accounts.notices import LoginNotices
 from app.accounts.password_checks import CurrentPasswordCheck
 from app.accounts.recovery import AccountRecovery, VerificationMailer
 from app.accounts.repository import UserRepository
 from app.accounts.services import AccountService
-from app.accounts.sessions import LoginSessions
+from app.accounts.sessions import ClientInfo, LoginSessions
 from app.container import Container
+from app.observability.logging import current_ids
+from app.web.rate_limits import client_address
 
 
 def account_mails(container: Container) -> AccountMails:
     return AccountMails(container.settings.mail)
+
+
+def client_of(request: Request[Any, Any, Any]) -> ClientInfo:
+    """The client as a session and the audit trail record it: its address (the forwarded
+    one when the peer is a trusted proxy) and its User-Agent."""
+    return ClientInfo.of(client_address(request), request.headers.get("user-agent"))
+
+
+def audit_trail(db: AsyncSession, container: Container, request: Request[Any, Any, Any] | None = None) -> AuditTrail:
+    """The audit trail on ``db``; with a request, its rows carry where it came from, and
+    deferred rows wait in the request's state for the after-response hook."""
+    if request is None:
+        return AuditTrail(db, on_written=container.events.audit_written)
+    request_id, trace_id = current_ids()
+    deferred = request.state.setdefault(DEFERRED_STATE_KEY, [])
+    return AuditTrail(
+        db,
+        RequestContext.of(client_of(request), request_id, trace_id),
+        on_written=container.events.audit_written,
+        deferred=deferred,
+    )
 
 
 def login_sessions(db: AsyncSession, container: Container) -> LoginSessions:
@@ -44,7 +71,13 @@ def login_notices(container: Container) -> LoginNotices:
     return LoginNotices(mails=account_mails(container), mail_settings=settings.mail, token_settings=settings.tokens)
 
 
-def account_service(db: AsyncSession, container: Container, *, send_verification: bool = True) -> AccountService:
+def account_service(
+    db: AsyncSession,
+    container: Container,
+    *,
+    send_verification: bool = True,
+    request: Request[Any, Any, Any] | None = None,
+) -> AccountService:
     """The account use cases on ``db`` (the API's per-request session, or the CLI's own).
     ``send_verification``: registration mails a verification link (the API does; an
     operator's CLI, which makes verified accounts or seeds test data, does not)."""
@@ -62,10 +95,13 @@ def account_service(db: AsyncSession, container: Container, *, send_verification
         password_check=_password_check(container),
         verification=verification_mailer(db, container) if send_verification else None,
         notices=login_notices(container) if settings.mail.new_login_notice else None,
+        audit=audit_trail(db, container, request),
     )
 
 
-def account_recovery(db: AsyncSession, container: Container) -> AccountRecovery:
+def account_recovery(
+    db: AsyncSession, container: Container, request: Request[Any, Any, Any] | None = None
+) -> AccountRecovery:
     settings = container.settings
     tokens = AccountTokens(db)
     return AccountRecovery(
@@ -83,16 +119,17 @@ def account_recovery(db: AsyncSession, container: Container) -> AccountRecovery:
         token_settings=settings.tokens,
         password_settings=settings.passwords,
         breach_checker=container.breach_checker,
+        audit=audit_trail(db, container, request),
     )
 
 
 def provide_account_service(
-    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
+    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container], request: Request[Any, Any, Any]
 ) -> AccountService:
-    return account_service(db_session, container)
+    return account_service(db_session, container, request=request)
 
 
 def provide_account_recovery(
-    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
+    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container], request: Request[Any, Any, Any]
 ) -> AccountRecovery:
-    return account_recovery(db_session, container)
+    return account_recovery(db_session, container, request)

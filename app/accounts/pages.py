@@ -54,6 +54,7 @@ from app.container import Container
 from app.errors import AlreadyRegistered, InvalidAccountToken, InvalidInput
 from app.settings import Environment as DeploymentEnvironment
 from app.settings import Settings
+from app.web.rate_limits import LINK_CONFIRM_POLICY, RATE_LIMIT_OPT
 
 PAGES_PATH = "/account"
 STYLESHEET = f"{PAGES_PATH}/assets/account.css"
@@ -103,7 +104,7 @@ async def verify_email_page(token: LinkToken = None) -> Template:
     return Template("verify_email.html", context={"token": _link_token(token), "action": VERIFY_EMAIL_PAGE})
 
 
-@post(_relative(VERIFY_EMAIL_PAGE), status_code=200)
+@post(_relative(VERIFY_EMAIL_PAGE), status_code=200, opt={RATE_LIMIT_OPT: LINK_CONFIRM_POLICY})
 async def confirm_verification(
     data: Annotated[LinkForm, URL_ENCODED], recovery: NamedDependency[AccountRecovery]
 ) -> Template:
@@ -147,7 +148,7 @@ async def reset_password_page(
     return _reset_form(container, usable)
 
 
-@post(_relative(RESET_PASSWORD_PAGE), status_code=200)
+@post(_relative(RESET_PASSWORD_PAGE), status_code=200, opt={RATE_LIMIT_OPT: LINK_CONFIRM_POLICY})
 async def reset_password(
     data: Annotated[PasswordResetForm, URL_ENCODED],
     recovery: NamedDependency[AccountRecovery],
@@ -174,7 +175,7 @@ async def confirm_email_change_page(token: LinkToken = None) -> Template:
     )
 
 
-@post(_relative(CONFIRM_EMAIL_CHANGE_PAGE), status_code=200)
+@post(_relative(CONFIRM_EMAIL_CHANGE_PAGE), status_code=200, opt={RATE_LIMIT_OPT: LINK_CONFIRM_POLICY})
 async def confirm_email_change(
     data: Annotated[LinkForm, URL_ENCODED], recovery: NamedDependency[AccountRecovery]
 ) -> Template:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 from uuid import UUID
 
 from app.accounts.account_tokens import AccountTokens, PendingToken, binding_of
+from app.accounts.audit import AuditTrail
 from app.accounts.mails import AccountMails
 from app.accounts.password_checks import CurrentPasswordCheck
 from app.accounts.repository import UserRepository
@@ -102,8 +103,10 @@ class AccountRecovery:
         token_settings: TokenSettings,
         password_settings: PasswordSettings,
         breach_checker: BreachedPasswordChecker,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._db = db
+        self._audit = audit or AuditTrail(db)
         self._users = users
         self._sessions = sessions
         self._tokens = tokens
@@ -136,6 +139,7 @@ class AccountRecovery:
         await self._spend(pending, user)
         user.is_verified = True
         await self._users.save(user)
+        self._audit.record("email_verified", user.id)
         await self._db.commit()
         self._events.account_flow_confirmed("verify_email", user.id)
 
@@ -154,6 +158,7 @@ class AccountRecovery:
         # To the address on the account, whatever spelling was typed in the request.
         mail = self._mails.password_reset(user.email, username=user.username, token=token, ttl_seconds=ttl)
         await enqueue(self._db, mail, self._mail_settings)
+        self._audit.record("password_reset_requested", user.id)
         await self._db.commit()
         self._events.account_flow_requested("password_reset", "sent", user.id)
 
@@ -186,6 +191,7 @@ class AccountRecovery:
         user.is_verified = True
         await self._users.save(user)
         await self._sessions.revoke_all_of(user.id, RevokeReason.PASSWORD_RESET)
+        self._audit.record("password_reset", user.id)
         await self._db.commit()
         for key in (throttle_key(user.username), throttle_key(user.email_key), account_throttle_key(user.id)):
             await self._throttle.clear(key)
@@ -223,9 +229,10 @@ class AccountRecovery:
         owner = await self._users.find_by_email(request.new_email)
         taken = await self._users.taken_fields(username=None, email=request.new_email, exclude=user.id)
         if taken:
-            # The owner's own spelling, not the requester's: the mail goes to a real mailbox.
-            to = owner.email if owner is not None else request.new_email
-            await enqueue(self._db, self._mails.email_change_taken(to), self._mail_settings)
+            # To the owner's own spelling, not the requester's: a real mailbox. An address
+            # held by a deleted account has no owner to tell (and stays taken).
+            if owner is not None:
+                await enqueue(self._db, self._mails.email_change_taken(owner.email), self._mail_settings)
         else:
             ttl = self._token_settings.email_change_ttl_seconds
             token = await self._tokens.issue(user, TokenPurpose.EMAIL_CHANGE, ttl, new_email=request.new_email)
@@ -235,6 +242,8 @@ class AccountRecovery:
             await enqueue(self._db, mail, self._mail_settings)
         notice = self._mails.email_change_notice(user.email, username=user.username, new_email=request.new_email)
         await enqueue(self._db, notice, self._mail_settings)
+        # The new address only when it was free: a taken one belongs to someone else.
+        self._audit.record("email_change_requested", user.id, new_email=None if taken else request.new_email)
         await self._db.commit()
         self._events.account_flow_requested("email_change", "taken" if taken else "sent", user.id)
 
@@ -249,9 +258,11 @@ class AccountRecovery:
             self._events.account_flow_refused("email_change", "conflict", "taken", user_id)
             raise AlreadyRegistered(errors=[FieldError("email", "this email is already registered")])
         await self._spend(pending, user)
+        old_email = user.email
         user.email, user.email_key, user.is_verified = new_email, email_key(new_email), True
         # A concurrent registration of the same address loses to the unique index: 409.
         await self._users.save(user)
+        self._audit.record("email_changed", user.id, old_email=old_email, new_email=new_email)
         await self._db.commit()
         self._events.account_flow_confirmed("email_change", user.id)
 

@@ -34,6 +34,7 @@ from app.errors import MailRequestsThrottled
 from app.observability.logging import get_logger
 from app.web.openapi import BEARER, BODY, problems
 from app.web.rate_limits import (
+    LINK_CONFIRM_POLICY,
     MAIL_REQUEST_POLICY,
     PASSWORD_CHECK_POLICY,
     RATE_LIMIT_OPT,
@@ -83,6 +84,7 @@ class AccountLinksController(Controller):
     @post(
         "/verify-email/confirm",
         status_code=HTTP_204_NO_CONTENT,
+        opt={RATE_LIMIT_OPT: LINK_CONFIRM_POLICY},
         summary="Verify the account's address with the token from the mail",
         responses=problems(*BODY, 503),
     )
@@ -119,6 +121,7 @@ class AccountLinksController(Controller):
     @post(
         "/password-reset/confirm",
         status_code=HTTP_204_NO_CONTENT,
+        opt={RATE_LIMIT_OPT: LINK_CONFIRM_POLICY},
         summary="Set a new password with the token from the mail; every session ends",
         responses=problems(*BODY, 503),
     )
@@ -130,6 +133,7 @@ class AccountLinksController(Controller):
     @post(
         "/email-change/confirm",
         status_code=HTTP_204_NO_CONTENT,
+        opt={RATE_LIMIT_OPT: LINK_CONFIRM_POLICY},
         summary="Move the account to its new address with the token from the mail",
         responses=problems(*BODY, 409, 503),
     )

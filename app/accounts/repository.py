@@ -152,6 +152,14 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         statement = select(User).where(User.email_key == email_key(address), User.deleted_at.is_(None))
         return (await self.session.execute(statement)).scalar_one_or_none()
 
+    async def replace_password_hash(self, user_id: UUID, *, verified: str, new: str) -> bool:
+        """Compare-and-set: write ``new`` only if the stored hash is still the one the
+        caller verified; False when another change (a reset) committed in between."""
+        result = await self.session.execute(
+            update(User).where(User.id == user_id, User.password_hash == verified).values(password_hash=new)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
     async def set_password_hash(self, user_id: UUID, password_hash: str) -> None:
         # Only the hash is written: a whole-object update would write back a deactivation
         # that committed meanwhile.

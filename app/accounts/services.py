@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 from uuid import UUID
 
+from app.accounts.audit import AuditTrail
 from app.accounts.notices import LoginNotices
 from app.accounts.password_checks import CurrentPasswordCheck
 from app.accounts.recovery import VerificationMailer
@@ -31,6 +32,7 @@ from app.errors import (
     InvalidInput,
     InvalidRefreshToken,
     LoginThrottled,
+    WrongCurrentPassword,
 )
 from app.identity.password_policy import BreachedPasswordChecker, normalize_password, validate_new_password
 from app.identity.passwords import PasswordHasher
@@ -92,8 +94,11 @@ class AccountService:
         password_check: CurrentPasswordCheck,
         verification: VerificationMailer | None = None,
         notices: LoginNotices | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._db = db
+        self._audit = audit or AuditTrail(db)
+        self._refused_account: UUID | None = None
         # None: no notice of logins from new clients (MAIL__NEW_LOGIN_NOTICE off).
         self._notices = notices
         self._password_check = password_check
@@ -152,6 +157,7 @@ class AccountService:
                 is_verified=verified,
             )
         )
+        self._audit.record("registered", user.id)
         if self._verification is not None and not verified:
             # In the registration's transaction: no account without its mail, no mail
             # about an account that was not created.
@@ -176,6 +182,15 @@ class AccountService:
         finally:
             if check is not None and check.counted and check.counted.block_seconds:
                 self._events.login_throttle_engaged(check.counted.failures, check.counted.block_seconds)
+                if self._refused_account is not None:
+                    # The failure that blocked the name of a known account: its owner sees when
+                    # (and from where) logins to it began to be refused.
+                    await self._audit.defer(
+                        "login_throttled",
+                        self._refused_account,
+                        failures=check.counted.failures,
+                        block_seconds=check.counted.block_seconds,
+                    )
 
     async def _checked_login(
         self, normalized: str | None, password: str, check: Check, client: ClientInfo
@@ -191,19 +206,19 @@ class AccountService:
         try:
             if user is None:
                 await self._hasher.verify_against_nothing(password)
-                self._refuse_login(check, "unknown_user")
+                await self._refuse_login(check, "unknown_user")
             result = await self._hasher.verify(user.password_hash, password)
         except HashingCapacityExceeded:
             self._events.login_failed("shed", user.user_id if user else None)
             raise
         if not result.matches:
-            self._refuse_login(check, "wrong_password", user.user_id)
+            await self._refuse_login(check, "wrong_password", user.user_id)
         if not user.can_authenticate:
             # Refused on the first read, exactly as a wrong password is: the same statements,
             # so the same time. Going on to the locked re-read first made a dead account with
             # the right password measurably slower (about 3 ms), which told an attacker that
             # the password was right. The re-read below still catches a change in between.
-            self._refuse_login(check, _inactive_reason(user.deleted_at), user.user_id)
+            await self._refuse_login(check, _inactive_reason(user.deleted_at), user.user_id)
         # The hash was verified against a read from before the wait for a worker; a password
         # change or deactivation may have committed since. Re-read under a share lock in
         # this transaction, so such a change is either seen now or waits for this session
@@ -211,13 +226,14 @@ class AccountService:
         # re-read is also the one place an inactive or deleted account is refused.
         current = await self._users.lock_credentials(user.user_id)
         if current is None or current.password_hash != user.password_hash:
-            self._refuse_login(check, "wrong_password", user.user_id)
+            await self._refuse_login(check, "wrong_password", user.user_id)
         if not current.can_authenticate:
-            self._refuse_login(check, _inactive_reason(current.deleted_at), user.user_id)
+            await self._refuse_login(check, _inactive_reason(current.deleted_at), user.user_id)
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
             await self._users.set_password_hash(user.user_id, await self._hasher.hash(password))
         issued = await self._start_session(user.user_id, current.role, client)
+        self._audit.record("login_succeeded", user.user_id, session_id=str(issued.session_id))
         notified = self._notices is not None and await self._notices.after_login(
             self._db, self._sessions, self._users, user.user_id, client
         )
@@ -228,13 +244,18 @@ class AccountService:
         self._events.login_succeeded(user.user_id, rehashed=result.needs_rehash)
         return issued
 
-    def _refuse_login(self, check: Check, reason: str, user_id: UUID | None = None) -> NoReturn:
+    async def _refuse_login(self, check: Check, reason: str, user_id: UUID | None = None) -> NoReturn:
         check.failed()  # counted against the name when the throttle settles the check
         self._events.login_failed(reason, user_id)
+        if user_id is not None:  # an unknown name is never written (see audit.py)
+            await self._audit.defer("login_failed", user_id, reason=reason)
+            self._refused_account = user_id
         raise InvalidCredentials()
 
     async def refresh(self, presented: str, client: ClientInfo | None = None) -> IssuedTokens:
         rotation = await self._sessions.rotate(presented, client)
+        if rotation.outcome is RotationOutcome.REUSED and rotation.user is not None:
+            self._audit.record("refresh_reuse_detected", rotation.user.id, session_id=str(rotation.session_id))
         # Commit before answering: the rotation, or on reuse the family's revocation, which
         # must survive the 401 that follows.
         await self._db.commit()
@@ -252,11 +273,13 @@ class AccountService:
 
     async def logout(self, presented: str) -> None:
         """End the session the refresh token belongs to; unknown tokens are silently accepted."""
-        session_id = await self._sessions.find_session_of(presented)
-        if session_id is not None:
+        found = await self._sessions.find_session_of(presented)
+        if found is not None:
+            session_id, user_id = found
             await self._sessions.revoke(session_id, RevokeReason.LOGOUT)
+            self._audit.record("logged_out", user_id, session_id=str(session_id))
             await self._db.commit()
-            self._events.logged_out(None, session_id)
+            self._events.logged_out(user_id, session_id)
 
     async def change_password(self, user_id: UUID, current_session: UUID, current: str, new: str) -> None:
         """Replace the password and end every other session of the user. The current
@@ -274,8 +297,13 @@ class AccountService:
         await self._password_check.check(user, current, purpose="password_change")
         # The hash is written before the sessions are revoked: the row lock it takes orders
         # it against concurrent logins (see login()).
-        await self._users.set_password_hash(user.id, await self._hasher.hash(new_password))
+        new_hash = await self._hasher.hash(new_password)
+        if not await self._users.replace_password_hash(user.id, verified=user.password_hash, new=new_hash):
+            # A reset (or another change) committed while the hashes ran: the password
+            # checked is no longer the account's, and this change must not undo that one.
+            raise WrongCurrentPassword()
         await self._sessions.revoke_all_of(user.id, RevokeReason.PASSWORD_CHANGE, keep=current_session)
+        self._audit.record("password_changed", user.id)
         await self._db.commit()
         # Whoever was guessing the old password has nothing left to guess: the owner's
         # names are free again (the owner, logged in elsewhere, ends a throttle this way).

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
-from litestar import Controller, delete, get
+from litestar import Controller, Request, delete, get
 from litestar.di import NamedDependency, Provide
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.authentication import AuthedRequest
-from app.accounts.dependencies import login_sessions
+from app.accounts.dependencies import audit_trail, login_sessions
 from app.accounts.repository import UserRepository
 from app.accounts.schemas import SessionList, SessionRead
 from app.accounts.session_management import SessionManagement
@@ -19,13 +20,14 @@ from app.web.openapi import BEARER, problems
 
 
 def provide_session_management(
-    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
+    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container], request: Request[Any, Any, Any]
 ) -> SessionManagement:
     return SessionManagement(
         db=db_session,
         users=UserRepository(session=db_session),
         sessions=login_sessions(db_session, container),
         events=container.events,
+        audit=audit_trail(db_session, container, request),
     )
 
 

@@ -239,9 +239,15 @@ class LoginSessions:
             outcome, user=user, session_id=session.id, refresh_token=successor, amr=tuple(session.amr.split())
         )
 
-    async def find_session_of(self, presented: str) -> UUID | None:
-        statement = select(RefreshToken.session_id).where(RefreshToken.token_hash == hash_refresh_token(presented))
-        return (await self._db.execute(statement)).scalar_one_or_none()
+    async def find_session_of(self, presented: str) -> tuple[UUID, UUID] | None:
+        """The session the refresh token belongs to, and its user."""
+        statement = (
+            select(AuthSession.id, AuthSession.user_id)
+            .join(RefreshToken, RefreshToken.session_id == AuthSession.id)
+            .where(RefreshToken.token_hash == hash_refresh_token(presented))
+        )
+        row = (await self._db.execute(statement)).one_or_none()
+        return (row[0], row[1]) if row else None
 
     async def revoke(self, session_id: UUID, reason: RevokeReason) -> None:
         await self._db.execute(

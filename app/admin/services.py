@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from app.accounts.account_tokens import AccountTokens
+from app.accounts.audit import AuditTrail
 from app.accounts.authentication import Principal
 from app.accounts.repository import UserFilter, UserRepository
 from app.accounts.sessions import LoginSessions, RevokeReason
@@ -29,8 +30,10 @@ class UserAdministration:
         sessions: LoginSessions,
         account_tokens: AccountTokens,
         events: SecurityEvents,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._db = db
+        self._audit = audit or AuditTrail(db)
         self._account_tokens = account_tokens
         self._users = users
         self._sessions = sessions
@@ -57,6 +60,10 @@ class UserAdministration:
         if is_active is not None:
             target.is_active = is_active
         user = await self._users.save(target)
+        if user.role is not old_role:
+            self._audit.record("role_changed", user.id, actor_id=actor.id, old_role=old_role, new_role=user.role)
+        if user.is_active is not was_active:
+            self._audit.record("reactivated" if user.is_active else "deactivated", user.id, actor_id=actor.id)
         if is_active is False:
             await self._sessions.revoke_all_of(user.id, RevokeReason.DEACTIVATED)
             # Links mailed before stay dead even if the account is reactivated.
@@ -83,6 +90,7 @@ class UserAdministration:
         await self._users.save(target)
         await self._sessions.revoke_all_of(target.id, RevokeReason.DELETED)
         await self._account_tokens.revoke_all_of(target.id)
+        self._audit.record("deleted", target.id, actor_id=actor.id)
         await self._db.commit()
         self._events.user_deleted(actor_id=actor.id, user_id=target.id)
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import ColumnElement, Enum, ForeignKey, Index, Integer, String, Text, and_, func, text
+from sqlalchemy import JSON, ColumnElement, Enum, ForeignKey, Index, Integer, String, Text, and_, func, text
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -217,3 +217,27 @@ class AccountToken(UUIDv7Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+
+class SecurityEvent(UUIDv7Base):
+    """The audit trail: one row per security event of an account (API.md's types), written
+    in the transaction of the change it records where there is one. Append-only: the
+    service never updates a row, and deletes only past the retention
+    (``AUDIT__RETENTION_DAYS``). ``detail`` is small and never holds a secret."""
+
+    __tablename__ = "security_events"
+    __table_args__ = (
+        Index("ix_security_events_user_id_at", "user_id", "at"),
+        Index("ix_security_events_at", "at"),
+    )
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # Who did it, when not the account itself (an admin's role change, deletion, ...).
+    actor_id: Mapped[UUID | None] = mapped_column(default=None)
+    type: Mapped[str] = mapped_column(String(32))
+    at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(256), default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    trace_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)

@@ -197,4 +197,7 @@ class OutboxWorker:
     def _give_up(self, row: OutboxMessage, now: dt.datetime, reason: str, *, attempt: int) -> None:
         row.gave_up_at = now
         row.last_error = reason[:MAX_ERROR_LENGTH]
+        # Never sent, and never to be: its live links must not stay in the database either.
+        row.text_body = ""
+        row.html_body = None
         self._telemetry.gave_up(outbox_id=row.id, kind=row.kind, attempt=attempt, reason=row.last_error)

@@ -161,6 +161,10 @@ class SecurityEvents:
         if self._metrics:
             self._metrics.account_flows.labels(flow=flow, result=result).inc()
 
+    def audit_written(self, event_type: str) -> None:
+        if self._metrics:
+            self._metrics.audit_events.labels(type=event_type).inc()
+
     def _count_change(self, change: str) -> None:
         if self._metrics:
             self._metrics.account_changes.labels(change=change).inc()

@@ -110,6 +110,12 @@ def drop_color_message(_logger: Any, _method: str, event_dict: MutableMapping[st
     return event_dict
 
 
+def current_ids() -> tuple[str | None, str | None]:
+    """The current request's id and the current trace's id (hex), as log lines carry them."""
+    context = trace.get_current_span().get_span_context()
+    return current_request_id.get(), trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
 def add_correlation_ids(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """request_id of the current request; trace_id and span_id (hex) of the current span."""
     if "request_id" not in event_dict and (request_id := current_request_id.get()) is not None:

@@ -36,7 +36,15 @@ QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 # login_failed log event, which only operators read.
 LOGIN_RESULTS = ("success", "failed", "shed", "throttled")
 # The routes with a per-address rate limit (the "route" label of rate_limited).
-RATE_LIMITED_ROUTES = ("login", "register", "refresh", "password_check", "mail_request", "mail_per_address")
+RATE_LIMITED_ROUTES = (
+    "login",
+    "register",
+    "refresh",
+    "password_check",
+    "mail_request",
+    "mail_per_address",
+    "link_confirm",
+)
 REGISTRATION_RESULTS = ("created", "conflict", "invalid", "shed", "error")
 REFRESH_RESULTS = ("rotated", "unknown", "expired", "revoked", "reused", "user_inactive")
 # Checks of a known account's password outside login (the "purpose" label), and their results.
@@ -60,8 +68,31 @@ ACCOUNT_CHANGES = (
 # must not tell (the logs say it).
 ACCOUNT_FLOWS = ("verify_email", "password_reset", "email_change")
 ACCOUNT_FLOW_RESULTS = ("accepted", "confirmed", "invalid_token", "conflict")
+# The audit trail's event types (API.md), one series each in audit_events.
+SECURITY_EVENT_TYPES = (
+    "registered",
+    "login_succeeded",
+    "login_failed",
+    "login_throttled",
+    "logged_out",
+    "session_revoked",
+    "refresh_reuse_detected",
+    "password_changed",
+    "password_reset_requested",
+    "password_reset",
+    "email_verified",
+    "email_change_requested",
+    "email_changed",
+    "mfa_enabled",
+    "mfa_disabled",
+    "recovery_code_used",
+    "role_changed",
+    "deactivated",
+    "reactivated",
+    "deleted",
+)
 # What the housekeeping round deletes (the "kind" label of housekeeping_purged).
-HOUSEKEEPING_KINDS = ("session", "refresh_token", "outbox_message", "account_token", "known_client")
+HOUSEKEEPING_KINDS = ("session", "refresh_token", "outbox_message", "account_token", "known_client", "security_event")
 # What became of one delivery attempt from the outbox (the "result" label).
 MAIL_DELIVERY_RESULTS = ("sent", "failed", "gave_up")
 
@@ -203,6 +234,12 @@ class Metrics:
             "(a request; whether a mail went out is not told), confirmed, invalid_token (a "
             "bad, expired, used or outdated link), conflict (the new address was taken meanwhile).",
             ["flow", "result"],
+            registry=r,
+        )
+        self.audit_events = Counter(
+            "user_service_audit_events",
+            "Rows written to the audit trail (security_events), by event type.",
+            ["type"],
             registry=r,
         )
         self.housekeeping_purged = Counter(

@@ -33,6 +33,7 @@ from app.settings import RateLimitSettings, parse_rate
 # Handlers name their policy with opt={RATE_LIMIT_OPT: "login"}.
 RATE_LIMIT_OPT = "rate_limit"
 MAIL_REQUEST_POLICY = "mail_request"
+LINK_CONFIRM_POLICY = "link_confirm"
 STORE_NAME = "rate_limit"
 
 
@@ -121,6 +122,7 @@ def rate_limit_middleware(settings: RateLimitSettings, *, path_prefixes: tuple[s
         "register": settings.registration,
         "refresh": settings.refresh,
         MAIL_REQUEST_POLICY: settings.mail_request,
+        LINK_CONFIRM_POLICY: settings.link_confirm,
     }
     return [
         _policy_config(policy, rate, path_prefixes, _by_client_address(policy)).middleware
