@@ -15,6 +15,7 @@ from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 
 from app.accounts.account_tokens import purge_finished_tokens
+from app.accounts.audit import purge_old_events
 from app.accounts.sessions import Purged, forget_known_clients, purge_ended_sessions
 from app.container import Container
 from app.db.migrate import pending_revisions, upgrade_to_head
@@ -146,6 +147,7 @@ async def _housekeeping(container: Container) -> None:
         await purge_ended_sessions_round(container)
         await purge_outbox_round(container)
         await purge_account_tokens_round(container)
+        await purge_audit_round(container)
 
 
 async def purge_ended_sessions_round(container: Container) -> Purged | None:
@@ -204,6 +206,19 @@ async def purge_account_tokens_round(container: Container) -> int | None:
         logger.warning("housekeeping_failed", error=type(exc).__name__)
         return None
     container.events.purged("account_token", purged)
+    return purged
+
+
+async def purge_audit_round(container: Container) -> int | None:
+    """One round of the audit trail's retention (AUDIT__RETENTION_DAYS); own transaction,
+    a failure is logged and left for the next round."""
+    keep = dt.timedelta(days=container.settings.audit.retention_days)
+    try:
+        purged = await purge_old_events(container.database.get_engine(), before=dt.datetime.now(dt.UTC) - keep)
+    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
+        logger.warning("housekeeping_failed", error=type(exc).__name__)
+        return None
+    container.events.purged("security_event", purged)
     return purged
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -16,6 +17,8 @@ from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive
 from opentelemetry.sdk.trace import TracerProvider
 
 from app import __version__
+from app.accounts.activity_controllers import MyEventsController, MySessionsController
+from app.accounts.audit import write_deferred_events
 from app.accounts.authentication import BearerAuthMiddleware
 from app.accounts.controllers import AuthController, MeController, jwks
 from app.accounts.page_errors import pages_under
@@ -25,7 +28,6 @@ from app.accounts.recovery_controllers import (
     EmailChangeController,
     VerificationRequestController,
 )
-from app.accounts.session_controllers import MySessionsController
 from app.admin.controllers import UsersController
 from app.cli import MailCLIPlugin, UserAdminCLIPlugin
 from app.container import Container, build_container
@@ -96,6 +98,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         MeController,
         EmailChangeController,
         MySessionsController,
+        MyEventsController,
         UsersController,
         HealthController,
         # The HTML pages the links in mails open, outside /api/v1 (app/accounts/pages.py).
@@ -139,6 +142,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         exception_handlers=pages_under(PAGES_PATH, exception_handlers(on_rate_limited=container.events.rate_limited)),
         dependencies=dependencies,
         lifespan=[lifespan_of(container)],
+        after_response=partial(write_deferred_events, container.database.get_session),
         openapi_config=OpenAPIConfig(
             title="User service",
             version=__version__,

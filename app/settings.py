@@ -331,6 +331,13 @@ class MailSettings(BaseModel):
         return self.smtp_host is not None and self.smtp_host.strip() != ""
 
 
+class AuditSettings(BaseModel):
+    """The audit trail of security events (table security_events, /users/me/events)."""
+
+    # Rows older than this are deleted by the housekeeping round.
+    retention_days: int = Field(default=180, ge=1)
+
+
 class LogFormat(StrEnum):
     AUTO = "auto"  # JSON when stdout is not a terminal, colour when it is
     JSON = "json"
@@ -427,6 +434,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     login_throttle: LoginThrottleSettings = Field(default_factory=LoginThrottleSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     # redis://[:password@]host:6379/0. When set, the rate-limit counters and the login
     # throttle live there (shared by every replica, no database writes on failed logins).
     redis_url: SecretStr | None = None

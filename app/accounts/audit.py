@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from litestar import Request
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import SecurityEvent, utcnow
+from app.observability.logging import get_logger
 from app.observability.metrics import SECURITY_EVENT_TYPES
+
+_log = get_logger("user_service.security")
 
 if TYPE_CHECKING:
     from app.accounts.sessions import ClientInfo
@@ -119,3 +123,17 @@ async def purge_old_events(engine: AsyncEngine, *, before: dt.datetime) -> int:
     async with engine.begin() as conn:
         result = await conn.execute(delete(SecurityEvent).where(SecurityEvent.at < before))
     return int(result.rowcount or 0)
+
+
+async def write_deferred_events(engine_session: Callable[[], Any], request: Request[Any, Any, Any]) -> None:
+    """The after-response hook: write the rows a request deferred (see AuditTrail.defer),
+    in a transaction of their own. A failure is logged; the answer was already sent."""
+    rows = request.state.get(DEFERRED_STATE_KEY)
+    if not rows:
+        return
+    try:
+        async with engine_session() as db:
+            db.add_all(rows)
+            await db.commit()
+    except Exception as exc:  # noqa: BLE001 - the client has its answer; the operator gets the log
+        _log.error("audit_write_failed", rows=len(rows), error=type(exc).__name__)

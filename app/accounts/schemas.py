@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -141,3 +141,21 @@ class AdminSessionRead(msgspec.Struct):
 
 class AdminSessionList(msgspec.Struct):
     items: list[AdminSessionRead]
+
+
+# One row of the audit trail (API.md's Security event).
+class SecurityEventRead(msgspec.Struct):
+    id: UUID
+    type: str
+    at: dt.datetime
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    detail: dict[str, Any]
+
+
+class SecurityEventPage(msgspec.Struct):
+    items: list[SecurityEventRead]
+    total: int
+    limit: int
+    offset: int

@@ -11,10 +11,10 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
+from app.accounts.activity_controllers import event_page, provide_session_management
 from app.accounts.authentication import AuthedRequest, requires_role
 from app.accounts.repository import UserFilter
-from app.accounts.schemas import AdminSessionList, AdminSessionRead, UserRead
-from app.accounts.session_controllers import provide_session_management
+from app.accounts.schemas import AdminSessionList, AdminSessionRead, SecurityEventPage, UserRead
 from app.accounts.session_management import SessionManagement
 from app.admin.dependencies import provide_user_administration
 from app.admin.schemas import UserAdminUpdate, UserPage
@@ -138,3 +138,20 @@ class UsersController(Controller):
         self, request: AuthedRequest, user_id: UUID, session_management: NamedDependency[SessionManagement]
     ) -> None:
         await session_management.end_all(request.user.id, user_id)
+
+    @get(
+        "/{user_id:uuid}/events",
+        opt=ADMINS,
+        summary="A user's security events, newest first (admin)",
+        responses=problems(401, 403, 404, 422, 503),
+        dependencies={"session_management": Provide(provide_session_management, sync_to_thread=False)},
+    )
+    async def list_user_events(
+        self,
+        user_id: UUID,
+        session_management: NamedDependency[SessionManagement],
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
+    ) -> SecurityEventPage:
+        page = await session_management.events_of(user_id, limit=limit, offset=offset)
+        return event_page(page, limit=limit, offset=offset)
