@@ -19,6 +19,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from uuid_utils.compat import uuid7
 
+from app.db.dialects import upsertable_insert
 from app.db.models import AuthSession, KnownClient, RefreshToken, User, utcnow
 from app.identity.tokens import hash_refresh_token, new_refresh_token
 
@@ -183,15 +184,17 @@ class LoginSessions:
         ).all()
         recent = now - dt.timedelta(days=remember_days)
         seen = {row.client_hash: row.last_seen_at for row in known}
-        if digest in seen:
-            await self._db.execute(
-                update(KnownClient)
-                .where(KnownClient.user_id == user_id, KnownClient.client_hash == digest)
-                .values(last_seen_at=now)
+        # An upsert: two concurrent first logins from one client must not collide on the
+        # key (both may send a notice, which is harmless).
+        bind = self._db.get_bind()
+        upsert = upsertable_insert(bind.dialect.name, KnownClient).values(
+            user_id=user_id, client_hash=digest, last_seen_at=now
+        )
+        await self._db.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[KnownClient.user_id, KnownClient.client_hash], set_={"last_seen_at": now}
             )
-        else:
-            self._db.add(KnownClient(user_id=user_id, client_hash=digest, last_seen_at=now))
-            await self._db.flush()
+        )
         return bool(seen) and not (digest in seen and seen[digest] > recent)
 
     async def rotate(self, presented: str, client: ClientInfo | None = None) -> Rotation:

@@ -64,6 +64,8 @@ NO_SUCCESS_EXPECTED = {
     "POST /api/v1/auth/verify-email/confirm",
     "POST /api/v1/auth/password-reset/confirm",
     "POST /api/v1/auth/email-change/confirm",
+    # A random session id is never one of the caller's own live sessions.
+    "DELETE /api/v1/users/me/sessions/{session_id}",
 }
 
 
