@@ -33,11 +33,14 @@ EMAIL_CHANGE_NOTICE = _Template("email_change_notice", "Your email address is be
 NEW_LOGIN = _Template("new_login", "New sign-in to your account")
 
 
-_LOADER = PackageLoader("app.accounts", "templates/mail")
-# Built once per process: each compiles a template on first use and keeps it. HTML bodies
-# escape every value (a full name is the user's own text); text bodies are plain text.
-_HTML = Environment(loader=_LOADER, autoescape=select_autoescape(["html"]), undefined=StrictUndefined)
-_TEXT = Environment(loader=_LOADER, autoescape=False, undefined=StrictUndefined)  # noqa: S701 - text/plain
+# Built once per process: it compiles each template on first use and keeps it. Escaping
+# follows the template's name: every value in an .html body is escaped (a full name or a
+# user agent is someone's own text); .txt bodies are plain text and need none.
+_TEMPLATES = Environment(
+    loader=PackageLoader("app.accounts", "templates/mail"),
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True, default=False),
+    undefined=StrictUndefined,
+)
 
 
 class AccountMails:
@@ -96,8 +99,8 @@ class AccountMails:
             kind=template.kind,
             recipient=to,
             subject=template.subject,
-            text_body=_TEXT.get_template(f"{template.kind}.txt").render(values),
-            html_body=_HTML.get_template(f"{template.kind}.html").render(values),
+            text_body=_TEMPLATES.get_template(f"{template.kind}.txt").render(values),
+            html_body=_TEMPLATES.get_template(f"{template.kind}.html").render(values),
         )
 
 
