@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -18,7 +17,6 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from app import __version__
 from app.accounts.activity_controllers import MyEventsController, MySessionsController
-from app.accounts.audit import write_deferred_events
 from app.accounts.authentication import BearerAuthMiddleware
 from app.accounts.controllers import AuthController, MeController, jwks
 from app.accounts.page_errors import pages_under
@@ -142,7 +140,6 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         exception_handlers=pages_under(PAGES_PATH, exception_handlers(on_rate_limited=container.events.rate_limited)),
         dependencies=dependencies,
         lifespan=[lifespan_of(container)],
-        after_response=partial(write_deferred_events, container.database.get_session),
         openapi_config=OpenAPIConfig(
             title="User service",
             version=__version__,

@@ -15,22 +15,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from litestar import Request
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import SecurityEvent, utcnow
-from app.observability.logging import get_logger
 from app.observability.metrics import SECURITY_EVENT_TYPES
-
-_log = get_logger("user_service.security")
+from app.web.after_response import after_response
 
 if TYPE_CHECKING:
     from app.accounts.sessions import ClientInfo
 
 # API.md's list, in one place (the metric pre-creates a series per type).
 EVENT_TYPES = SECURITY_EVENT_TYPES
-DEFERRED_STATE_KEY = "deferred_security_events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +56,9 @@ class AuditTrail:
     # Called with the type of every row written (the metric of rows written).
     on_written: Callable[[str], None] | None = None
 
-    # Rows written after the response is sent (see defer), or None where there is no
-    # response (the CLI): then they are written at once.
-    deferred: list[SecurityEvent] | None = None
+    # Opens a session of its own, for rows written after the response (see defer); None
+    # where there is none (then they are written in ``db`` at once).
+    session_factory: Callable[[], Any] | None = None
 
     def record(self, event_type: str, user_id: UUID, *, actor_id: UUID | None = None, **detail: Any) -> None:
         """Add the event to the caller's transaction (written when it commits)."""
@@ -75,9 +71,16 @@ class AuditTrail:
         written after the response is sent: writing it first would make a wrong password
         slower to answer than an unknown name, which tells who has an account."""
         row = self._row(event_type, user_id, None, detail)
-        if self.deferred is not None:
-            self.deferred.append(row)
-        else:
+        factory = self.session_factory
+
+        async def write() -> None:
+            if factory is None:
+                return
+            async with factory() as db:
+                db.add(row)
+                await db.commit()
+
+        if factory is None or not after_response(write):
             self.db.add(row)
             await self.db.commit()
         if self.on_written is not None:
@@ -123,17 +126,3 @@ async def purge_old_events(engine: AsyncEngine, *, before: dt.datetime) -> int:
     async with engine.begin() as conn:
         result = await conn.execute(delete(SecurityEvent).where(SecurityEvent.at < before))
     return int(result.rowcount or 0)
-
-
-async def write_deferred_events(engine_session: Callable[[], Any], request: Request[Any, Any, Any]) -> None:
-    """The after-response hook: write the rows a request deferred (see AuditTrail.defer),
-    in a transaction of their own. A failure is logged; the answer was already sent."""
-    rows = request.state.get(DEFERRED_STATE_KEY)
-    if not rows:
-        return
-    try:
-        async with engine_session() as db:
-            db.add_all(rows)
-            await db.commit()
-    except Exception as exc:  # noqa: BLE001 - the client has its answer; the operator gets the log
-        _log.error("audit_write_failed", rows=len(rows), error=type(exc).__name__)

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.account_tokens import AccountTokens
-from app.accounts.audit import DEFERRED_STATE_KEY, AuditTrail, RequestContext
+from app.accounts.audit import AuditTrail, RequestContext
 from app.accounts.mails import AccountMails
 from app.accounts.notices import LoginNotices
 from app.accounts.password_checks import CurrentPasswordCheck
@@ -34,17 +34,15 @@ def client_of(request: Request[Any, Any, Any]) -> ClientInfo:
 
 
 def audit_trail(db: AsyncSession, container: Container, request: Request[Any, Any, Any] | None = None) -> AuditTrail:
-    """The audit trail on ``db``; with a request, its rows carry where it came from, and
-    deferred rows wait in the request's state for the after-response hook."""
+    """The audit trail on ``db``; with a request, its rows carry where it came from."""
     if request is None:
         return AuditTrail(db, on_written=container.events.audit_written)
     request_id, trace_id = current_ids()
-    deferred = request.state.setdefault(DEFERRED_STATE_KEY, [])
     return AuditTrail(
         db,
         RequestContext.of(client_of(request), request_id, trace_id),
         on_written=container.events.audit_written,
-        deferred=deferred,
+        session_factory=container.database.get_session,
     )
 
 

@@ -3,9 +3,9 @@
 
 Requests that an outsider can aim at any address (a password reset; an email change to
 an address) answer 202 before anything depends on whether the address has an account:
-that part runs as a background task after the response is sent, in a session of its own.
-A failure there is logged (``account_mail_failed``), never shown: the answer was already
-the same for everyone."""
+that part runs after the response is sent and outside the request's telemetry
+(app/web/after_response.py), in a session of its own. A failure there is logged
+(``after_response_failed``), never shown: the answer was already the same for everyone."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Controller, Request, Response, post
-from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
@@ -32,6 +31,7 @@ from app.accounts.validation import email_key
 from app.container import Container
 from app.errors import MailRequestsThrottled
 from app.observability.logging import get_logger
+from app.web.after_response import Work, after_response
 from app.web.openapi import BEARER, BODY, problems
 from app.web.rate_limits import (
     LINK_CONFIRM_POLICY,
@@ -60,17 +60,23 @@ async def limit_mails_to(request: Request[Any, Any, Any], container: Container, 
         raise MailRequestsThrottled(retry_after)
 
 
-def after_response(
-    container: Container, flow: str, work: Callable[[AccountRecovery], Awaitable[None]]
-) -> BackgroundTask:
-    async def run() -> None:
-        try:
-            async with container.database.get_session() as db:
-                await work(account_recovery(db, container))
-        except Exception as exc:  # noqa: BLE001 - the client has its answer; the operator gets the log
-            _log.error("account_mail_failed", flow=flow, error=type(exc).__name__, exc_info=exc)
+def deferred(container: Container, work: Callable[[AccountRecovery], Awaitable[None]]) -> Work:
+    """``work`` on the mailed-link use cases, in a database session of its own (the
+    request's is closed by the time it runs)."""
 
-    return BackgroundTask(run)
+    async def run() -> None:
+        async with container.database.get_session() as db:
+            await work(account_recovery(db, container))
+
+    return run
+
+
+async def after_the_answer(container: Container, work: Callable[[AccountRecovery], Awaitable[None]]) -> None:
+    """Leave ``work`` for after the response (see app/web/after_response.py); outside a
+    request, do it now."""
+    run = deferred(container, work)
+    if not after_response(run):
+        await run()
 
 
 class AccountLinksController(Controller):
@@ -112,11 +118,8 @@ class AccountLinksController(Controller):
         async def send(recovery: AccountRecovery) -> None:
             await recovery.send_password_reset(address)
 
-        return Response(
-            MailAccepted(detail=RESET_ACCEPTED),
-            status_code=HTTP_202_ACCEPTED,
-            background=after_response(container, "password_reset", send),
-        )
+        await after_the_answer(container, send)
+        return Response(MailAccepted(detail=RESET_ACCEPTED), status_code=HTTP_202_ACCEPTED)
 
     @post(
         "/password-reset/confirm",
@@ -192,8 +195,5 @@ class EmailChangeController(Controller):
         async def send(deferred: AccountRecovery) -> None:
             await deferred.send_email_change(change)
 
-        return Response(
-            MailAccepted(detail=EMAIL_CHANGE_ACCEPTED),
-            status_code=HTTP_202_ACCEPTED,
-            background=after_response(container, "email_change", send),
-        )
+        await after_the_answer(container, send)
+        return Response(MailAccepted(detail=EMAIL_CHANGE_ACCEPTED), status_code=HTTP_202_ACCEPTED)

@@ -29,6 +29,7 @@ from litestar.types import ASGIApp
 from app.observability.http import HttpTelemetry
 from app.observability.request_id import with_request_id
 from app.settings import HttpSettings
+from app.web.after_response import running_work_after_response
 from app.web.client_address import behind_trusted_proxies
 from app.web.headers import with_response_headers
 from app.web.limits import limit_header_bytes
@@ -40,6 +41,9 @@ def outer_chain(http: HttpSettings, telemetry: HttpTelemetry, *, pages_path: str
     """The layers above, in order, as one function from Litestar to the HTTP entry.
     ``pages_path``: where the HTML pages live, which get a policy of their own."""
     layers: list[Layer] = [
+        # Outermost: work left for after the response runs outside everything that times
+        # or traces the request (app/web/after_response.py).
+        running_work_after_response,
         lambda app: behind_trusted_proxies(app, http.trusted_proxies),
         with_request_id,
         telemetry.around,
