@@ -8,7 +8,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, delete, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import QueryParameter
+from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -69,7 +69,7 @@ class MySessionsController(Controller):
         responses=problems(401, 404, 503),
     )
     async def end_my_session(
-        self, request: AuthedRequest, session_id: UUID, session_management: NamedDependency[SessionManagement]
+        self, request: AuthedRequest, session_id: FromPath[UUID], session_management: NamedDependency[SessionManagement]
     ) -> None:
         await session_management.end_one(request.user.id, session_id)
 

@@ -108,7 +108,7 @@ class UsersController(Controller):
         dependencies={"session_management": Provide(provide_session_management, sync_to_thread=False)},
     )
     async def list_user_sessions(
-        self, user_id: UUID, session_management: NamedDependency[SessionManagement]
+        self, user_id: FromPath[UUID], session_management: NamedDependency[SessionManagement]
     ) -> AdminSessionList:
         views = await session_management.list_of(user_id)
         return AdminSessionList(
@@ -135,7 +135,7 @@ class UsersController(Controller):
         dependencies={"session_management": Provide(provide_session_management, sync_to_thread=False)},
     )
     async def end_user_sessions(
-        self, request: AuthedRequest, user_id: UUID, session_management: NamedDependency[SessionManagement]
+        self, request: AuthedRequest, user_id: FromPath[UUID], session_management: NamedDependency[SessionManagement]
     ) -> None:
         await session_management.end_all(request.user.id, user_id)
 
@@ -148,7 +148,7 @@ class UsersController(Controller):
     )
     async def list_user_events(
         self,
-        user_id: UUID,
+        user_id: FromPath[UUID],
         session_management: NamedDependency[SessionManagement],
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
