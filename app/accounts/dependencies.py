@@ -8,6 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.account_tokens import AccountTokens
 from app.accounts.mails import AccountMails
+from app.accounts.mfa import MfaLogin, SecondFactor
+from app.accounts.mfa_challenges import LoginChallenges
+from app.accounts.mfa_store import MfaStore
 from app.accounts.notices import LoginNotices
 from app.accounts.password_checks import CurrentPasswordCheck
 from app.accounts.recovery import AccountRecovery, VerificationMailer
@@ -44,6 +47,33 @@ def login_notices(container: Container) -> LoginNotices:
     return LoginNotices(mails=account_mails(container), mail_settings=settings.mail, token_settings=settings.tokens)
 
 
+def second_factor(db: AsyncSession, container: Container) -> SecondFactor:
+    return SecondFactor(
+        db=db,
+        users=UserRepository(session=db),
+        store=MfaStore(db),
+        box=container.mfa_box,
+        password_check=_password_check(container),
+        throttle=container.login_throttle,
+        events=container.events,
+        settings=container.settings.mfa,
+    )
+
+
+def mfa_login(db: AsyncSession, container: Container) -> MfaLogin:
+    settings = container.settings
+    return MfaLogin(
+        db=db,
+        users=UserRepository(session=db),
+        store=MfaStore(db),
+        factor=second_factor(db, container),
+        sessions=login_sessions(db, container),
+        tokens=container.tokens,
+        events=container.events,
+        notices=login_notices(container) if settings.mail.new_login_notice else None,
+    )
+
+
 def account_service(db: AsyncSession, container: Container, *, send_verification: bool = True) -> AccountService:
     """The account use cases on ``db`` (the API's per-request session, or the CLI's own).
     ``send_verification``: registration mails a verification link (the API does; an
@@ -62,6 +92,8 @@ def account_service(db: AsyncSession, container: Container, *, send_verification
         password_check=_password_check(container),
         verification=verification_mailer(db, container) if send_verification else None,
         notices=login_notices(container) if settings.mail.new_login_notice else None,
+        challenges=LoginChallenges(MfaStore(db), settings.mfa.challenge_ttl_seconds),
+        second_factor=second_factor(db, container),
     )
 
 
@@ -76,6 +108,7 @@ def account_recovery(db: AsyncSession, container: Container) -> AccountRecovery:
         mails=account_mails(container),
         verification=verification_mailer(db, container),
         password_check=_password_check(container),
+        second_factor=second_factor(db, container),
         hasher=container.hasher,
         throttle=container.login_throttle,
         events=container.events,
@@ -96,3 +129,13 @@ def provide_account_recovery(
     db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
 ) -> AccountRecovery:
     return account_recovery(db_session, container)
+
+
+def provide_second_factor(
+    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]
+) -> SecondFactor:
+    return second_factor(db_session, container)
+
+
+def provide_mfa_login(db_session: NamedDependency[AsyncSession], container: NamedDependency[Container]) -> MfaLogin:
+    return mfa_login(db_session, container)
