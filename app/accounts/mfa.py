@@ -7,7 +7,7 @@ that wrong current passwords count against too. Not the login name: a right pass
 clears the name's counter, so keying codes by name would let someone who guessed the
 password reset their code guesses with every login. The account's key is cleared only by
 a right code or password of that account. So a guessed password buys ``free_attempts``
-code guesses and then one per back-off delay: about 1 in 10^5 per guess, never a sweep.
+code guesses and then one per back-off delay: about 3 in 10^6 per guess, never a sweep.
 
 No step here verifies a password hash except enrolment's and disabling's own current
 password checks: the second step of a login costs an HMAC and a few indexed statements.
