@@ -158,6 +158,14 @@ async def test_a_code_is_accepted_once_then_only_a_later_step(client: Client, db
     assert (await second_step(client, token, code(user["secret"], 1))).status_code == 200
 
 
+async def test_one_code_sent_twice_at_once_logs_in_once(client: Client, db_engine: AsyncEngine) -> None:
+    user = await enrolled(client, db_engine)
+    tokens = [await mfa_token(client, user["username"]) for _ in range(2)]
+    typed = code(user["secret"])
+    answers = await asyncio.gather(*(second_step(client, token, typed) for token in tokens))
+    assert sorted(answer.status_code for answer in answers) == [200, 401]
+
+
 async def test_an_expired_mfa_token_is_refused(client: Client, db_engine: AsyncEngine) -> None:
     user = await enrolled(client, db_engine)
     token = await mfa_token(client, user["username"])
