@@ -24,6 +24,7 @@ from app.identity.passwords import PasswordHasher
 from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, RedisThrottleStore, ThrottleStore
 from app.identity.throttle_failover import FailoverThrottleStore
 from app.identity.tokens import TokenIssuer
+from app.identity.totp import SecretBox
 from app.mail.transports import FileTransport, SmtpTransport, build_transport
 from app.mail.worker import OutboxWorker
 from app.observability.events import SecurityEvents
@@ -52,6 +53,7 @@ class Container:
         "lifecycle",
         "login_throttle",
         "mail_transport",
+        "mfa_box",
         "observability",
         "rate_limit_store",
         "redis",
@@ -75,6 +77,7 @@ class Container:
         shared_store_health: SharedStoreHealth | None,
         lifecycle: Lifecycle,
         mail_transport: SmtpTransport | FileTransport,
+        mfa_box: SecretBox,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -92,6 +95,9 @@ class Container:
         self.lifecycle = lifecycle
         # How the outbox's mail leaves (SMTP, or files without an SMTP host).
         self.mail_transport = mail_transport
+        # Encrypts the TOTP secrets at rest; its keys are read once, at start-up, so a
+        # missing or unreadable key file stops the start instead of the first enrolment.
+        self.mfa_box = mfa_box
 
     @property
     def events(self) -> SecurityEvents:
@@ -146,6 +152,7 @@ def build_container(settings: Settings, *, tracer_provider: TracerProvider | Non
         shared_store_health=health,
         lifecycle=Lifecycle(),
         mail_transport=build_transport(settings.mail),
+        mfa_box=SecretBox.from_settings(settings.mfa),
     )
 
 

@@ -6,7 +6,7 @@ types; app/web/problems.py turns each error into its RFC 9457 problem details.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,6 +28,11 @@ class DomainError(Exception):
         self.detail = detail or self.default_detail
         self.errors = tuple(errors)
         super().__init__(self.detail)
+
+    @property
+    def extensions(self) -> Mapping[str, str]:
+        """Extension members of its problem details (RFC 9457 section 3.2); none by default."""
+        return {}
 
 
 class InvalidInput(DomainError):
@@ -154,6 +159,85 @@ class PasswordChecksThrottled(DomainError):
     kind = "password-checks-throttled"
     title = "Too many wrong passwords"
     default_detail = "Too many wrong current passwords for this account. Retry after the time given in Retry-After."
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__()
+        self.retry_after_seconds = retry_after_seconds
+
+
+class MfaRequired(DomainError):
+    """The password was right and the account has a second factor: the login goes on at
+    /login/mfa with ``mfa_token``."""
+
+    kind = "mfa-required"
+    title = "Second factor required"
+    default_detail = "Send a code from your authenticator app (or a recovery code) with mfa_token to /login/mfa."
+
+    def __init__(self, mfa_token: str) -> None:
+        super().__init__()
+        self.mfa_token = mfa_token
+
+    @property
+    def extensions(self) -> Mapping[str, str]:
+        return {"mfa_token": self.mfa_token}
+
+
+class InvalidMfaToken(DomainError):
+    """An ``mfa_token`` that is unknown, expired, used, or whose password check is outdated."""
+
+    kind = "invalid-mfa-token"
+    title = "Invalid or expired mfa_token"
+    default_detail = "The mfa_token is invalid, has expired or has been used. Log in again."
+
+
+class MfaCodeRejected(DomainError):
+    """The second step of a login with a wrong, replayed or spent code (the token stays good)."""
+
+    kind = "invalid-mfa-code"
+    title = "Wrong code"
+    default_detail = "The code is wrong or was already used. Try the next code from your app."
+
+
+class InvalidMfaCode(DomainError):
+    """A signed-in account's code (confirming, disabling, a sensitive change) is wrong,
+    missing while the factor is on, or already used."""
+
+    kind = "invalid-mfa-code"
+    title = "Wrong code"
+    default_detail = "The code from your authenticator app (or a recovery code) is wrong, missing or already used."
+
+
+class NoPendingEnrolment(DomainError):
+    """A confirmation with no enrolment waiting for it (or a factor that is not on)."""
+
+    kind = "no-pending-enrolment"
+    title = "Nothing to confirm"
+    default_detail = "No second factor is waiting for confirmation. Start with POST /api/v1/users/me/mfa/totp."
+
+
+class MfaNotEnabled(DomainError):
+    """Disabling a second factor the account does not have."""
+
+    kind = "mfa-not-enabled"
+    title = "No second factor"
+    default_detail = "This account has no second factor to disable."
+
+
+class MfaAlreadyEnabled(DomainError):
+    """Enrolment while a confirmed factor is on: disable it first."""
+
+    kind = "mfa-already-enabled"
+    title = "Second factor already enabled"
+    default_detail = "A second factor is already on. Disable it first to enrol a new one."
+
+
+class MfaCodesThrottled(DomainError):
+    """Too many wrong codes for this account: blocked for a while (the account's throttle,
+    which wrong passwords count against too)."""
+
+    kind = "mfa-codes-throttled"
+    title = "Too many wrong codes"
+    default_detail = "Too many wrong codes or passwords for this account. Retry after the time given in Retry-After."
 
     def __init__(self, retry_after_seconds: int) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from app import __version__
 from app.accounts.activity_controllers import MyEventsController, MySessionsController
 from app.accounts.authentication import BearerAuthMiddleware
 from app.accounts.controllers import AuthController, MeController, jwks
+from app.accounts.mfa_controllers import MfaLoginController, MyTotpController
 from app.accounts.page_errors import pages_under
 from app.accounts.pages import CSRF_SECRET_PURPOSE, PAGES_PATH, account_pages, page_templates
 from app.accounts.recovery_controllers import (
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         EmailChangeController,
         MySessionsController,
         MyEventsController,
+        MfaLoginController,
+        MyTotpController,
         UsersController,
         HealthController,
         # The HTML pages the links in mails open, outside /api/v1 (app/accounts/pages.py).

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///.data/user-service.sqlite3"
 DEV_SIGNING_KEY_PATH = Path(".data/dev-signing-key.pem")
+DEV_MFA_KEY_PATH = Path(".data/dev-mfa-key")
 
 
 def _cgroup_cpu_quota(root: Path) -> float | None:
@@ -160,6 +161,35 @@ def _comma_separated(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+class MfaSettings(BaseModel):
+    """The second factor (TOTP, RFC 6238; app/identity/totp.py).
+
+    The TOTP secrets are encrypted at rest (AES-256-GCM) with a key of their own, not one
+    derived from the signing key: signing keys rotate, and every enrolment would die with
+    the old one. A key is 32 random bytes in base64 (``openssl rand -base64 32``)."""
+
+    # The account name's prefix in the authenticator app ("User Service: alice").
+    issuer: str = Field(default="User Service", min_length=1, max_length=64)
+    encryption_key: SecretStr | None = Field(default=None, description="base64 of 32 random bytes")
+    encryption_key_file: Path | None = None
+    # Keys that no longer encrypt but whose ciphertexts must still decrypt during a
+    # rotation; a secret is re-encrypted with the current key at its next successful use.
+    previous_encryption_key_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # How long the ``mfa_token`` of a login whose password was right may be redeemed.
+    challenge_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+
+    @field_validator("previous_encryption_key_files", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(part.strip()) for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def has_encryption_key(self) -> bool:
+        return self.encryption_key is not None or self.encryption_key_file is not None
 
 
 class HttpSettings(BaseModel):
@@ -435,6 +465,7 @@ class Settings(BaseSettings):
     login_throttle: LoginThrottleSettings = Field(default_factory=LoginThrottleSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    mfa: MfaSettings = Field(default_factory=MfaSettings)
     # redis://[:password@]host:6379/0. When set, the rate-limit counters and the login
     # throttle live there (shared by every replica, no database writes on failed logins).
     redis_url: SecretStr | None = None
@@ -472,6 +503,13 @@ class Settings(BaseSettings):
             )
         elif self.tokens.signing_key_file is not None and _is_dev_key_path(self.tokens.signing_key_file):
             problems.append("USER_SERVICE_TOKENS__SIGNING_KEY_FILE: points at the generated development key")
+        if not self.mfa.has_encryption_key:
+            problems.append(
+                "USER_SERVICE_MFA__ENCRYPTION_KEY_FILE (or USER_SERVICE_MFA__ENCRYPTION_KEY): "
+                "production needs an explicit key for the TOTP secrets"
+            )
+        elif self.mfa.encryption_key_file is not None and _is_same_path(self.mfa.encryption_key_file, DEV_MFA_KEY_PATH):
+            problems.append("USER_SERVICE_MFA__ENCRYPTION_KEY_FILE: points at the generated development key")
         if self.http.debug:
             problems.append("USER_SERVICE_HTTP__DEBUG: debug mode leaks tracebacks")
         if not self.passwords.meets_owasp_minimum:
@@ -509,7 +547,11 @@ class Settings(BaseSettings):
 
 
 def _is_dev_key_path(path: Path) -> bool:
+    return _is_same_path(path, DEV_SIGNING_KEY_PATH)
+
+
+def _is_same_path(path: Path, other: Path) -> bool:
     try:
-        return path.resolve() == DEV_SIGNING_KEY_PATH.resolve()
+        return path.resolve() == other.resolve()
     except OSError:
         return False

@@ -8,8 +8,10 @@
 #   tls.crt, tls.key   a self-signed certificate for nginx (localhost, 127.0.0.1, ::1 and
 #                      the compose service name nginx), ECDSA P-256, valid 365 days
 #   jwt-signing.pem    the Ed25519 key that signs the service's access tokens
+#   mfa.key            the key that encrypts the TOTP secrets (32 random bytes, base64)
 #
 # Existing files are kept unless --force is given: a new signing key logs every user out.
+# mfa.key is kept even then: a new one would leave every second factor undecryptable.
 # Only openssl is needed (1.1.1 or later, for Ed25519 and -addext).
 set -euo pipefail
 
@@ -18,7 +20,7 @@ dir=""
 for arg in "$@"; do
   case "$arg" in
     --force) force=true ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "compose-secrets.sh: unknown option $arg" >&2; exit 2 ;;
     *) dir="$arg" ;;
   esac
@@ -52,8 +54,15 @@ else
   echo "compose-secrets.sh: kept $dir/jwt-signing.pem"
 fi
 
+if [[ ! -s "$dir/mfa.key" ]]; then
+  openssl rand -base64 32 >"$dir/mfa.key"
+  echo "compose-secrets.sh: wrote $dir/mfa.key (TOTP secrets' key)"
+else
+  echo "compose-secrets.sh: kept $dir/mfa.key (never replaced: enrolments depend on it)"
+fi
+
 # Compose (without Swarm) bind-mounts secret files as they are, owner and mode included,
 # and the containers read them as users of their own (the service as UID 10001, nginx's
 # master as a root without CAP_DAC_OVERRIDE). So the files are readable by any UID, and the
 # 0700 folder around them is what keeps other local users out.
-chmod 644 "$dir/tls.crt" "$dir/tls.key" "$dir/jwt-signing.pem"
+chmod 644 "$dir/tls.crt" "$dir/tls.key" "$dir/jwt-signing.pem" "$dir/mfa.key"

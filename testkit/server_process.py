@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -49,6 +51,9 @@ class ServerProcess:
             "USER_SERVICE_ENVIRONMENT": "test",
             "USER_SERVICE_DB__URL": database_url,
             "USER_SERVICE_TOKENS__SIGNING_KEY_FILE": str(signing_key_file),
+            # The TOTP secrets' key, which production insists on as it does on the signing
+            # key: one per process (no test shares enrolments between processes).
+            "USER_SERVICE_MFA__ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             "USER_SERVICE_PASSWORDS__TIME_COST": "1",
             "USER_SERVICE_PASSWORDS__MEMORY_COST_KIB": "64",
             "USER_SERVICE_SERVER__PORT": str(self.port),

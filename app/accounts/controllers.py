@@ -27,7 +27,7 @@ from app.accounts.schemas import (
 )
 from app.accounts.services import AccountService, IssuedTokens, ProfileChange, Registration
 from app.container import Container
-from app.web.openapi import BEARER, BODY, problems
+from app.web.openapi import BEARER, BODY, mfa_required, problems
 from app.web.rate_limits import PASSWORD_CHECK_POLICY, RATE_LIMIT_OPT
 
 NO_STORE = CacheControlHeader(no_store=True)
@@ -60,9 +60,9 @@ class AuthController(Controller):
         "/login",
         status_code=HTTP_200_OK,
         cache_control=NO_STORE,
-        summary="Exchange credentials for tokens",
+        summary="Exchange credentials for tokens (403 mfa-required: continue at /login/mfa)",
         opt={RATE_LIMIT_OPT: "login"},
-        responses=problems(*BODY, 401, 429, 503),
+        responses={**problems(*BODY, 401, 429, 503), **mfa_required()},
     )
     async def login(
         self,
@@ -145,5 +145,5 @@ class MeController(Controller):
         self, request: AuthedRequest, data: JSONBody[PasswordChange], auth_service: NamedDependency[AccountService]
     ) -> None:
         await auth_service.change_password(
-            request.user.id, request.auth.session_id, data.current_password, data.new_password
+            request.user.id, request.auth.session_id, data.current_password, data.new_password, data.code
         )

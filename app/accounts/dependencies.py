@@ -12,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.account_tokens import AccountTokens
 from app.accounts.audit import AuditTrail, RequestContext
 from app.accounts.mails import AccountMails
+from app.accounts.mfa import MfaLogin, SecondFactor
+from app.accounts.mfa_challenges import LoginChallenges
+from app.accounts.mfa_store import MfaStore
 from app.accounts.notices import LoginNotices
 from app.accounts.password_checks import CurrentPasswordCheck
 from app.accounts.recovery import AccountRecovery, VerificationMailer
@@ -69,6 +72,37 @@ def login_notices(container: Container) -> LoginNotices:
     return LoginNotices(mails=account_mails(container), mail_settings=settings.mail, token_settings=settings.tokens)
 
 
+def second_factor(
+    db: AsyncSession, container: Container, request: Request[Any, Any, Any] | None = None
+) -> SecondFactor:
+    return SecondFactor(
+        db=db,
+        users=UserRepository(session=db),
+        store=MfaStore(db),
+        box=container.mfa_box,
+        password_check=_password_check(container),
+        throttle=container.login_throttle,
+        events=container.events,
+        settings=container.settings.mfa,
+        audit=audit_trail(db, container, request),
+    )
+
+
+def mfa_login(db: AsyncSession, container: Container, request: Request[Any, Any, Any] | None = None) -> MfaLogin:
+    settings = container.settings
+    return MfaLogin(
+        db=db,
+        users=UserRepository(session=db),
+        store=MfaStore(db),
+        factor=second_factor(db, container, request),
+        sessions=login_sessions(db, container),
+        tokens=container.tokens,
+        events=container.events,
+        notices=login_notices(container) if settings.mail.new_login_notice else None,
+        audit=audit_trail(db, container, request),
+    )
+
+
 def account_service(
     db: AsyncSession,
     container: Container,
@@ -94,6 +128,8 @@ def account_service(
         verification=verification_mailer(db, container) if send_verification else None,
         notices=login_notices(container) if settings.mail.new_login_notice else None,
         audit=audit_trail(db, container, request),
+        challenges=LoginChallenges(MfaStore(db), settings.mfa.challenge_ttl_seconds),
+        second_factor=second_factor(db, container, request),
     )
 
 
@@ -110,6 +146,7 @@ def account_recovery(
         mails=account_mails(container),
         verification=verification_mailer(db, container),
         password_check=_password_check(container),
+        second_factor=second_factor(db, container),
         hasher=container.hasher,
         throttle=container.login_throttle,
         events=container.events,
@@ -131,3 +168,15 @@ def provide_account_recovery(
     db_session: NamedDependency[AsyncSession], container: NamedDependency[Container], request: Request[Any, Any, Any]
 ) -> AccountRecovery:
     return account_recovery(db_session, container, request)
+
+
+def provide_second_factor(
+    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container], request: Request[Any, Any, Any]
+) -> SecondFactor:
+    return second_factor(db_session, container, request)
+
+
+def provide_mfa_login(
+    db_session: NamedDependency[AsyncSession], container: NamedDependency[Container], request: Request[Any, Any, Any]
+) -> MfaLogin:
+    return mfa_login(db_session, container, request)

@@ -43,6 +43,8 @@ from app.settings import MailSettings, PasswordSettings, TokenSettings
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from app.accounts.mfa import SecondFactor
+
 _FLOW_OF = {
     TokenPurpose.VERIFY_EMAIL: "verify_email",
     TokenPurpose.PASSWORD_RESET: "password_reset",
@@ -96,6 +98,7 @@ class AccountRecovery:
         mails: AccountMails,
         verification: VerificationMailer,
         password_check: CurrentPasswordCheck,
+        second_factor: SecondFactor | None = None,
         hasher: PasswordHasher,
         throttle: LoginThrottle,
         events: SecurityEvents,
@@ -113,6 +116,8 @@ class AccountRecovery:
         self._mails = mails
         self._verification = verification
         self._password_check = password_check
+        # With a second factor on, an email change needs one of its codes (app/accounts/mfa.py).
+        self._second_factor = second_factor
         self._hasher = hasher
         self._throttle = throttle
         self._events = events
@@ -199,10 +204,13 @@ class AccountRecovery:
 
     # --- Email change ------------------------------------------------------------------
 
-    async def check_email_change(self, user_id: UUID, new_email: str, current_password: str) -> EmailChangeRequest:
+    async def check_email_change(
+        self, user_id: UUID, new_email: str, current_password: str, code: str | None = None
+    ) -> EmailChangeRequest:
         """What can be refused in the answer itself: a malformed address, the account's own
-        address, a wrong current password (throttled per account, like a password change).
-        Whether the new address is taken is not looked at here."""
+        address, a wrong current password (throttled per account, like a password change),
+        and with a second factor on a missing or wrong ``code``. Whether the new address is
+        taken is not looked at here."""
         user = await self._users.get_live(user_id)
         await self._db.commit()  # not holding a connection while the hash waits
         address = parse_address(new_email, "new_email")
@@ -212,6 +220,9 @@ class AccountRecovery:
         if address == user.email:
             raise InvalidInput(errors=[FieldError("new_email", "this is already the account's email address")])
         await self._password_check.check(user, current_password, purpose="email_change")
+        if self._second_factor is not None:
+            await self._second_factor.require_code(user, code, purpose="email_change")
+            await self._db.commit()  # the code's time step (or recovery code) is spent
         return EmailChangeRequest(user_id=user.id, new_email=address)
 
     async def send_email_change(self, request: EmailChangeRequest) -> None:

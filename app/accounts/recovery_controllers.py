@@ -189,7 +189,7 @@ class EmailChangeController(Controller):
         recovery: NamedDependency[AccountRecovery],
         container: NamedDependency[Container],
     ) -> Response[MailAccepted]:
-        change = await recovery.check_email_change(request.user.id, data.new_email, data.current_password)
+        change = await recovery.check_email_change(request.user.id, data.new_email, data.current_password, data.code)
         await limit_mails_to(request, container, change.new_email)
 
         async def send(deferred: AccountRecovery) -> None:

@@ -37,9 +37,10 @@ class Credentials:
     password_hash: str
     can_authenticate: bool
     deleted_at: dt.datetime | None
+    mfa_enabled: bool = False
 
 
-_CREDENTIALS = select(User.id, User.role, User.password_hash, User.can_authenticate, User.deleted_at)
+_CREDENTIALS = select(User.id, User.role, User.password_hash, User.can_authenticate, User.deleted_at, User.mfa_enabled)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ class UserRead(msgspec.Struct):
     role: Role
     is_active: bool
     is_verified: bool
+    mfa_enabled: bool
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -81,9 +82,15 @@ class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
     full_name: Annotated[str, msgspec.Meta(max_length=400)] | msgspec.UnsetType | None = msgspec.UNSET
 
 
+# A code from the authenticator app (6 digits) or a recovery code.
+MfaCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="A TOTP code or a recovery code")]
+
+
 class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
     current_password: RawPassword
     new_password: RawPassword
+    # Required when the account has a second factor (docs/api.md, "Second factor").
+    code: MfaCode | None = None
 
 
 RawEmail = Annotated[str, msgspec.Meta(max_length=320)]
@@ -105,6 +112,35 @@ class PasswordResetConfirmation(msgspec.Struct, forbid_unknown_fields=True):
 class EmailChangeRequest(msgspec.Struct, forbid_unknown_fields=True):
     new_email: RawEmail
     current_password: RawPassword
+    # Required when the account has a second factor (docs/api.md, "Second factor").
+    code: MfaCode | None = None
+
+
+class MfaLoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    mfa_token: RawToken
+    code: MfaCode
+
+
+class TotpEnrolmentRequest(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: RawPassword
+
+
+class TotpEnrolment(msgspec.Struct):
+    secret: Annotated[str, msgspec.Meta(description="base32; the same as the otpauth_uri's secret")]
+    otpauth_uri: Annotated[str, msgspec.Meta(description="otpauth://totp/... for a QR code")]
+
+
+class TotpConfirmation(msgspec.Struct, forbid_unknown_fields=True):
+    code: MfaCode
+
+
+class RecoveryCodes(msgspec.Struct):
+    recovery_codes: Annotated[list[str], msgspec.Meta(description="Ten single-use codes, shown only this once")]
+
+
+class TotpRemoval(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: RawPassword
+    code: MfaCode
 
 
 # The answer to every request for a mail: the same whether or not a mail went out.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NoReturn
 from uuid import UUID
 
 from app.accounts.audit import AuditTrail
+from app.accounts.mfa_challenges import LoginChallenges
 from app.accounts.notices import LoginNotices
 from app.accounts.password_checks import CurrentPasswordCheck
 from app.accounts.recovery import VerificationMailer
@@ -32,6 +33,7 @@ from app.errors import (
     InvalidInput,
     InvalidRefreshToken,
     LoginThrottled,
+    MfaRequired,
     WrongCurrentPassword,
 )
 from app.identity.password_policy import BreachedPasswordChecker, normalize_password, validate_new_password
@@ -43,6 +45,8 @@ from app.settings import PasswordSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.accounts.mfa import SecondFactor
 
 # How a login was authenticated (RFC 8176 values), in its session and its access tokens.
 PASSWORD_ONLY = ("pwd",)
@@ -95,10 +99,16 @@ class AccountService:
         verification: VerificationMailer | None = None,
         notices: LoginNotices | None = None,
         audit: AuditTrail | None = None,
+        challenges: LoginChallenges | None = None,
+        second_factor: SecondFactor | None = None,
     ) -> None:
         self._db = db
         self._audit = audit or AuditTrail(db)
         self._refused_account: UUID | None = None
+        # The second factor (app/accounts/mfa.py): a login of an account that has one ends
+        # in a challenge; a password change needs a code too. None: the CLI's service.
+        self._challenges = challenges
+        self._second_factor = second_factor
         # None: no notice of logins from new clients (MAIL__NEW_LOGIN_NOTICE off).
         self._notices = notices
         self._password_check = password_check
@@ -232,6 +242,14 @@ class AccountService:
         if result.needs_rehash:
             # Parameters were raised since this hash was made: upgrade it while we have the password.
             await self._users.set_password_hash(user.user_id, await self._hasher.hash(password))
+        if current.mfa_enabled and self._challenges is not None:
+            # The password was right: the name's failures end here as for any login, and
+            # the client goes on at /login/mfa (whose wrong codes count per account).
+            mfa_token = await self._challenges.issue(user.user_id, current.password_hash)
+            await self._db.commit()
+            check.succeeded()
+            self._events.mfa_required(user.user_id)
+            raise MfaRequired(mfa_token)
         issued = await self._start_session(user.user_id, current.role, client)
         self._audit.record("login_succeeded", user.user_id, session_id=str(issued.session_id))
         notified = self._notices is not None and await self._notices.after_login(
@@ -281,10 +299,13 @@ class AccountService:
             await self._db.commit()
             self._events.logged_out(user_id, session_id)
 
-    async def change_password(self, user_id: UUID, current_session: UUID, current: str, new: str) -> None:
+    async def change_password(
+        self, user_id: UUID, current_session: UUID, current: str, new: str, code: str | None = None
+    ) -> None:
         """Replace the password and end every other session of the user. The current
         password is checked under the same throttle as a login, keyed by the account: a
-        stolen access token gets no more guesses than the login form gives."""
+        stolen access token gets no more guesses than the login form gives. With a second
+        factor on, ``code`` must be one of its codes too."""
         user = await self._users.get_live(user_id)
         await self._db.commit()  # not holding a connection while the hashes wait and run
         new_password = await validate_new_password(
@@ -295,6 +316,8 @@ class AccountService:
             field="new_password",
         )
         await self._password_check.check(user, current, purpose="password_change")
+        if self._second_factor is not None:
+            await self._second_factor.require_code(user, code, purpose="password_change")
         # The hash is written before the sessions are revoked: the row lock it takes orders
         # it against concurrent logins (see login()).
         new_hash = await self._hasher.hash(new_password)

@@ -1,6 +1,7 @@
 """The persistent model: users, login sessions (refresh-token families), refresh tokens,
 the failed-login counters of the login throttle, the outbox of mail to send, and the
-single-use tokens that links in those mails carry."""
+single-use tokens that links in those mails carry, and the second factor (TOTP, recovery
+codes, login challenges)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,21 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import JSON, ColumnElement, Enum, ForeignKey, Index, Integer, String, Text, and_, func, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    false,
+    func,
+    text,
+)
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -53,6 +68,10 @@ class User(UUIDv7AuditBase):
     )
     is_active: Mapped[bool] = mapped_column(default=True)
     is_verified: Mapped[bool] = mapped_column(default=False)
+    # A confirmed second factor (mfa_totp) is required at login. Kept on the row, in the
+    # transaction that confirms or removes the factor, because login and every
+    # authenticated request read this row anyway: no extra query for either.
+    mfa_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Soft delete: the row (and its username and email) stays, the account is dead.
     deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
@@ -241,3 +260,43 @@ class SecurityEvent(UUIDv7Base):
     request_id: Mapped[str | None] = mapped_column(String(64), default=None)
     trace_id: Mapped[str | None] = mapped_column(String(32), default=None)
     detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+
+
+class MfaTotp(DefaultBase):
+    """An account's TOTP factor: pending until a correct code confirms it.
+
+    ``secret`` is encrypted (app/identity/totp.py SecretBox), never the base32 itself.
+    ``last_used_step`` is the time step of the last code accepted: a code of that step or
+    an earlier one is refused (no replay within its window)."""
+
+    __tablename__ = "mfa_totp"
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    last_used_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class MfaRecoveryCode(UUIDv7Base):
+    """A single-use recovery code, stored as a SHA-256 (totp.hash_recovery_code)."""
+
+    __tablename__ = "mfa_recovery_codes"
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+
+class MfaChallenge(UUIDv7Base):
+    """The second step of a login whose password was right: the ``mfa_token`` (as its
+    SHA-256), the account, and a digest of the password hash it was checked against."""
+
+    __tablename__ = "mfa_challenges"
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    binding: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

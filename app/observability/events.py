@@ -165,6 +165,38 @@ class SecurityEvents:
         if self._metrics:
             self._metrics.audit_events.labels(type=event_type).inc()
 
+    def mfa_enrolment(self, result: str, user_id: UUID) -> None:
+        """``result``: started (a secret handed out, pending), confirmed, refused."""
+        if result == "confirmed":
+            _log.warning("mfa_enabled", user_id=str(user_id))
+            self._count_change("mfa_enabled")
+        elif result == "started":
+            _log.info("mfa_enrolment_started", user_id=str(user_id))
+        if self._metrics:
+            self._metrics.mfa_enrolments.labels(result=result).inc()
+
+    def mfa_disabled(self, user_id: UUID) -> None:
+        _log.warning("mfa_disabled", user_id=str(user_id))
+        self._count_change("mfa_disabled")
+
+    def mfa_required(self, user_id: UUID) -> None:
+        """A right password for an account with a second factor: an mfa_token was issued."""
+        _log.info("mfa_challenge_issued", user_id=str(user_id))
+
+    def mfa_challenge(self, purpose: str, result: str, user_id: UUID | None = None, **details: int) -> None:
+        """A code checked for ``purpose`` (login, confirm, disable, password_change,
+        email_change); see the metric for ``result``."""
+        if result == "recovery_code":
+            _log.warning("recovery_code_used", purpose=purpose, user_id=str(user_id), **details)
+            if self._metrics:
+                self._metrics.mfa_recovery_codes_used.inc()
+        elif result != "success":
+            _log.warning(
+                "mfa_code_refused", purpose=purpose, result=result, user_id=str(user_id) if user_id else None, **details
+            )
+        if self._metrics:
+            self._metrics.mfa_challenges.labels(purpose=purpose, result=result).inc()
+
     def _count_change(self, change: str) -> None:
         if self._metrics:
             self._metrics.account_changes.labels(change=change).inc()

@@ -48,7 +48,7 @@ RATE_LIMITED_ROUTES = (
 REGISTRATION_RESULTS = ("created", "conflict", "invalid", "shed", "error")
 REFRESH_RESULTS = ("rotated", "unknown", "expired", "revoked", "reused", "user_inactive")
 # Checks of a known account's password outside login (the "purpose" label), and their results.
-PASSWORD_CHECK_PURPOSES = ("password_change", "email_change")
+PASSWORD_CHECK_PURPOSES = ("password_change", "email_change", "mfa_enrol", "mfa_disable")
 PASSWORD_CHECK_RESULTS = ("success", "failed", "throttled", "shed")
 # What keeps its state in the shared store (Redis) when one is configured.
 SHARED_STORE_USERS = ("rate_limit", "login_throttle")
@@ -61,7 +61,15 @@ ACCOUNT_CHANGES = (
     "email_verified",
     "password_reset",
     "email_changed",
+    "mfa_enabled",
+    "mfa_disabled",
 )
+# The second factor: what became of a code presented for an account (the "result" label of
+# mfa_challenges: at /login/mfa, and when confirming, disabling or a sensitive change), and
+# of enrolments.
+MFA_CHALLENGE_PURPOSES = ("login", "confirm", "disable", "password_change", "email_change")
+MFA_CHALLENGE_RESULTS = ("success", "recovery_code", "failed", "replayed", "throttled", "invalid_token")
+MFA_ENROLMENT_RESULTS = ("started", "confirmed", "refused")
 # The mailed-link flows (verification, password reset, email change): what became of a
 # request for a mail and of a link's confirmation. A request is only ever "accepted":
 # whether a mail went out depends on whether the address has an account, which a scrape
@@ -250,6 +258,26 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.mfa_challenges = Counter(
+            "user_service_mfa_challenges",
+            "Second-factor codes checked, by purpose (login, confirm, disable, password_change, email_change) "
+            "and result (success: a TOTP code; recovery_code; failed: wrong; replayed: a code already used; "
+            "throttled; invalid_token: a bad or expired mfa_token). A spike in failed is someone with a "
+            "password guessing codes.",
+            ["purpose", "result"],
+            registry=r,
+        )
+        self.mfa_enrolments = Counter(
+            "user_service_mfa_enrolments",
+            "Second-factor enrolments by result (started, confirmed, refused: wrong password or already on).",
+            ["result"],
+            registry=r,
+        )
+        self.mfa_recovery_codes_used = Counter(
+            "user_service_mfa_recovery_codes_used",
+            "Recovery codes spent (each one is a person without their authenticator, or a stolen code sheet).",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "user_service_rate_limited",
             "Requests refused with 429 by the per-client-address rate limit, by route (login, register, refresh).",
@@ -368,6 +396,7 @@ class Metrics:
             ),
             (self.mail_deliveries, "result", MAIL_DELIVERY_RESULTS),
             (self.shared_store_errors, "store", SHARED_STORE_USERS),
+            (self.mfa_enrolments, "result", MFA_ENROLMENT_RESULTS),
         ]
         for counter, label, values in known:
             for label_value in values:
@@ -378,6 +407,9 @@ class Metrics:
         for flow in ACCOUNT_FLOWS:
             for result in ACCOUNT_FLOW_RESULTS:
                 self.account_flows.labels(flow=flow, result=result)
+        for purpose in MFA_CHALLENGE_PURPOSES:
+            for result in MFA_CHALLENGE_RESULTS:
+                self.mfa_challenges.labels(purpose=purpose, result=result)
 
     def expose(self, accept_header: str) -> Exposition:
         """The text a scrape gets: OpenMetrics (with exemplars) when asked for, else Prometheus text."""

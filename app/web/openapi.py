@@ -28,9 +28,31 @@ class Problem(msgspec.Struct, omit_defaults=True):
     errors: Annotated[list[FieldProblem], msgspec.Meta(description="One entry per invalid field (422)")] = []
 
 
+class MfaRequiredProblem(msgspec.Struct, omit_defaults=True):
+    """The 403 of a login whose password was right on an account with a second factor."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    mfa_token: Annotated[str, msgspec.Meta(description="Single use, 5 minutes: send it with a code to /login/mfa")]
+    instance: str | None = None
+
+
+def mfa_required() -> dict[int, ResponseSpec]:
+    return {
+        403: ResponseSpec(
+            data_container=MfaRequiredProblem,
+            description="The password is right and the account has a second factor: continue at /login/mfa.",
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+    }
+
+
 # What each status means across the API; handlers pick the ones they can answer.
 _MEANING = {
-    400: "Malformed request: not JSON, not UTF-8, nested too deeply, or a wrong current password.",
+    400: "Malformed request: not JSON, not UTF-8, nested too deeply, or a wrong current password or code.",
     401: "Missing, invalid or expired credentials (the same answer for every reason).",
     403: "The caller's role may not do this.",
     404: "No such (live) user.",

@@ -31,9 +31,17 @@ from app.errors import (
     InvalidAccountToken,
     InvalidCredentials,
     InvalidInput,
+    InvalidMfaCode,
+    InvalidMfaToken,
     InvalidRefreshToken,
     LoginThrottled,
     MailRequestsThrottled,
+    MfaAlreadyEnabled,
+    MfaCodeRejected,
+    MfaCodesThrottled,
+    MfaNotEnabled,
+    MfaRequired,
+    NoPendingEnrolment,
     NotAuthenticated,
     PasswordChecksThrottled,
     PermissionDenied,
@@ -66,6 +74,14 @@ STATUS_OF: Mapping[type[DomainError], int] = {
     InvalidAccountToken: 400,
     MailRequestsThrottled: 429,
     DependencyUnavailable: 503,
+    MfaRequired: 403,
+    InvalidMfaToken: 401,
+    MfaCodeRejected: 401,
+    InvalidMfaCode: 400,
+    NoPendingEnrolment: 400,
+    MfaNotEnabled: 400,
+    MfaAlreadyEnabled: 409,
+    MfaCodesThrottled: 429,
 }
 
 # Litestar's own errors that come from the HTTP layer, with the problem type each gets.
@@ -92,6 +108,7 @@ def problem_document(
     detail: str,
     instance: str | None = None,
     errors: Sequence[FieldError] = (),
+    extensions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + kind,
@@ -103,6 +120,8 @@ def problem_document(
         body["instance"] = instance
     if errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    for name, value in (extensions or {}).items():
+        body.setdefault(name, value)  # never over a standard member
     return body
 
 
@@ -136,15 +155,21 @@ def problem_response(
     instance: str | None = None,
     errors: Sequence[FieldError] = (),
     headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
-    body = problem_document(status=status, kind=kind, title=title, detail=detail, instance=instance, errors=errors)
+    body = problem_document(
+        status=status, kind=kind, title=title, detail=detail, instance=instance, errors=errors, extensions=extensions
+    )
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {}))
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     status = STATUS_OF.get(type(exc), 400)
     headers: dict[str, str] = {}
-    if isinstance(exc, HashingCapacityExceeded | LoginThrottled | PasswordChecksThrottled | MailRequestsThrottled):
+    if isinstance(
+        exc,
+        HashingCapacityExceeded | LoginThrottled | PasswordChecksThrottled | MailRequestsThrottled | MfaCodesThrottled,
+    ):
         headers["Retry-After"] = str(exc.retry_after_seconds)
     elif isinstance(exc, DependencyUnavailable):
         headers["Retry-After"] = "1"
@@ -158,6 +183,7 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
         instance=request.url.path,
         errors=exc.errors,
         headers=headers,
+        extensions=exc.extensions,
     )
 
 

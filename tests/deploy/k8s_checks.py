@@ -75,11 +75,24 @@ CNPG_APP_SECRET_KEYS = frozenset(
 # Secrets each rendering leaves to the operator of the cluster (docs/deploy-kubernetes.md).
 EXTERNAL_SECRETS = {
     "base": frozenset(
-        {"user-service-db", "user-service-signing-key", "user-service-tls", "user-service-redis", "user-service-smtp"}
+        {
+            "user-service-db",
+            "user-service-signing-key",
+            "user-service-mfa-key",
+            "user-service-tls",
+            "user-service-redis",
+            "user-service-smtp",
+        }
     ),
     "overlays/dev": frozenset({"user-service-tls"}),
     "overlays/prod": frozenset(
-        {"user-service-signing-key", "user-service-tls", "user-service-redis", "user-service-smtp"}
+        {
+            "user-service-signing-key",
+            "user-service-mfa-key",
+            "user-service-tls",
+            "user-service-redis",
+            "user-service-smtp",
+        }
     ),
     "loadtest": frozenset({"locust"}),
 }

@@ -13,6 +13,7 @@ plain SMTP server standing in for Mailpit.
 from __future__ import annotations
 
 import ast
+import base64
 import importlib.metadata
 import re
 import subprocess
@@ -193,6 +194,7 @@ def test_service_containers_are_production_read_only_and_keyed(compose: dict[str
         )
         secrets = svc["secrets"]
         assert env["USER_SERVICE_TOKENS__SIGNING_KEY_FILE"] in {f"/run/secrets/{secret}" for secret in secrets}, name
+        assert env["USER_SERVICE_MFA__ENCRYPTION_KEY_FILE"] in {f"/run/secrets/{secret}" for secret in secrets}, name
         assert svc["read_only"] is True, name
         assert svc["tmpfs"] == [TMPFS], name
         assert svc["cap_drop"] == ["ALL"], name
@@ -523,7 +525,8 @@ def test_secrets_script_makes_a_certificate_and_a_signing_key_once(tmp_path: Pat
     subprocess.run([str(SECRETS_SCRIPT), str(folder)], check=True, capture_output=True, timeout=60)
     assert folder.stat().st_mode & 0o777 == 0o700
     first = {path.name: path.read_bytes() for path in folder.iterdir()}
-    assert set(first) == {"tls.crt", "tls.key", "jwt-signing.pem"}
+    assert set(first) == {"tls.crt", "tls.key", "jwt-signing.pem", "mfa.key"}
+    assert len(base64.b64decode(first["mfa.key"])) == 32
     for path in folder.iterdir():
         assert path.stat().st_mode & 0o777 == 0o644, path.name  # read by the containers' own UIDs
     key = load_pem_private_key(first["jwt-signing.pem"], password=None)
@@ -539,3 +542,5 @@ def test_secrets_script_makes_a_certificate_and_a_signing_key_once(tmp_path: Pat
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == first, "a rerun must keep the keys"
     subprocess.run([str(SECRETS_SCRIPT), "--force", str(folder)], check=True, capture_output=True, timeout=60)
     assert (folder / "jwt-signing.pem").read_bytes() != first["jwt-signing.pem"]
+    # Never the TOTP secrets' key: every enrolment would become undecryptable.
+    assert (folder / "mfa.key").read_bytes() == first["mfa.key"]

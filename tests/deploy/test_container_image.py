@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.identity.tokens import generate_private_key_pem
+from app.identity.totp import new_key_text
 from app.settings import HttpSettings, ServerSettings
 from testkit.ports import free_port
 from tests.deploy.artifacts import ROOT
@@ -240,6 +241,8 @@ def production_run_options(database: str, key_file: Path, port: int) -> list[str
         *("--cap-drop", "ALL", "--security-opt", "no-new-privileges"),
         *("-v", f"{key_file}:/run/secrets/user-service/signing.pem:ro"),
         *("-e", "USER_SERVICE_TOKENS__SIGNING_KEY_FILE=/run/secrets/user-service/signing.pem"),
+        # The TOTP secrets' key, without which production refuses to start.
+        *("-e", f"USER_SERVICE_MFA__ENCRYPTION_KEY={new_key_text().strip()}"),
         *("-e", f"USER_SERVICE_DB__URL={database}"),
         *("-e", f"USER_SERVICE_SERVER__PORT={port}"),
         *("-e", "USER_SERVICE_LOGGING__FORMAT=json"),

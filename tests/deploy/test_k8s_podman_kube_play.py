@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from app.identity.tokens import generate_private_key_pem
+from app.identity.totp import new_key_text
 from testkit.ports import free_port
 from tests.deploy import k8s_checks as checks
 from tests.deploy.k8s_checks import Obj
@@ -67,6 +68,9 @@ def test_the_rendered_deployment_runs_under_podman_kube_play(
     key_dir.mkdir()
     (key_dir / "signing.pem").write_bytes(generate_private_key_pem())
     (key_dir / "signing.pem").chmod(0o444)
+    # Every secret volume becomes this folder (for_podman): the TOTP key lies beside the signing key.
+    (key_dir / "mfa.key").write_text(new_key_text())
+    (key_dir / "mfa.key").chmod(0o444)
     port, metrics_port = free_port(), free_port()
     objs = for_podman(rendered["overlays/dev"], migrated_database, key_dir, port, metrics_port)
     checks.pod_spec(objs[1])["containers"][0]["image"] = IMAGE

@@ -57,10 +57,16 @@ REQUEST_TIMEOUT_SECONDS = 10
 UNTHROTTLED = {"USER_SERVICE_RATE_LIMITS__ENABLED": "false", "USER_SERVICE_LOGIN_THROTTLE__ENABLED": "false"}
 # A 2xx needs the caller's own access token and current password, which the admin identity
 # the fuzzer uses cannot supply, or a token that only a delivered mail carries (256 random
-# bits no fuzzer guesses); tests/integration covers them (test_account_mail_flows.py).
+# bits no fuzzer guesses), or a code from an authenticator app (the second factor: a 6-digit
+# TOTP of a secret only the enrolment's answer shows, or an mfa_token of 256 random bits);
+# tests/integration covers them (test_account_mail_flows.py, test_mfa.py).
 NO_SUCCESS_EXPECTED = {
     "PUT /api/v1/users/me/password",
     "POST /api/v1/users/me/email",
+    "POST /api/v1/users/me/mfa/totp",
+    "POST /api/v1/users/me/mfa/totp/confirm",
+    "DELETE /api/v1/users/me/mfa/totp",
+    "POST /api/v1/auth/login/mfa",
     "POST /api/v1/auth/verify-email/confirm",
     "POST /api/v1/auth/password-reset/confirm",
     "POST /api/v1/auth/email-change/confirm",

@@ -5,7 +5,9 @@ cleanly; the embedded SQLite database is refused (the service process delivers i
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -114,6 +116,7 @@ def test_a_production_deliverer_without_an_smtp_host_says_mail_reaches_nobody(
     env = {
         **cli_env(settings.db.url, signing_key_file, smtp),
         "USER_SERVICE_ENVIRONMENT": "production",
+        "USER_SERVICE_MFA__ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "USER_SERVICE_MAIL__WORKER_ENABLED": "false",
         # The smallest argon2id pair OWASP lists; production refuses anything weaker.
         "USER_SERVICE_PASSWORDS__TIME_COST": "2",

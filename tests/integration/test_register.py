@@ -10,7 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.helpers import AUTH, PASSWORD, Client, assert_problem, register
 
-USER_FIELDS = {"id", "username", "email", "full_name", "role", "is_active", "is_verified", "created_at", "updated_at"}
+USER_FIELDS = {
+    "id",
+    "username",
+    "email",
+    "full_name",
+    "role",
+    "is_active",
+    "is_verified",
+    "mfa_enabled",
+    "created_at",
+    "updated_at",
+}
 
 
 async def test_register_returns_the_new_user_without_any_hash(client: Client) -> None:

@@ -16,7 +16,18 @@ from tests.integration.helpers import AUTH, USERS, Client, register, unique_name
 
 Account = dict[str, Any]
 
-USER_FIELDS = {"id", "username", "email", "full_name", "role", "is_active", "is_verified", "created_at", "updated_at"}
+USER_FIELDS = {
+    "id",
+    "username",
+    "email",
+    "full_name",
+    "role",
+    "is_active",
+    "is_verified",
+    "mfa_enabled",
+    "created_at",
+    "updated_at",
+}
 PAGE_FIELDS = {"items", "total", "limit", "offset"}
 
 # operation -> (method, addressed to a target user?, JSON body)

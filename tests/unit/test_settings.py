@@ -35,6 +35,13 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Pat
     return tmp_path
 
 
+@pytest.fixture(autouse=True)
+def mfa_key_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production needs a TOTP encryption key besides the signing key; the tests below
+    about other settings take it as given (the ones about the key itself unset it)."""
+    monkeypatch.setenv("USER_SERVICE_MFA__ENCRYPTION_KEY_FILE", "/run/secrets/mfa/mfa.key")
+
+
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "keys" / "signing.pem"
@@ -79,6 +86,31 @@ def test_production_refuses_a_missing_signing_key() -> None:
     message = str(caught.value)
     assert "USER_SERVICE_TOKENS__SIGNING_KEY_FILE" in message
     assert "USER_SERVICE_DB__URL" not in message
+
+
+def test_production_refuses_a_missing_totp_encryption_key(monkeypatch: pytest.MonkeyPatch, key_file: Path) -> None:
+    monkeypatch.delenv("USER_SERVICE_MFA__ENCRYPTION_KEY_FILE")
+    with pytest.raises(ValidationError) as caught:
+        Settings(
+            environment="production",
+            db=DatabaseSettings(url=POSTGRES_URL),
+            tokens=TokenSettings(signing_key_file=key_file),
+        )
+    assert "USER_SERVICE_MFA__ENCRYPTION_KEY_FILE" in str(caught.value)
+    monkeypatch.setenv("USER_SERVICE_MFA__ENCRYPTION_KEY", "a" * 44)
+    assert Settings(
+        environment="production", db=DatabaseSettings(url=POSTGRES_URL), tokens=TokenSettings(signing_key_file=key_file)
+    ).mfa.has_encryption_key
+
+
+def test_production_refuses_the_generated_development_totp_key(monkeypatch: pytest.MonkeyPatch, key_file: Path) -> None:
+    monkeypatch.setenv("USER_SERVICE_MFA__ENCRYPTION_KEY_FILE", ".data/dev-mfa-key")
+    with pytest.raises(ValidationError, match="MFA__ENCRYPTION_KEY_FILE: points at the generated development key"):
+        Settings(
+            environment="production",
+            db=DatabaseSettings(url=POSTGRES_URL),
+            tokens=TokenSettings(signing_key_file=key_file),
+        )
 
 
 def test_production_reports_every_problem_at_once() -> None:

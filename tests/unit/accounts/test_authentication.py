@@ -37,6 +37,7 @@ def user(role: Role) -> Principal:
         role=role,
         is_active=True,
         is_verified=True,
+        mfa_enabled=False,
         created_at=now,
         updated_at=now,
     )
