@@ -318,3 +318,28 @@ async def test_sensitive_changes_need_a_code_once_the_factor_is_on(client: Clien
         headers=headers,
     )
     assert changed.status_code == 204, changed.text
+
+
+async def test_the_factors_events_are_in_the_audit_trail(client: Client, db_engine: AsyncEngine) -> None:
+    user = await enrolled(client, db_engine)
+    token = await mfa_token(client, user["username"])
+    assert_problem(await second_step(client, token, code(user["secret"], 9)), 401)
+    used = await second_step(client, token, user["recovery_codes"][0])
+    assert used.status_code == 200, used.text
+    await clear_of_a_step_edge()
+    off = await client.request(
+        "DELETE", TOTP, json={"current_password": PASSWORD, "code": code(user["secret"])}, headers=user["headers"]
+    )
+    assert off.status_code == 204, off.text
+    await asyncio.sleep(0.2)  # a refused code's row is written after its answer
+    events = await client.get(f"{ME}/events", headers=bearer(used.json()), params={"limit": 100})
+    items = events.json()["items"]
+    assert [i["type"] for i in items][:5] == [
+        "mfa_disabled",
+        "login_succeeded",
+        "recovery_code_used",
+        "login_failed",
+        "mfa_enabled",
+    ]
+    assert items[1]["detail"]["amr"] == "pwd otp"
+    assert items[3]["detail"] == {"reason": "wrong_mfa_code"}
