@@ -13,12 +13,15 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar import Litestar
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.accounts.account_tokens import purge_finished_tokens
 from app.accounts.audit import purge_old_events
 from app.accounts.sessions import Purged, forget_known_clients, purge_ended_sessions
 from app.container import Container
 from app.db.migrate import pending_revisions, upgrade_to_head
+from app.db.models import AuthSession
 from app.identity.memory import keep_hash_memory_mapped
 from app.identity.throttle import LoginThrottle
 from app.mail.repository import purge_finished
@@ -102,6 +105,8 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
             observability.sample_db_pool(db_config.get_engine()),
             _housekeeping(container),
         ]
+        if observability.metrics is not None:
+            background_tasks.append(_count_sessions(container))
         if redis is not None and container.shared_store_health is not None:
             # Keeps user_service_shared_store_up true while no request uses Redis, and ends
             # an outage's fallback as soon as Redis answers again.
@@ -148,6 +153,48 @@ async def _housekeeping(container: Container) -> None:
         await purge_outbox_round(container)
         await purge_account_tokens_round(container)
         await purge_audit_round(container)
+
+
+async def _count_sessions(container: Container) -> None:
+    """user_service_sessions_active: counted once the schema is current (so a restarted
+    process does not show 0 for a whole period), then every HOUSEKEEPING_SECONDS."""
+    while True:
+        if container.lifecycle.started:
+            await count_sessions_round(container)
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        else:
+            await asyncio.sleep(SCHEMA_RETRY_SECONDS)
+
+
+async def count_live_sessions(engine: AsyncEngine, *, now: dt.datetime, session_max_age_seconds: int) -> int:
+    """Sessions neither revoked nor past their absolute lifetime. An upper bound of the
+    sessions in use: one idle past its refresh token's expiry still counts until then."""
+    live = (
+        select(func.count())
+        .select_from(AuthSession)
+        .where(
+            AuthSession.revoked_at.is_(None),
+            AuthSession.created_at > now - dt.timedelta(seconds=session_max_age_seconds),
+        )
+    )
+    async with engine.connect() as conn:
+        return int((await conn.execute(live)).scalar_one())
+
+
+async def count_sessions_round(container: Container) -> int | None:
+    """One count of the live sessions into user_service_sessions_active; a failure (the
+    database away) is logged, leaves the last value, and is retried next round."""
+    try:
+        active = await count_live_sessions(
+            container.database.get_engine(),
+            now=dt.datetime.now(dt.UTC),
+            session_max_age_seconds=container.settings.tokens.session_max_age_seconds,
+        )
+    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
+        logger.warning("housekeeping_failed", error=type(exc).__name__)
+        return None
+    container.events.sessions_counted(active)
+    return active
 
 
 async def purge_ended_sessions_round(container: Container) -> Purged | None:

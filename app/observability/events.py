@@ -57,6 +57,11 @@ class SecurityEvents:
         if self._metrics:
             self._metrics.housekeeping_purged.labels(kind=kind).inc(rows)
 
+    def sessions_counted(self, active: int) -> None:
+        """The periodic count of live sessions (neither revoked nor past their lifetime)."""
+        if self._metrics:
+            self._metrics.sessions_active.set(active)
+
     def rate_limited(self, route: str, client: str | None) -> None:
         _log.warning("rate_limited", route=route, client=client)
         if self._metrics:

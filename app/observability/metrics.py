@@ -318,6 +318,18 @@ class Metrics:
             registry=r,
         )
 
+        # --- Sessions -------------------------------------------------------------------------
+        # Counted in the database by every process (app/lifespan.py): each sees every session,
+        # so several processes report one value; "livemax" takes the largest of the live
+        # workers (a stopped worker's last count does not linger).
+        self.sessions_active = Gauge(
+            "user_service_sessions_active",
+            "Sessions neither revoked nor past their absolute lifetime (TOKENS__SESSION_MAX_AGE_SECONDS), "
+            "counted every 5 minutes; an idle session whose refresh token expired still counts until then.",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+
         # --- Shared store (Redis) -----------------------------------------------------------
         self.shared_store_errors = Counter(
             "user_service_shared_store_errors",
@@ -389,11 +401,8 @@ class Metrics:
             (self.hash_rejections, "operation", ("hash", "verify")),
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
-            (
-                self.housekeeping_purged,
-                "kind",
-                ("session", "refresh_token", "outbox_message", "account_token", "known_client"),
-            ),
+            (self.housekeeping_purged, "kind", HOUSEKEEPING_KINDS),
+            (self.audit_events, "type", SECURITY_EVENT_TYPES),
             (self.mail_deliveries, "result", MAIL_DELIVERY_RESULTS),
             (self.shared_store_errors, "store", SHARED_STORE_USERS),
             (self.mfa_enrolments, "result", MFA_ENROLMENT_RESULTS),

@@ -1,4 +1,4 @@
-"""The auth dashboard: logins, password hashing, tokens and sessions, accounts."""
+"""The auth dashboard: logins, password hashing, tokens and sessions, the second factor, accounts."""
 
 from __future__ import annotations
 
@@ -186,6 +186,86 @@ def auth() -> Dashboard:
             ),
         ),
     )
+    second_factor = Row(
+        "Sessions and second factor",
+        (
+            Panel(
+                title="Active sessions",
+                description=(
+                    "Sessions neither revoked nor past their absolute lifetime (TOKENS__SESSION_MAX_AGE_SECONDS), "
+                    "counted in the database by each process every 5 minutes (max across them: each counts every "
+                    "session). An upper bound: an idle session whose refresh token expired counts until then."
+                ),
+                targets=(Target(f"max(user_service_sessions_active{sel()})", "active"),),
+                width=8,
+            ),
+            Panel(
+                title="Second-factor codes by result",
+                description=(
+                    "Codes checked per second, every purpose (login, confirm, disable, password_change, "
+                    "email_change): success (TOTP), recovery_code, failed (wrong), replayed (already used), "
+                    "throttled (the account's throttle refused it unheard), invalid_token (a bad or expired "
+                    "mfa_token). Mostly failed, replayed or throttled: UserServiceMfaFailureSpike; the accounts "
+                    "are in the mfa_code_refused log events."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (result) (rate(user_service_mfa_challenges_total{sel()}{RATE}))"),
+                        "{{result}}",
+                    ),
+                ),
+                unit="ops",
+                width=8,
+                stacked=True,
+            ),
+            Panel(
+                title="Recovery codes used and enrolments (last hour)",
+                description=(
+                    "Recovery codes spent in the last hour (each a person without their authenticator, or a "
+                    "stolen code sheet: UserServiceMfaRecoveryCodeUsed), and TOTP enrolments by result "
+                    "(started, confirmed, refused)."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum(increase(user_service_mfa_recovery_codes_used_total{sel()}[1h]))"),
+                        "recovery codes used",
+                    ),
+                    Target(
+                        or_zero(f"sum by (result) (increase(user_service_mfa_enrolments_total{sel()}[1h]))"),
+                        "enrolments {{result}}",
+                    ),
+                ),
+                width=8,
+            ),
+            Panel(
+                title="Audit rows written by type",
+                description=(
+                    "Rows written to the audit trail (security_events) per second, by event type. Each row is "
+                    "also a GET /users/me/events and /users/{id}/events entry."
+                ),
+                targets=(
+                    Target(or_zero(f"sum by (type) (rate(user_service_audit_events_total{sel()}{RATE}))"), "{{type}}"),
+                ),
+                unit="ops",
+                stacked=True,
+            ),
+            Panel(
+                title="Rows purged by housekeeping (last hour)",
+                description=(
+                    "Rows deleted by the housekeeping round (every 5 minutes) in the last hour, by kind: ended "
+                    "sessions, expired refresh tokens, known clients not seen for TOKENS__KNOWN_CLIENT_DAYS, audit "
+                    "rows past AUDIT__RETENTION_DAYS (security_event), sent or given-up mails, used or expired "
+                    "mailed-link tokens."
+                ),
+                targets=(
+                    Target(
+                        or_zero(f"sum by (kind) (increase(user_service_housekeeping_purged_total{sel()}[1h]))"),
+                        "{{kind}}",
+                    ),
+                ),
+            ),
+        ),
+    )
     accounts = Row(
         "Accounts",
         (
@@ -277,7 +357,10 @@ def auth() -> Dashboard:
     return Dashboard(
         uid="user-service-auth",
         title="User service / Auth",
-        description="Logins, password hashing, refresh tokens, account changes and abuse protection.",
+        description=(
+            "Logins, password hashing, refresh tokens, sessions and the second factor, account changes and "
+            "abuse protection."
+        ),
         filename="auth.json",
-        rows=(logins, abuse, hashing, tokens, accounts),
+        rows=(logins, abuse, hashing, tokens, second_factor, accounts),
     )

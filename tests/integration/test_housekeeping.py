@@ -1,6 +1,7 @@
 """The periodic housekeeping round: failed-login counters nobody touched for longer than
 the throttle remembers are deleted, and an unreachable database only postpones it; mails
-sent or given up longer ago than the outbox's retention are deleted, pending ones never."""
+sent or given up longer ago than the outbox's retention are deleted, pending ones never;
+live sessions are counted into a gauge."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from app.container import container_of
 from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, throttle_key
-from app.lifespan import forget_stale_abuse_state, purge_account_tokens_round, purge_outbox_round
+from app.lifespan import count_sessions_round, forget_stale_abuse_state, purge_account_tokens_round, purge_outbox_round
 from app.mail.outbox import OutgoingMail, enqueue
 from app.main import create_app
 from app.settings import LoginThrottleSettings, MailSettings, Settings
 from testkit.live_server import serve
+from tests.integration.helpers import AUTH, login, register, unique_name
 
 POLICY = LoginThrottleSettings(forget_after_seconds=3600)
 
@@ -146,3 +148,50 @@ async def test_a_round_purges_mailed_link_tokens_a_day_after_use_or_expiry(
         assert left == {"kept_fresh", "kept_recent"}
         metrics = (await client.get("/metrics")).text
     assert 'user_service_housekeeping_purged_total{kind="account_token"} 2.0' in metrics
+
+
+# --- the count of live sessions ------------------------------------------------------------------
+
+
+async def test_a_round_counts_sessions_neither_revoked_nor_past_their_lifetime(
+    settings: Settings, db_engine: AsyncEngine
+) -> None:
+    app = create_app(settings)
+    async with serve(app) as client:
+        name = unique_name()
+        assert (await register(client, name)).status_code == 201
+        tokens = [(await login(client, name)).json() for _ in range(4)]
+        # One logged out (revoked), one past TOKENS__SESSION_MAX_AGE_SECONDS since its login.
+        await client.post(f"{AUTH}/logout", json={"refresh_token": tokens[0]["refresh_token"]})
+        max_age = settings.tokens.session_max_age_seconds
+        async with db_engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE auth_sessions SET created_at = now() - make_interval(secs => :age) "
+                    "WHERE id = (SELECT id FROM auth_sessions WHERE revoked_at IS NULL ORDER BY created_at LIMIT 1)"
+                ),
+                {"age": max_age + 60},
+            )
+            every = (await conn.execute(text("SELECT count(*) FROM auth_sessions"))).scalar_one()
+        assert every >= 4
+
+        assert await count_sessions_round(container_of(app)) == every - 2
+        metrics = (await client.get("/metrics")).text
+        assert f"user_service_sessions_active {float(every - 2)}" in metrics
+
+        # A new login shows at the next round, not before: the gauge is a periodic count.
+        await login(client, name)
+        assert f"user_service_sessions_active {float(every - 2)}" in (await client.get("/metrics")).text
+        assert await count_sessions_round(container_of(app)) == every - 1
+        assert f"user_service_sessions_active {float(every - 1)}" in (await client.get("/metrics")).text
+
+
+async def test_a_count_without_the_database_is_skipped_and_keeps_the_last_value(settings: Settings) -> None:
+    unreachable = settings.model_copy(
+        update={"db": settings.db.model_copy(update={"url": "postgresql+asyncpg://postgres@127.0.0.1:9/none"})}
+    )
+    container = container_of(create_app(unreachable))
+    try:
+        assert await count_sessions_round(container) is None
+    finally:
+        await container.database.get_engine().dispose()
