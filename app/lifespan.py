@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar import Litestar
@@ -214,59 +215,50 @@ async def purge_ended_sessions_round(container: Container) -> Purged | None:
         return None
     container.events.purged("session", purged.sessions)
     container.events.purged("refresh_token", purged.refresh_tokens)
+    seen_before = dt.datetime.now(dt.UTC) - dt.timedelta(days=tokens.known_client_days)
+    await _counted_purge(
+        container, "known_client", forget_known_clients(container.database.get_engine(), seen_before=seen_before)
+    )
+    return purged
+
+
+async def _counted_purge(container: Container, kind: str, purge: Coroutine[Any, Any, int]) -> int | None:
+    """Await one purge (its own transaction, so a failure leaves the others done) and count
+    the rows of ``kind`` it deleted; a failure (the database away) is logged and left for
+    the next round."""
     try:
-        forgotten = await forget_known_clients(
-            container.database.get_engine(),
-            seen_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=tokens.known_client_days),
-        )
+        purged = await purge
     except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
         logger.warning("housekeeping_failed", error=type(exc).__name__)
-        return purged
-    container.events.purged("known_client", forgotten)
+        return None
+    container.events.purged(kind, purged)
     return purged
 
 
 async def purge_outbox_round(container: Container) -> int | None:
-    """One round of the outbox purge: sent and given-up mails that ended more than
-    USER_SERVICE_MAIL__KEEP_SENT_SECONDS ago (see purge_finished), logged and counted. Its
-    own transaction, so a failure here leaves the other purges done; a failure (the
-    database away) is logged and left for the next round."""
-    keep = dt.timedelta(seconds=container.settings.mail.keep_sent_seconds)
-    try:
-        purged = await purge_finished(container.database.get_engine(), ended_before=dt.datetime.now(dt.UTC) - keep)
-    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
-        logger.warning("housekeeping_failed", error=type(exc).__name__)
-        return None
-    container.events.purged("outbox_message", purged)
-    return purged
+    """The outbox purge: sent and given-up mails that ended more than
+    USER_SERVICE_MAIL__KEEP_SENT_SECONDS ago (see purge_finished)."""
+    ended_before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=container.settings.mail.keep_sent_seconds)
+    return await _counted_purge(
+        container, "outbox_message", purge_finished(container.database.get_engine(), ended_before=ended_before)
+    )
 
 
 async def purge_account_tokens_round(container: Container) -> int | None:
-    """One round of the mailed-link token purge: used or expired a day ago or more (a day
-    in which support can still see that a link was used). Own transaction; a failure is
-    logged and left for the next round."""
-    try:
-        purged = await purge_finished_tokens(
-            container.database.get_engine(), ended_before=dt.datetime.now(dt.UTC) - ACCOUNT_TOKENS_KEPT
-        )
-    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
-        logger.warning("housekeeping_failed", error=type(exc).__name__)
-        return None
-    container.events.purged("account_token", purged)
-    return purged
+    """The mailed-link token purge: used or expired a day ago or more (a day in which
+    support can still see that a link was used)."""
+    ended_before = dt.datetime.now(dt.UTC) - ACCOUNT_TOKENS_KEPT
+    return await _counted_purge(
+        container, "account_token", purge_finished_tokens(container.database.get_engine(), ended_before=ended_before)
+    )
 
 
 async def purge_audit_round(container: Container) -> int | None:
-    """One round of the audit trail's retention (AUDIT__RETENTION_DAYS); own transaction,
-    a failure is logged and left for the next round."""
-    keep = dt.timedelta(days=container.settings.audit.retention_days)
-    try:
-        purged = await purge_old_events(container.database.get_engine(), before=dt.datetime.now(dt.UTC) - keep)
-    except Exception as exc:  # noqa: BLE001 - the database may be away; try again next time
-        logger.warning("housekeeping_failed", error=type(exc).__name__)
-        return None
-    container.events.purged("security_event", purged)
-    return purged
+    """The audit trail's retention (AUDIT__RETENTION_DAYS)."""
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(days=container.settings.audit.retention_days)
+    return await _counted_purge(
+        container, "security_event", purge_old_events(container.database.get_engine(), before=before)
+    )
 
 
 async def forget_stale_abuse_state(throttle: LoginThrottle, rate_limits: Store) -> int:

@@ -46,21 +46,7 @@ class MySessionsController(Controller):
     ) -> SessionList:
         current = request.auth.session_id
         views = await session_management.list_of(request.user.id)
-        return SessionList(
-            items=[
-                SessionRead(
-                    id=view.id,
-                    created_at=view.created_at,
-                    last_used_at=view.last_used_at,
-                    expires_at=view.expires_at,
-                    ip=view.ip,
-                    user_agent=view.user_agent,
-                    amr=view.amr,
-                    current=view.id == current,
-                )
-                for view in views
-            ]
-        )
+        return SessionList(items=[SessionRead.of(view, current=view.id == current) for view in views])
 
     @delete(
         "/{session_id:uuid}",

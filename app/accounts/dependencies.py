@@ -72,9 +72,7 @@ def login_notices(container: Container) -> LoginNotices:
     return LoginNotices(mails=account_mails(container), mail_settings=settings.mail, token_settings=settings.tokens)
 
 
-def second_factor(
-    db: AsyncSession, container: Container, request: Request[Any, Any, Any] | None = None
-) -> SecondFactor:
+def second_factor(db: AsyncSession, container: Container, audit: AuditTrail) -> SecondFactor:
     return SecondFactor(
         db=db,
         users=UserRepository(session=db),
@@ -84,22 +82,23 @@ def second_factor(
         throttle=container.login_throttle,
         events=container.events,
         settings=container.settings.mfa,
-        audit=audit_trail(db, container, request),
+        audit=audit,
     )
 
 
 def mfa_login(db: AsyncSession, container: Container, request: Request[Any, Any, Any] | None = None) -> MfaLogin:
     settings = container.settings
+    audit = audit_trail(db, container, request)
     return MfaLogin(
         db=db,
         users=UserRepository(session=db),
         store=MfaStore(db),
-        factor=second_factor(db, container, request),
+        factor=second_factor(db, container, audit),
         sessions=login_sessions(db, container),
         tokens=container.tokens,
         events=container.events,
         notices=login_notices(container) if settings.mail.new_login_notice else None,
-        audit=audit_trail(db, container, request),
+        audit=audit,
     )
 
 
@@ -114,6 +113,7 @@ def account_service(
     ``send_verification``: registration mails a verification link (the API does; an
     operator's CLI, which makes verified accounts or seeds test data, does not)."""
     settings = container.settings
+    audit = audit_trail(db, container, request)
     return AccountService(
         db=db,
         users=UserRepository(session=db),
@@ -127,9 +127,9 @@ def account_service(
         password_check=_password_check(container),
         verification=verification_mailer(db, container) if send_verification else None,
         notices=login_notices(container) if settings.mail.new_login_notice else None,
-        audit=audit_trail(db, container, request),
+        audit=audit,
         challenges=LoginChallenges(MfaStore(db), settings.mfa.challenge_ttl_seconds),
-        second_factor=second_factor(db, container, request),
+        second_factor=second_factor(db, container, audit),
     )
 
 
@@ -138,6 +138,7 @@ def account_recovery(
 ) -> AccountRecovery:
     settings = container.settings
     tokens = AccountTokens(db)
+    audit = audit_trail(db, container, request)
     return AccountRecovery(
         db=db,
         users=UserRepository(session=db),
@@ -146,7 +147,7 @@ def account_recovery(
         mails=account_mails(container),
         verification=verification_mailer(db, container),
         password_check=_password_check(container),
-        second_factor=second_factor(db, container),
+        second_factor=second_factor(db, container, audit),
         hasher=container.hasher,
         throttle=container.login_throttle,
         events=container.events,
@@ -154,7 +155,7 @@ def account_recovery(
         token_settings=settings.tokens,
         password_settings=settings.passwords,
         breach_checker=container.breach_checker,
-        audit=audit_trail(db, container, request),
+        audit=audit,
     )
 
 
@@ -173,7 +174,7 @@ def provide_account_recovery(
 def provide_second_factor(
     db_session: NamedDependency[AsyncSession], container: NamedDependency[Container], request: Request[Any, Any, Any]
 ) -> SecondFactor:
-    return second_factor(db_session, container, request)
+    return second_factor(db_session, container, audit_trail(db_session, container, request))
 
 
 def provide_mfa_login(

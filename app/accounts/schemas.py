@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
 import msgspec
@@ -148,23 +148,7 @@ class MailAccepted(msgspec.Struct):
     detail: str
 
 
-# A login session as its owner sees it; ``current`` marks the one the request came from.
-class SessionRead(msgspec.Struct):
-    id: UUID
-    created_at: dt.datetime
-    last_used_at: dt.datetime
-    expires_at: dt.datetime
-    ip: str | None
-    user_agent: str | None
-    amr: list[str]
-    current: bool
-
-
-class SessionList(msgspec.Struct):
-    items: list[SessionRead]
-
-
-# The same, as an admin sees another user's sessions (no "current").
+# A login session as an admin sees another user's sessions.
 class AdminSessionRead(msgspec.Struct):
     id: UUID
     created_at: dt.datetime
@@ -174,9 +158,24 @@ class AdminSessionRead(msgspec.Struct):
     user_agent: str | None
     amr: list[str]
 
+    @classmethod
+    def of(cls, view: object, **extra: Any) -> Self:
+        """From anything with these fields as attributes (a SessionView), plus ``extra``."""
+        fields: dict[str, Any] = {field: getattr(view, field) for field in AdminSessionRead.__struct_fields__}
+        return cls(**fields, **extra)
+
 
 class AdminSessionList(msgspec.Struct):
     items: list[AdminSessionRead]
+
+
+# The same as its owner sees it; ``current`` marks the one the request came from.
+class SessionRead(AdminSessionRead):
+    current: bool
+
+
+class SessionList(msgspec.Struct):
+    items: list[SessionRead]
 
 
 # One row of the audit trail (API.md's Security event).

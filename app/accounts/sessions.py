@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from uuid_utils.compat import uuid7
 
@@ -177,13 +177,16 @@ class LoginSessions:
         (its very first login is no news to its owner)."""
         now = utcnow()
         digest = client.digest()
-        known = (
+        # One row whatever the number of clients remembered: how many, and when this one
+        # was last seen (NULL if never).
+        known, this_seen = (
             await self._db.execute(
-                select(KnownClient.client_hash, KnownClient.last_seen_at).where(KnownClient.user_id == user_id)
+                select(
+                    func.count(),
+                    func.max(case((KnownClient.client_hash == digest, KnownClient.last_seen_at))),
+                ).where(KnownClient.user_id == user_id)
             )
-        ).all()
-        recent = now - dt.timedelta(days=remember_days)
-        seen = {row.client_hash: row.last_seen_at for row in known}
+        ).one()
         # An upsert: two concurrent first logins from one client must not collide on the
         # key (both may send a notice, which is harmless).
         bind = self._db.get_bind()
@@ -195,7 +198,8 @@ class LoginSessions:
                 index_elements=[KnownClient.user_id, KnownClient.client_hash], set_={"last_seen_at": now}
             )
         )
-        return bool(seen) and not (digest in seen and seen[digest] > recent)
+        recent = now - dt.timedelta(days=remember_days)
+        return known > 0 and not (this_seen is not None and this_seen > recent)
 
     async def rotate(self, presented: str, client: ClientInfo | None = None) -> Rotation:
         """Spend ``presented`` and issue its successor; a second use revokes the whole family.

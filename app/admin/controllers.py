@@ -111,20 +111,7 @@ class UsersController(Controller):
         self, user_id: FromPath[UUID], session_management: NamedDependency[SessionManagement]
     ) -> AdminSessionList:
         views = await session_management.list_of(user_id)
-        return AdminSessionList(
-            items=[
-                AdminSessionRead(
-                    id=view.id,
-                    created_at=view.created_at,
-                    last_used_at=view.last_used_at,
-                    expires_at=view.expires_at,
-                    ip=view.ip,
-                    user_agent=view.user_agent,
-                    amr=view.amr,
-                )
-                for view in views
-            ]
-        )
+        return AdminSessionList(items=[AdminSessionRead.of(view) for view in views])
 
     @delete(
         "/{user_id:uuid}/sessions",

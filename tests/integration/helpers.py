@@ -20,6 +20,20 @@ ME = "/api/v1/users/me"
 
 Client = LiveClient
 
+# Every field of a user as the API shows it (API.md's User), and nothing else.
+USER_FIELDS = {
+    "id",
+    "username",
+    "email",
+    "full_name",
+    "role",
+    "is_active",
+    "is_verified",
+    "mfa_enabled",
+    "created_at",
+    "updated_at",
+}
+
 
 def unique_name(prefix: str = "user") -> str:
     return f"{prefix}{next(_counter):05d}"

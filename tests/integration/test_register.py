@@ -8,20 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.helpers import AUTH, PASSWORD, Client, assert_problem, register
-
-USER_FIELDS = {
-    "id",
-    "username",
-    "email",
-    "full_name",
-    "role",
-    "is_active",
-    "is_verified",
-    "mfa_enabled",
-    "created_at",
-    "updated_at",
-}
+from tests.integration.helpers import AUTH, PASSWORD, USER_FIELDS, Client, assert_problem, register
 
 
 async def test_register_returns_the_new_user_without_any_hash(client: Client) -> None:

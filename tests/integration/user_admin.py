@@ -12,22 +12,10 @@ from httpx import Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.helpers import AUTH, USERS, Client, register, unique_name
+from tests.integration.helpers import AUTH, USER_FIELDS, USERS, Client, register, unique_name
 
 Account = dict[str, Any]
 
-USER_FIELDS = {
-    "id",
-    "username",
-    "email",
-    "full_name",
-    "role",
-    "is_active",
-    "is_verified",
-    "mfa_enabled",
-    "created_at",
-    "updated_at",
-}
 PAGE_FIELDS = {"items", "total", "limit", "offset"}
 
 # operation -> (method, addressed to a target user?, JSON body)
