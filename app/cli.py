@@ -97,7 +97,14 @@ class UserAdminCLIPlugin(CLIPluginProtocol):
             help=f"File holding the users' password (else ${SEED_PASSWORD_ENV}, else a prompt).",
         )
         @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
-        def seed_command(app: Litestar, count: int, prefix: str, password_file: Path | None, batch_size: int) -> None:
+        @click.option(
+            "--with-totp",
+            is_flag=True,
+            help="Give each a TOTP second factor derived from the password and username (load tests only).",
+        )
+        def seed_command(
+            app: Litestar, count: int, prefix: str, password_file: Path | None, batch_size: int, with_totp: bool
+        ) -> None:
             """Insert COUNT load-test users sharing one password (hashed once); reruns add only what is missing."""
             if password_file is not None:
                 password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
@@ -106,7 +113,14 @@ class UserAdminCLIPlugin(CLIPluginProtocol):
             container = container_of(app)
             try:
                 result = anyio.run(
-                    lambda: seed_users(container, count=count, password=password, prefix=prefix, batch_size=batch_size)
+                    lambda: seed_users(
+                        container,
+                        count=count,
+                        password=password,
+                        prefix=prefix,
+                        batch_size=batch_size,
+                        with_totp=with_totp,
+                    )
                 )
             except DomainError as exc:
                 raise _explain(exc) from exc
@@ -114,6 +128,7 @@ class UserAdminCLIPlugin(CLIPluginProtocol):
                 f"seeded {result.requested} users {prefix}{1:06d}..{prefix}{count:06d}: {result.inserted} new, "
                 f"{result.already_present} already present, in {result.total_seconds:.2f} s "
                 f"(one argon2 hash: {result.hash_seconds:.3f} s)"
+                + (f"; {result.second_factors} TOTP factors added" if with_totp else "")
             )
 
 

@@ -36,6 +36,8 @@ PROFILE_KEYS = {
     "spawn_rate",
     "run_time",
     "seed_users",
+    "mfa_users",
+    "mfa_share",
     "wrong_password_share",
     "mix",
     "tags",
@@ -64,6 +66,8 @@ class Profile:
     spawn_rate: float = 2.0
     run_time_seconds: float = 30.0
     seed_users: int = 1000
+    mfa_users: int = 0  # accounts seeded --with-totp for LoginStorm's second-factor logins
+    mfa_share: float | None = None
     wrong_password_share: float | None = None
     mix: dict[str, int] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
@@ -93,6 +97,8 @@ class Profile:
             env["LOADTEST_MIX"] = mix_to_env(self.mix)
         if self.wrong_password_share is not None:
             env["LOADTEST_WRONG_PASSWORD_SHARE"] = str(self.wrong_password_share)
+        if self.mfa_share is not None:
+            env["LOADTEST_MFA_SHARE"] = str(self.mfa_share)
         return env
 
 
@@ -108,6 +114,7 @@ def parse_profile(name: str, table: Mapping[str, Any]) -> Profile:
     if not step_table and "run_time" not in table:
         raise ProfileError(f"[{name}]: needs run_time (fixed load) or a [{name}.step] table (step load)")
     share = table.get("wrong_password_share")
+    mfa_share = table.get("mfa_share")
     return Profile(
         name=name,
         description=str(table.get("description", "")),
@@ -115,6 +122,8 @@ def parse_profile(name: str, table: Mapping[str, Any]) -> Profile:
         spawn_rate=float(table.get("spawn_rate", 2.0)),
         run_time_seconds=parse_duration(str(table.get("run_time", "30s"))),
         seed_users=int(table.get("seed_users", 1000)),
+        mfa_users=int(table.get("mfa_users", 0)),
+        mfa_share=float(mfa_share) if mfa_share is not None else None,
         wrong_password_share=float(share) if share is not None else None,
         mix=mix,
         tags=[str(t) for t in table.get("tags", [])],

@@ -136,6 +136,8 @@ def _workers(count: int, port: int, env: dict[str, str], report_dir: Path) -> It
 def run_locust(profile: Profile, host: str, report_dir: Path, env: dict[str, str], workers: int) -> int:
     """Run Locust (locally or as master + workers); its exit code, or -1 on timeout."""
     full_env = {**env, "LOADTEST_REPORT_DIR": str(report_dir), "PYTHONUNBUFFERED": "1"}
+    # Each worker takes its own slice of the second-factor accounts (second_factor.py).
+    full_env["LOADTEST_WORKERS"] = str(max(workers, 1))
     command = locust_command(profile, host, report_dir, master_workers=workers)
     deadline = profile.expected_seconds + SLACK_SECONDS
     with contextlib.ExitStack() as stack:

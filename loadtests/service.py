@@ -14,6 +14,11 @@ so that it counts each simulated client address (``X-Forwarded-For``,
 other parameters, pool sizes, limits or log levels), except the database, key, port and
 environment, which are ours.
 
+A profile with ``mfa_users`` also gets that many accounts seeded ``--with-totp``
+(``loadmfa000001``..., or ``LOADTEST_MFA_PREFIX``), whose codes the load generator
+derives from the shared password: LoginStorm logs a share of its logins in through both
+steps of the second factor.
+
 A profile whose mix has an attack class (``CredentialStuffer``, ``PasswordSprayer``) also
 gets the accounts under attack, seeded under a prefix of their own for each run (unless
 ``LOADTEST_TARGET_PREFIX`` names one): the login throttle remembers failures for an hour,
@@ -117,6 +122,10 @@ def started_service(profile: Profile, report_dir: Path) -> Iterator[StartedServi
             "LOADTEST_USER_PREFIX": prefix,
             "LOADTEST_USER_COUNT": str(profile.seed_users),
         }
+        if profile.mfa_users:
+            mfa_prefix = os.environ.get("LOADTEST_MFA_PREFIX") or "loadmfa"
+            _seed(env, password, mfa_prefix, profile.mfa_users, "--with-totp")
+            locust_env |= {"LOADTEST_MFA_PREFIX": mfa_prefix, "LOADTEST_MFA_COUNT": str(profile.mfa_users)}
         if has_attack(profile):
             targets = os.environ.get("LOADTEST_TARGET_PREFIX") or f"target{secrets.token_hex(3)}-"
             target_count = int(os.environ.get("LOADTEST_TARGET_COUNT", "1000"))
@@ -145,9 +154,10 @@ def has_attack(profile: Profile) -> bool:
     return any(mix.get(name, 0) > 0 for name in ATTACK_CLASSES)
 
 
-def _seed(env: dict[str, str], password: str, prefix: str, count: int) -> None:
+def _seed(env: dict[str, str], password: str, prefix: str, count: int, *options: str) -> None:
     seed = _cli(
-        {**env, "USER_SERVICE_SEED_PASSWORD": password}, *("users", "seed", "--count", str(count), "--prefix", prefix)
+        {**env, "USER_SERVICE_SEED_PASSWORD": password},
+        *("users", "seed", "--count", str(count), "--prefix", prefix, *options),
     )
     _check(seed, "litestar users seed")
     print(f"service: {seed.stdout.strip()}", flush=True)

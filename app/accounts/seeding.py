@@ -6,6 +6,12 @@ one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per batch: a rerun inserts o
 is missing. Usernames are ``{prefix}{i:06d}`` for i = 1..count and emails
 ``{prefix}{i:06d}@loadtest.invalid`` (RFC 2606 reserves ``.invalid``; the API refuses it
 at registration, so no real sign-up can ever collide with a seeded account).
+
+With ``with_totp`` each seeded account also gets a confirmed TOTP second factor whose
+secret is derived from the shared password and the username (``derived_totp_secret``), so
+that a load generator that knows the password computes the codes itself: the login's
+second step is load-tested without enrolling thousands of accounts through the API. Such
+a factor is exactly as strong as the shared password: it is for load-test accounts only.
 """
 
 from __future__ import annotations
@@ -15,12 +21,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from app.accounts.repository import insert_users_ignoring_duplicates
 from app.accounts.validation import email_key, username_problems
 from app.container import Container
-from app.db.models import Role
+from app.db.models import MfaTotp, Role, User, utcnow
 from app.errors import FieldError, InvalidInput
 from app.identity.password_policy import normalize_password, password_problems
+from app.identity.totp import SecretBox, derived_totp_secret
 from app.settings import Settings
 
 SEED_EMAIL_DOMAIN = "loadtest.invalid"
@@ -34,6 +44,7 @@ class SeedResult:
     inserted: int
     hash_seconds: float
     total_seconds: float
+    second_factors: int = 0  # TOTP factors added (with_totp), to new or existing accounts
 
     @property
     def already_present(self) -> int:
@@ -94,8 +105,10 @@ async def seed_users(
     password: str,
     prefix: str = DEFAULT_PREFIX,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    with_totp: bool = False,
 ) -> SeedResult:
-    """Insert ``count`` users that log in with ``password``; existing ones are left alone."""
+    """Insert ``count`` users that log in with ``password``; existing ones are left alone,
+    except that ``with_totp`` gives each seeded account without a second factor one."""
     started = time.perf_counter()
     normalized = check_seed_request(container.settings, count=count, prefix=prefix, password=password)
     hasher = container.hasher
@@ -108,7 +121,7 @@ async def seed_users(
         hasher.shutdown()
 
     engine = container.database.get_engine()
-    inserted = 0
+    inserted = second_factors = 0
     try:
         statement = insert_users_ignoring_duplicates(engine.dialect.name)
         async with engine.begin() as conn:
@@ -116,6 +129,9 @@ async def seed_users(
                 # executemany with RETURNING: SQLAlchemy sends one multi-row VALUES per batch,
                 # and only rows that were really inserted come back.
                 inserted += len((await conn.execute(statement, batch)).all())
+                if with_totp:
+                    usernames = [row["username"] for row in batch]
+                    second_factors += await _add_totp(conn, container.mfa_box, password, usernames)
     finally:
         await engine.dispose()
     return SeedResult(
@@ -123,4 +139,27 @@ async def seed_users(
         inserted=inserted,
         hash_seconds=hash_seconds,
         total_seconds=time.perf_counter() - started,
+        second_factors=second_factors,
     )
+
+
+async def _add_totp(conn: AsyncConnection, box: SecretBox, password: str, usernames: list[str]) -> int:
+    """A confirmed TOTP factor for each of ``usernames`` that has none (the secret sealed
+    as enrolment seals it), and the account's flag on; how many were added."""
+    statement = select(User.id, User.username).where(User.username.in_(usernames), User.mfa_enabled.is_(False))
+    accounts = (await conn.execute(statement)).all()
+    if not accounts:
+        return 0
+    now = utcnow()
+    rows = [
+        {
+            "user_id": account.id,
+            "secret": box.encrypt(derived_totp_secret(password, account.username), account.id),
+            "created_at": now,
+            "confirmed_at": now,
+        }
+        for account in accounts
+    ]
+    await conn.execute(insert(MfaTotp), rows)
+    await conn.execute(update(User).where(User.id.in_([a.id for a in accounts])).values(mfa_enabled=True))
+    return len(accounts)

@@ -156,6 +156,14 @@ def provisioning_uri(secret: str, *, account_name: str, issuer: str) -> str:
     )
 
 
+def derived_totp_secret(key: str, account_name: str) -> str:
+    """A TOTP secret (base32, 160 bits as RFC 4226 recommends) derived from ``key``: an
+    HMAC of the account's name. Only for seeded load-test accounts, whose load generator
+    knows their shared password and so computes their codes (app/accounts/seeding.py)."""
+    digest = hmac.new(key.encode(), b"user-service/seeded-totp\x00" + account_name.encode(), hashlib.sha256)
+    return base64.b32encode(digest.digest()[:20]).decode()
+
+
 def looks_like_totp_code(code: str) -> bool:
     return bool(_TOTP_CODE.fullmatch(code.strip().replace(" ", "")))
 

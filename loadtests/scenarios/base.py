@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from locust.contrib.fasthttp import FastHttpUser
+from locust.env import Environment
 
 from loadtests.scenarios import addresses, names
-from loadtests.scenarios.accounting import Verdict, back_off, require_fields, settle
+from loadtests.scenarios.accounting import Verdict, back_off, problem_type, require_fields, settle
 from loadtests.scenarios.config import LoadTestConfig
+from loadtests.scenarios.second_factor import SeededFactors
 
 # Refresh this long before the access token expires, as a well-behaved client does.
 EXPIRY_MARGIN_SECONDS = 30.0
@@ -23,6 +25,19 @@ EXPIRY_MARGIN_SECONDS = 30.0
 @functools.cache
 def config() -> LoadTestConfig:
     return LoadTestConfig.from_env()
+
+
+_factors: SeededFactors | None = None
+
+
+def seeded_factors(environment: Environment) -> SeededFactors:
+    """This process's share of the accounts with a second factor. Made on first use: a
+    distributed worker learns its index from the master only once it has connected."""
+    global _factors  # noqa: PLW0603 - one ledger of used codes per process, by design
+    if _factors is None:
+        index = int(getattr(environment.runner, "worker_index", 0) or 0)
+        _factors = SeededFactors(config(), worker_index=max(index, 0), worker_count=config().workers)
+    return _factors
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,9 @@ class ServiceUser(FastHttpUser):
     def wrong_password_now(self) -> bool:
         return random.random() < self.cfg.wrong_password_share  # noqa: S311 - not crypto
 
+    def second_factor_now(self) -> bool:
+        return self.cfg.mfa_count > 0 and random.random() < self.cfg.mfa_share  # noqa: S311 - not crypto
+
     def login(self, username: str, password: str) -> Tokens | None:
         """POST /login expecting 200; None when shed (after backing off) or failed."""
         with self.client.post(
@@ -99,6 +117,44 @@ class ServiceUser(FastHttpUser):
             )
         if verdict is Verdict.SHED:
             back_off(response)
+        return Tokens.of(body) if body else None
+
+    def login_with_second_factor(self) -> Tokens | None:
+        """Both steps of a login with a second factor, as an app with an authenticator does:
+        the password (403 ``mfa-required`` and an ``mfa_token``), then a code at
+        ``/login/mfa``. None when shed, failed, or no seeded account had a code left."""
+        factors = seeded_factors(self.environment)
+        username = factors.pick()
+        if username is None:
+            return None
+        with self.client.post(
+            names.LOGIN,
+            json={"username": username, "password": self.cfg.password},
+            headers=self.headers(),
+            name=names.LOGIN_MFA_REQUIRED,
+            catch_response=True,
+        ) as response:
+            verdict = settle(response, expected={403})
+            challenge = None
+            if verdict is Verdict.OK:
+                if problem_type(response) == names.MFA_REQUIRED_PROBLEM:
+                    challenge = require_fields(response, "mfa_token")
+                else:
+                    response.failure(f"403 {problem_type(response) or '(no problem type)'}, not mfa-required")
+        if verdict is Verdict.SHED:
+            back_off(response)
+        code = factors.code(username) if challenge else None
+        if challenge is None or code is None:
+            return None
+        with self.client.post(
+            names.LOGIN_MFA,
+            json={"mfa_token": challenge["mfa_token"], "code": code},
+            headers=self.headers(),
+            name=names.LOGIN_MFA,
+            catch_response=True,
+        ) as response:
+            ok = settle(response, expected={200}) is Verdict.OK
+            body = require_fields(response, "access_token", "refresh_token", "expires_in") if ok else None
         return Tokens.of(body) if body else None
 
     def login_with_wrong_password(self, username: str) -> None:

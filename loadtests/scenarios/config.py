@@ -8,6 +8,10 @@
 | ``LOADTEST_ADMIN_USERNAME`` / ``_PASSWORD`` | the admin AdminBrowser logs in as | AdminBrowser off |
 | ``LOADTEST_WRONG_PASSWORD_SHARE`` | share of logins sent with a wrong password | ``0.1`` |
 | ``LOADTEST_MIX`` | weights by class, ``ApiClient=6,LoginStorm=2``; unnamed classes do not run | class defaults |
+| ``LOADTEST_MFA_PREFIX`` | accounts seeded ``--with-totp`` are ``{prefix}{i:06d}`` | ``loadmfa`` |
+| ``LOADTEST_MFA_COUNT`` | how many were seeded (0: no login uses a second factor) | ``0`` |
+| ``LOADTEST_MFA_SHARE`` | share of LoginStorm's logins made by those accounts, with both steps | ``0.2`` |
+| ``LOADTEST_WORKERS`` | Locust worker processes (the runner sets it); each takes its own slice of them | ``1`` |
 
 The attack classes (``loadtests/scenarios/attacks.py``) run only when ``LOADTEST_MIX`` names them:
 
@@ -52,6 +56,10 @@ class LoadTestConfig:
     stuffing_addresses: int = 5
     spraying_accounts: int = 3
     attack_rate: float = 5.0
+    mfa_prefix: str = "loadmfa"
+    mfa_count: int = 0
+    mfa_share: float = 0.2
+    workers: int = 1
 
     @property
     def has_admin(self) -> bool:
@@ -59,6 +67,9 @@ class LoadTestConfig:
 
     def seeded_username(self, index: int) -> str:
         return f"{self.user_prefix}{index:06d}"
+
+    def mfa_username(self, index: int) -> str:
+        return f"{self.mfa_prefix}{index:06d}"
 
     def target_username(self, index: int) -> str:
         return f"{self.target_prefix}{index:06d}"
@@ -82,6 +93,9 @@ class LoadTestConfig:
             addresses = int(environ.get("LOADTEST_STUFFING_ADDRESSES", "5"))
             spraying_accounts = int(environ.get("LOADTEST_SPRAYING_ACCOUNTS", "3"))
             attack_rate = float(environ.get("LOADTEST_ATTACK_RATE", "5"))
+            mfa_count = int(environ.get("LOADTEST_MFA_COUNT", "0"))
+            mfa_share = float(environ.get("LOADTEST_MFA_SHARE", "0.2"))
+            workers = int(environ.get("LOADTEST_WORKERS", "1") or "1")
         except ValueError as exc:
             raise ConfigError(f"LOADTEST_* numbers: {exc}") from exc
         if count < 1:
@@ -95,6 +109,10 @@ class LoadTestConfig:
             raise ConfigError(f"LOADTEST_STUFFING_ADDRESSES must be between 1 and {MAX_STUFFING_ADDRESSES}")
         if attack_rate <= 0:
             raise ConfigError("LOADTEST_ATTACK_RATE must be above 0")
+        if mfa_count < 0 or not 0.0 <= mfa_share <= 1.0:
+            raise ConfigError("LOADTEST_MFA_COUNT must be 0 or more and LOADTEST_MFA_SHARE between 0 and 1")
+        if workers < 1 or (mfa_count and mfa_count < workers):
+            raise ConfigError("LOADTEST_WORKERS must be at least 1 and at most LOADTEST_MFA_COUNT")
         config = cls(
             password=password,
             user_prefix=environ.get("LOADTEST_USER_PREFIX", "loadtest"),
@@ -108,6 +126,10 @@ class LoadTestConfig:
             stuffing_addresses=addresses,
             spraying_accounts=spraying_accounts,
             attack_rate=attack_rate,
+            mfa_prefix=environ.get("LOADTEST_MFA_PREFIX", "loadmfa"),
+            mfa_count=mfa_count,
+            mfa_share=mfa_share,
+            workers=workers,
         )
         if config.mix and config.mix.get("AdminBrowser", 0) > 0 and not config.has_admin:
             raise ConfigError("AdminBrowser is in LOADTEST_MIX but LOADTEST_ADMIN_USERNAME/PASSWORD are not set")

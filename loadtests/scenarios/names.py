@@ -5,6 +5,8 @@ an endpoint as ``"METHOD name"``, e.g. ``"GET /api/v1/users/{user_id}"``. A brac
 suffix marks a variant that must not be mixed into the endpoint's own numbers:
 
 - ``[wrong password]``: a login that is meant to fail; its expected 401 is a success.
+- ``[mfa required]``: the password step of an account with a second factor; its expected
+  403 ``mfa-required`` (with the ``mfa_token`` for ``/login/mfa``) is a success.
 - ``[search]``, ``[filter]``: the user list with ``q=`` or with ``role``/``is_active``.
 - ``[shed]``: a 503 with Retry-After because the hashing pool was full. Recorded as a
   success under its own name (so it is not an error), and counted by the shed-ratio gate.
@@ -20,10 +22,13 @@ SHED_SUFFIX = " [shed]"
 SHED_PROBLEM = "hashing-capacity-exceeded"
 RATE_LIMITED_PROBLEM = "too-many-requests"
 THROTTLED_PROBLEM = "login-throttled"
+MFA_REQUIRED_PROBLEM = "mfa-required"
 WRONG_PASSWORD_SUFFIX = " [wrong password]"
 
 LOGIN = "/api/v1/auth/login"
 LOGIN_WRONG_PASSWORD = LOGIN + WRONG_PASSWORD_SUFFIX
+LOGIN_MFA_REQUIRED = LOGIN + " [mfa required]"
+LOGIN_MFA = "/api/v1/auth/login/mfa"
 REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
 REGISTER = "/api/v1/auth/register"
@@ -48,6 +53,8 @@ ENDPOINTS: frozenset[str] = frozenset(
     {
         f"POST {LOGIN}",
         f"POST {LOGIN_WRONG_PASSWORD}",
+        f"POST {LOGIN_MFA_REQUIRED}",
+        f"POST {LOGIN_MFA}",
         f"POST {REFRESH}",
         f"POST {LOGOUT}",
         f"POST {REGISTER}",
@@ -60,7 +67,8 @@ ENDPOINTS: frozenset[str] = frozenset(
     }
 )
 # The requests that hash a password and so may be shed.
-HASHING = frozenset({f"POST {LOGIN}", f"POST {LOGIN_WRONG_PASSWORD}", f"POST {REGISTER}"})
+# (/login/mfa does not: the password was verified by the first step.)
+HASHING = frozenset({f"POST {LOGIN}", f"POST {LOGIN_WRONG_PASSWORD}", f"POST {LOGIN_MFA_REQUIRED}", f"POST {REGISTER}"})
 
 
 def shed(name: str) -> str:

@@ -1,7 +1,8 @@
 """The traffic: four kinds of client, each a Locust user class (tags in brackets).
 
 - ``LoginStorm`` [login-storm, hashing]: fresh logins of random seeded users, the argon2
-  verify path; a share of them with a wrong password.
+  verify path; a share of them with a wrong password, and a share (``LOADTEST_MFA_SHARE``
+  of accounts seeded ``--with-totp``) with both steps of a second factor.
 - ``ApiClient`` [api-client; hashing on its re-login]: logs in once, then mostly
   ``GET /users/me`` and refreshes (each spending the old refresh token), and now and then
   logs in again and ends the old session.
@@ -40,6 +41,9 @@ class LoginStorm(ServiceUser):
     @tag("login-storm", "hashing")
     @task
     def fresh_login(self) -> None:
+        if self.second_factor_now():
+            self.login_with_second_factor()
+            return
         username = self.random_seeded_username()
         if self.wrong_password_now():
             self.login_with_wrong_password(username)

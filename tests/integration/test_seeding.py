@@ -7,13 +7,16 @@ import re
 import subprocess
 from pathlib import Path
 
+import jwt
+import pyotp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.identity.totp import derived_totp_secret
 from app.settings import Settings
 from testkit.server_process import LITESTAR_CLI
 from tests.conftest import ROOT
-from tests.integration.helpers import ME, Client, bearer, login
+from tests.integration.helpers import AUTH, ME, Client, bearer, login
 
 SEED_PASSWORD = "quartz-lantern-61-meadow"
 
@@ -116,3 +119,34 @@ def test_the_password_is_never_an_argument() -> None:
     )
     assert "--password-file" in result.stdout
     assert not re.search(r"--password(?!-file)\b", result.stdout)
+
+
+async def test_seeded_second_factors_take_codes_derived_from_the_password(
+    client: Client, settings: Settings, signing_key_file: Path, db_engine: AsyncEngine
+) -> None:
+    """``--with-totp``: the load generator's second step works from the shared password
+    alone, and a rerun adds the factor to accounts seeded without one."""
+    plain = run_seed(settings, signing_key_file, "--count", "2", "--prefix", "seedotp")
+    assert plain.returncode == 0, plain.stderr
+    assert (await login(client, "seedotp000001", SEED_PASSWORD)).status_code == 200
+
+    with_totp = run_seed(settings, signing_key_file, "--count", "3", "--prefix", "seedotp", "--with-totp")
+    assert with_totp.returncode == 0, with_totp.stderr
+    assert "1 new, 2 already present" in with_totp.stdout
+    assert "3 TOTP factors added" in with_totp.stdout
+
+    username = "seedotp000001"
+    first = await login(client, username, SEED_PASSWORD)
+    assert first.status_code == 403, first.text
+    token = first.json()["mfa_token"]
+    someone_elses = pyotp.TOTP(derived_totp_secret(SEED_PASSWORD, "seedotp000002")).now()
+    own = pyotp.TOTP(derived_totp_secret(SEED_PASSWORD, username)).now()
+    if someone_elses != own:  # one in a million they coincide
+        refused = await client.post(f"{AUTH}/login/mfa", json={"mfa_token": token, "code": someone_elses})
+        assert refused.status_code == 401, refused.text
+    done = await client.post(f"{AUTH}/login/mfa", json={"mfa_token": token, "code": own})
+    assert done.status_code == 200, done.text
+    assert jwt.decode(done.json()["access_token"], options={"verify_signature": False})["amr"] == ["pwd", "otp"]
+
+    again = run_seed(settings, signing_key_file, "--count", "3", "--prefix", "seedotp", "--with-totp")
+    assert "0 TOTP factors added" in again.stdout  # a confirmed factor is never replaced

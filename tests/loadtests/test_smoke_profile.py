@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,24 @@ def test_the_smoke_profile_passes_its_gates(clean_database: str, tmp_path: Path)
     assert "FAIL" not in gates
     assert "POST /api/v1/auth/login p95" in gates
     assert "SLO gates" in result.stdout
+    assert_one_verify_per_password_step(reports)
+
+
+def assert_one_verify_per_password_step(reports: Path) -> None:
+    """Every password checked at /login cost one argon2 verify and the second factor's
+    code step none, in the service's own counts (Locust's cannot say: a request in flight
+    when the run stops is served but not recorded)."""
+    metrics = (reports / "service-metrics.txt").read_text()
+
+    def count(sample: str) -> float:
+        found = re.search(rf"^{re.escape(sample)} ([\d.e+]+)$", metrics, re.M)
+        assert found is not None, sample
+        return float(found.group(1))
+
+    passwords_checked = count('user_service_login_attempts_total{result="success"}')
+    passwords_checked += count('user_service_login_attempts_total{result="failed"}')
+    assert count('user_service_mfa_challenges_total{purpose="login",result="success"}') > 0
+    assert count('user_service_password_hash_duration_seconds_count{operation="verify"}') == passwords_checked
 
 
 def test_distributed_mode_and_sheds_counted_apart_from_errors(clean_database: str, tmp_path: Path) -> None:
