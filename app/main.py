@@ -40,6 +40,7 @@ from app.web.docs import SelfHostedSwaggerUI
 from app.web.problems import exception_handlers
 from app.web.rate_limits import STORE_NAME as RATE_LIMIT_STORE
 from app.web.rate_limits import account_rate_limit_middleware, rate_limit_middleware
+from app.web.shedding import shedding_while_hashing_is_full
 
 
 class UserServiceApp(Litestar):
@@ -83,6 +84,23 @@ def _provide(value: object) -> Provide:
     return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
 
+def _edge_shedding(container: Container) -> Layer:
+    """The storm routes shed before Litestar while the hashing pool is full (app/web/shedding.py)."""
+    login, register = f"{AuthController.path}/login", f"{AuthController.path}/register"
+
+    def counted(path: str) -> None:
+        if path == login:
+            container.events.login_shed_at_edge()
+
+    return lambda app: shedding_while_hashing_is_full(
+        app,
+        hasher=container.hasher,
+        routes={login: "verify", register: "hash"},
+        delay_seconds=container.settings.passwords.shed_delay_seconds,
+        on_shed=counted,
+    )
+
+
 def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None) -> UserServiceApp:
     """Build the service. ``tracer_provider`` replaces the OTEL_*-configured one (tests)."""
     settings = settings or Settings()
@@ -114,7 +132,9 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
 
     return UserServiceApp(
         container=container,
-        outer=outer_chain(settings.http, observability.http, pages_path=PAGES_PATH),
+        outer=outer_chain(
+            settings.http, observability.http, pages_path=PAGES_PATH, edge_shedding=_edge_shedding(container)
+        ),
         route_handlers=route_handlers,
         plugins=[
             SQLAlchemyPlugin(config=container.database),

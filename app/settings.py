@@ -101,6 +101,11 @@ class PasswordSettings(BaseModel):
     pool_size: int = Field(default_factory=available_cpus, ge=1)
     queue_size: int = Field(default=32, ge=0, description="Hashes waiting for a worker before 503.")
     retry_after_seconds: int = Field(default=1, ge=1)
+    # How long a login or registration shed at the edge waits before its 503 (an idle
+    # wait: no CPU). A client retrying at once, without honouring Retry-After, then sends
+    # one request per connection per this long, and its sheds cannot take the cores from
+    # the hashing that still gets through (app/web/shedding.py). At most Retry-After.
+    shed_delay_seconds: float = Field(default=0.5, ge=0)
     min_length: int = Field(default=8, ge=1)
     max_length: int = Field(default=256, ge=8)
     pwned_check_enabled: bool = False
@@ -108,6 +113,12 @@ class PasswordSettings(BaseModel):
     pwned_timeout_seconds: float = Field(default=2.0, gt=0)
     # glibc: serve argon2's memory from the heap and keep it mapped (app/identity/memory.py).
     keep_memory_mapped: bool = True
+
+    @model_validator(mode="after")
+    def _shed_delay_within_retry_after(self) -> PasswordSettings:
+        if self.shed_delay_seconds > self.retry_after_seconds:
+            raise ValueError("shed_delay_seconds must not exceed retry_after_seconds")
+        return self
 
     @property
     def meets_owasp_minimum(self) -> bool:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type, extract_parameters
@@ -103,6 +103,16 @@ class PasswordHasher:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    @property
+    def full(self) -> bool:
+        """No hash could be admitted now (every worker busy and the queue full)."""
+        return self._admitted >= self._capacity
+
+    @property
+    def capacity(self) -> int:
+        """Hashes admitted at most at once: running plus queued."""
+        return self._capacity
+
     def ensure_capacity(self, operation: str) -> None:
         """Refuse at once, before any other work, when a hash could not be admitted now.
 
@@ -110,10 +120,14 @@ class PasswordHasher:
         the common case, and every database read or JSON parse it spends is taken from
         the hashing that still gets through. Admission in _run stays the real bound.
         """
-        if self._admitted >= self._capacity:
-            for reject in self.rejection_observers:
-                reject(operation)
-            raise HashingCapacityExceeded(self._retry_after)
+        if self.full:
+            self.refuse(operation)
+
+    def refuse(self, operation: str) -> NoReturn:
+        """Shed ``operation``: counted by the rejection observers, HashingCapacityExceeded."""
+        for reject in self.rejection_observers:
+            reject(operation)
+        raise HashingCapacityExceeded(self._retry_after)
 
     async def hash(self, password: str) -> str:
         return await self._run("hash", self._argon2.hash, password)

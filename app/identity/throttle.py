@@ -50,6 +50,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 from app.db.dialects import SUPPORTED, upsertable_insert
 from app.db.models import LoginThrottleEntry
 from app.settings import LoginThrottleSettings
+from app.web.shedding import waiting_for_something_else
 
 _Entry = LoginThrottleEntry
 
@@ -510,6 +511,9 @@ class LoginThrottle:
             if reservation.blocked:
                 raise Throttled(reservation.failures, reservation.retry_after_seconds)
         line = self._lines.setdefault(key, _WaitingLine())
+        # Waiting for this name's turn is not waiting for a hash: the edge must not count
+        # this request against the hashing pool meanwhile (app/web/shedding.py).
+        waiting_for_something_else()
         line.members += 1
         try:
             async with line.turn:

@@ -20,6 +20,12 @@ class SecurityEvents:
         if self._metrics:
             self._metrics.login_attempts.labels(result="success").inc()
 
+    def login_shed_at_edge(self) -> None:
+        """A login shed before it was read (app/web/shedding.py): counted, not logged. Its
+        access line says it; a warning each would be a log storm during the overload it is."""
+        if self._metrics:
+            self._metrics.login_attempts.labels(result="shed").inc()
+
     def login_failed(self, reason: str, user_id: UUID | None = None) -> None:
         """``reason``: unknown_user, wrong_password, inactive_user, deleted_user, shed. The log
         keeps it; the metric folds the four credential failures into ``failed``, so that a

@@ -11,6 +11,8 @@ Outside in (each layer wraps the ones below it):
 4. response headers X-Request-ID and the security headers on every response, the 431
                     below included (app/web/headers.py)
 5. header limit     431 for oversized headers before any parsing (app/web/limits.py)
+6. edge shedding    503 for a login or registration while the hashing pool is full, before
+                    the body is read (app/web/shedding.py)
 
 then Litestar itself, whose own middleware runs in the order create_app lists it: CORS,
 per-address rate limits, bearer authentication; then routing and the exception handlers
@@ -37,7 +39,7 @@ from app.web.limits import limit_header_bytes
 Layer = Callable[[ASGIApp], ASGIApp]
 
 
-def outer_chain(http: HttpSettings, telemetry: HttpTelemetry, *, pages_path: str) -> Layer:
+def outer_chain(http: HttpSettings, telemetry: HttpTelemetry, *, pages_path: str, edge_shedding: Layer) -> Layer:
     """The layers above, in order, as one function from Litestar to the HTTP entry.
     ``pages_path``: where the HTML pages live, which get a policy of their own."""
     layers: list[Layer] = [
@@ -49,6 +51,7 @@ def outer_chain(http: HttpSettings, telemetry: HttpTelemetry, *, pages_path: str
         telemetry.around,
         lambda app: with_response_headers(app, hsts_seconds=http.hsts_seconds, pages_path=pages_path),
         lambda app: limit_header_bytes(app, http.max_header_bytes),
+        edge_shedding,
     ]
 
     def wrap(litestar: ASGIApp) -> ASGIApp:

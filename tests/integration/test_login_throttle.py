@@ -343,3 +343,28 @@ async def test_database_store_forgets_old_failures(db_engine: AsyncEngine) -> No
     # The next failure starts the count again instead of blocking.
     assert (await store.settle(key, later, Outcome.FAILED)).failures == 1
     assert await store.forget_stale(later + dt.timedelta(seconds=61)) == 1
+
+
+async def test_logins_waiting_for_one_names_turn_do_not_keep_other_logins_out(settings: Settings) -> None:
+    """The edge sheds a login while the hashing pool and queue are taken (app/web/
+    shedding.py), counting the logins in flight. Logins queued in one name's line wait for
+    their turn, not for a hash: counted, a burst on one name (here three times the pool's
+    capacity of 2) would shed every other user's login while the pool stood half idle."""
+    assert settings.tokens.signing_key_file is not None
+    small_pool = make_settings(
+        settings.db.url,
+        settings.tokens.signing_key_file,
+        login_throttle={**FAST, "free_attempts": 1},
+        passwords={"pool_size": 1, "queue_size": 1, "time_cost": 3, "memory_cost_kib": 32_768},
+    )
+    async with serve(create_app(small_pool)) as client:
+        crowded, other = unique_name("crowded"), unique_name("other")
+        await register(client, crowded)
+        await register(client, other)
+        burst = [asyncio.ensure_future(login(client, crowded, "not-the-password-1")) for _ in range(6)]
+        await asyncio.sleep(0.05)  # the burst is in: one check running, the rest in the line
+        assert (await login(client, other)).status_code == 200
+        answers = await asyncio.gather(*burst)
+    # Each of the burst got an answer a client understands; a guess whose turn came while
+    # the other user's login held the pool was shed, as any would be.
+    assert {a.status_code for a in answers} <= {401, 429, 503}

@@ -350,3 +350,9 @@ def test_mail_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert "s3cret" not in repr(mail)
     # Without a host: no SMTP, mail goes to files.
     assert not MailSettings().uses_smtp
+
+
+def test_a_shed_is_never_held_longer_than_its_retry_after() -> None:
+    with pytest.raises(ValidationError, match="shed_delay_seconds"):
+        PasswordSettings(retry_after_seconds=1, shed_delay_seconds=1.5)
+    assert PasswordSettings(retry_after_seconds=2, shed_delay_seconds=1.5).shed_delay_seconds == 1.5
