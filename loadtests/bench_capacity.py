@@ -1,24 +1,38 @@
-"""Capacity benchmark of the login path, all figures from one run on one machine.
+"""Performance of one service process as a performance engineer measures it, every figure
+of a database from one run on one machine, on PostgreSQL and on the embedded SQLite:
 
-    uv run python -m loadtests.bench_capacity [--seconds 8] [--plot docs/img/capacity.png]
+    uv run python -m loadtests.bench_capacity [--seconds 10] [--databases postgres,sqlite]
+                                              [--plot docs/img/capacity.png]
 
-1. raw argon2 verify throughput, same parameters, as many threads as the service's pool,
-   in a fresh process with the default allocator (and, for comparison, with the memory
-   setting the service applies);
-2. the service's successful logins per second at saturation, through HTTP;
-3. their ratio, the login efficiency;
-4. p99 of GET /health/live and GET /api/v1/users/me while logins saturate the pool;
-5. GET /api/v1/users/me requests per second with no login load, at 16 and at 256
-   connections (all must be answered);
-6. peak RSS during the login storm against start-up RSS + pool size x argon2 memory.
-It prints a table and writes a plot of throughput and latency against offered load.
-Load comes from wrk (Debian package ``wrk``), which needs little CPU, so the cores stay
-with the service. BENCH_DATABASE_URL, or a throwaway PostgreSQL as in the test suite.
+Load comes from ``wrk`` (Debian's package), which needs little CPU, on the same machine;
+the service runs as production runs it (``python -m app``, argon2id at its defaults, one
+hashing thread per core, logs at WARNING so the disk is not measured, rate limits off,
+the login throttle on). Each row below says what it measures; the goal column is the
+performance issue's, each a ratio or a bound within the same run, because absolute rates
+on a shared machine move by a third from run to run.
+
+- raw argon2 verifies/s at the service's parameters, as many threads as the pool, in a
+  fresh process, with the default allocator and with the memory kept mapped as the
+  service keeps it: the ceiling (row "raw argon2");
+- successful logins/s at saturation: 8 closed-loop connections, each login a random one
+  of 2,000 seeded accounts; the login efficiency is its ratio to the raw ceiling;
+- GET /api/v1/users/me and GET /health/live at 64 connections, one after the other;
+- a login storm (8 connections, saturating the pool) with GET /users/me at 16
+  connections and GET /health/live at 1 connection measured during it, against the same
+  without the storm; the storm's own logins/s against the saturation rate;
+- overload: logins at 64 and 256 closed-loop connections that retry at once and ignore
+  Retry-After (successful logins/s against saturation, and every answer's status);
+- GET /users/me at 256 connections: all answered, and the tail;
+- GET /users/me at 64 connections with two worker processes against one.
+
+Then a plot of logins/s and latency against offered load (PostgreSQL) for the README.
+BENCH_DATABASE_URL names a PostgreSQL to use; else a throwaway one as in the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -26,7 +40,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -34,10 +49,15 @@ import httpx
 from app.identity.tokens import generate_private_key_pem
 from app.settings import PasswordSettings
 from loadtests.bench_observability import database
-from testkit.server_process import ServerProcess
+from testkit.postgres import migrate
+from testkit.server_process import LITESTAR_CLI, ROOT, ServerProcess
 
 PASSWORD = "bench-marigold-55-orchard"
-CONCURRENCY_STEPS = (1, 2, 4, 8, 16, 32, 64)
+SEEDED = 2000
+LOGIN = "/api/v1/auth/login"
+ME = "/api/v1/users/me"
+LIVE = "/health/live"
+CURVE = (1, 2, 4, 8, 16, 32, 64, 256)
 
 RAW_ARGON2 = """
 import json, sys, threading, time
@@ -69,6 +89,7 @@ class WrkResult:
     socket_errors: int
     p50_ms: float
     p99_ms: float
+    total: int = 0
 
 
 def _ms(text: str) -> float:
@@ -76,23 +97,19 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
 
 
-def wrk(
+def wrk_command(
     url: str, *, connections: int, seconds: float, script: Path | None = None, header: str | None = None
-) -> WrkResult:
-    command = [
-        "wrk",
-        "-t1" if connections < 8 else "-t2",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        "--latency",
-        "--timeout",
-        "30s",
-    ]
+) -> list[str]:
+    command = ["wrk", "-t1" if connections < 8 else "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    command += ["--latency", "--timeout", "30s"]
     if script:
         command += ["-s", str(script)]
     if header:
         command += ["-H", header]
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    return [*command, url]
+
+
+def parse_wrk(out: str) -> WrkResult:
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     elapsed = _ms(re.search(r"requests in ([\d.]+\w+),", out).group(1)) / 1000  # type: ignore[union-attr]
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
@@ -104,169 +121,319 @@ def wrk(
         socket_errors=errors,
         p50_ms=_ms(re.search(r"^\s*50%\s+(\S+)", out, re.MULTILINE).group(1)),  # type: ignore[union-attr]
         p99_ms=_ms(re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE).group(1)),  # type: ignore[union-attr]
+        total=total,
     )
 
 
+def wrk(
+    url: str, *, connections: int, seconds: float, script: Path | None = None, header: str | None = None
+) -> WrkResult:
+    command = wrk_command(url, connections=connections, seconds=seconds, script=script, header=header)
+    return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+
 def raw_argon2(settings: PasswordSettings, threads: int, seconds: float, *, keep_mapped: bool) -> float:
-    params = {
-        "time_cost": settings.time_cost,
-        "memory_cost": settings.memory_cost_kib,
-        "parallelism": settings.parallelism,
-    }
+    params = {"time_cost": settings.time_cost, "memory_cost": settings.memory_cost_kib, "parallelism": 1}
     argument = json.dumps([params, threads, seconds, keep_mapped])
     out = subprocess.run([sys.executable, "-c", RAW_ARGON2, argument], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
 
 def wait_until_idle(base: str, timeout: float = 60.0) -> None:
-    """Between steps: hashes queued by a step's last requests keep running after wrk has
-    gone (their threads finish what they started), so the next step would start on top
-    of leftover work and shed for it."""
+    """Between measurements: hashes queued by the last one's requests keep running after
+    wrk has gone, so the next would start on top of leftover work."""
     deadline = time.monotonic() + timeout
     gauges = ("user_service_password_hash_running ", "user_service_password_hash_queue_depth ")
     while time.monotonic() < deadline:
         text = httpx.get(f"{base}/metrics").text
-        busy = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauges))
-        if busy == 0:
+        if sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauges)) == 0:
             return
         time.sleep(0.2)
 
 
-def rss_kib(pid: int, field: str) -> int:
+def rss_kib(pid: int, field_name: str) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+    return int(re.search(rf"{field_name}:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
 
 
-def main() -> None:  # noqa: PLR0915 - one benchmark, read top to bottom
+def statuses(base: str) -> dict[str, float]:
+    """Login answers by status so far, from the service's own request counter."""
+    found: dict[str, float] = {}
+    pattern = re.compile(
+        r'^http_server_request_duration_seconds_count\{(?=[^}]*http_route="/api/v1/auth/login")'
+        r'(?=[^}]*http_request_method="POST")[^}]*http_response_status_code="(\d+)"[^}]*\} (\S+)$',
+        re.M,
+    )
+    for status, value in pattern.findall(httpx.get(f"{base}/metrics").text):
+        found[status] = found.get(status, 0.0) + float(value)
+    return found
+
+
+@dataclass
+class Figures:
+    """One database's measurements."""
+
+    database: str
+    curve: list[tuple[int, WrkResult]] = field(default_factory=list)
+    curve_statuses: dict[int, dict[str, float]] = field(default_factory=dict)
+    live_64: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    me_64: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    me_16_quiet: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    me_16_storm: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    live_1_quiet: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    live_1_storm: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    storm: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    me_256: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    me_64_two_workers: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    rss_start_kib: int = 0
+    rss_peak_kib: int = 0
+
+    def at(self, connections: int) -> WrkResult:
+        return dict(self.curve)[connections]
+
+
+class Service:
+    """The service on ``url``, with seeded accounts, a logged-in user and a login script."""
+
+    def __init__(self, url: str, workdir: Path, settings: PasswordSettings, *, workers: int = 1) -> None:
+        key = workdir / "signing.pem"
+        if not key.exists():
+            key.write_bytes(generate_private_key_pem())
+        self.server = ServerProcess(
+            database_url=url,
+            signing_key_file=key,
+            log_file=workdir / f"server-{workers}.log",
+            USER_SERVICE_PASSWORDS__TIME_COST=str(settings.time_cost),
+            USER_SERVICE_PASSWORDS__MEMORY_COST_KIB=str(settings.memory_cost_kib),
+            USER_SERVICE_PASSWORDS__POOL_SIZE=str(settings.pool_size),
+            USER_SERVICE_PASSWORDS__QUEUE_SIZE=str(settings.queue_size),
+            USER_SERVICE_SERVER__WORKERS=str(workers),
+            USER_SERVICE_LOGGING__LEVEL="WARNING",  # a line per request would be a benchmark of the disk
+            USER_SERVICE_MAIL__NEW_LOGIN_NOTICE="false",
+        ).untraced()
+        self.workdir = workdir
+        self.prefix = f"bench{time.time_ns() % 10**6}x"
+        self.login_script = workdir / f"login-{self.prefix}.lua"
+        # A random seeded account per login, as a storm of many users is (one account would
+        # measure the login throttle's line for one name instead).
+        self.login_script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            "math.randomseed(os.time())\n"
+            "request = function()\n"
+            f'  local body = string.format(\'{{"username":"{self.prefix}%06d","password":"{PASSWORD}"}}\','
+            f" math.random(1, {SEEDED}))\n"
+            "  return wrk.format(nil, nil, nil, body)\nend\n"
+        )
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Service]:
+        migrate(self.server.env["USER_SERVICE_DB__URL"], env=self.server.env, timeout=300)
+        seeded = subprocess.run(
+            [*LITESTAR_CLI, "users", "seed", "--count", str(SEEDED), "--prefix", self.prefix],
+            cwd=ROOT,
+            env={**self.server.env, "USER_SERVICE_SEED_PASSWORD": PASSWORD},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if seeded.returncode:
+            raise RuntimeError(f"seeding failed: {seeded.stderr[-2000:]}")
+        self.server.start(timeout=90)
+        try:
+            token = httpx.post(
+                f"{self.base}{LOGIN}", json={"username": f"{self.prefix}000001", "password": PASSWORD}, timeout=30
+            ).json()["access_token"]
+            self.bearer = f"Authorization: Bearer {token}"
+            yield self
+        finally:
+            self.server.stop()
+
+    @property
+    def base(self) -> str:
+        return self.server.base_url
+
+    @property
+    def pid(self) -> int:
+        return self.server.process.pid if self.server.process else 0
+
+    def logins(self, connections: int, seconds: float) -> WrkResult:
+        wait_until_idle(self.base)
+        return wrk(f"{self.base}{LOGIN}", connections=connections, seconds=seconds, script=self.login_script)
+
+    def me(self, connections: int, seconds: float) -> WrkResult:
+        return wrk(f"{self.base}{ME}", connections=connections, seconds=seconds, header=self.bearer)
+
+    def live(self, connections: int, seconds: float) -> WrkResult:
+        return wrk(f"{self.base}{LIVE}", connections=connections, seconds=seconds)
+
+
+def measure(database_name: str, url: str, settings: PasswordSettings, seconds: float, workdir: Path) -> Figures:
+    figures = Figures(database_name)
+    with Service(url, workdir, settings).running() as service:
+        figures.rss_start_kib = rss_kib(service.pid, "VmRSS")
+        service.logins(2, 2)  # warm: statements compiled, connections opened
+        for connections in CURVE:
+            before = statuses(service.base)
+            result = service.logins(connections, seconds if connections in (8, 64, 256) else seconds / 2)
+            wait_until_idle(service.base)
+            after = statuses(service.base)
+            figures.curve.append((connections, result))
+            figures.curve_statuses[connections] = {k: v - before.get(k, 0.0) for k, v in after.items()}
+            print(
+                f"  [{database_name}] logins, {connections:3d} connections: {result.ok_per_second:5.1f} ok/s,"
+                f" {result.non_2xx} not 2xx, p50 {result.p50_ms:.0f} ms, p99 {result.p99_ms:.0f} ms",
+                flush=True,
+            )
+        figures.rss_peak_kib = rss_kib(service.pid, "VmHWM")
+
+        figures.live_64 = service.live(64, seconds)
+        figures.me_64 = service.me(64, seconds)
+        figures.me_16_quiet = service.me(16, seconds)
+        figures.live_1_quiet = service.live(1, seconds)
+        wait_until_idle(service.base)
+        storm_command = wrk_command(
+            f"{service.base}{LOGIN}", connections=8, seconds=2 * seconds + 3, script=service.login_script
+        )
+        storm = subprocess.Popen(storm_command, stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # the pool saturated before the probes start
+        figures.me_16_storm = service.me(16, seconds)
+        figures.live_1_storm = service.live(1, seconds)
+        out, _ = storm.communicate()
+        figures.storm = parse_wrk(out)
+        wait_until_idle(service.base)
+        figures.me_256 = service.me(256, seconds)
+        print(f"  [{database_name}] reads and storm measured", flush=True)
+
+    with Service(url, workdir, settings, workers=2).running() as two:
+        two.me(64, 2)  # both workers warm
+        figures.me_64_two_workers = two.me(64, seconds)
+    return figures
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def table(figures: list[Figures], raw_default: float, raw_mapped: float, settings: PasswordSettings) -> str:
+    one_verify_ms = 1000 * settings.pool_size / raw_mapped
+    rows: list[tuple[str, list[str], str]] = []
+
+    def row(label: str, goal: str, value: Callable[[Figures], str]) -> None:
+        rows.append((label, [value(f) for f in figures], goal))
+
+    rows.append(("raw argon2 verifies/s, default allocator", [f"{raw_default:.1f}"] * len(figures), "(ceiling)"))
+    rows.append(("raw argon2 verifies/s, memory kept mapped", [f"{raw_mapped:.1f}"] * len(figures), "(ceiling)"))
+    row("logins/s at saturation (8 conns)", "", lambda f: f"{f.at(8).ok_per_second:.1f}")
+    row("login efficiency, same allocator", ">= 0.95", lambda f: _ratio(f.at(8).ok_per_second, raw_mapped))
+    row("login efficiency, default allocator", "", lambda f: _ratio(f.at(8).ok_per_second, raw_default))
+    row("/health/live 64 conns: req/s", "", lambda f: f"{f.live_64.ok_per_second:,.0f}")
+    row("/users/me 64 conns: req/s", "", lambda f: f"{f.me_64.ok_per_second:,.0f}")
+    row("  /me over /health/live", ">= 0.7", lambda f: _ratio(f.me_64.ok_per_second, f.live_64.ok_per_second))
+    row("  /me p50 / p99", "p99 <= 3 x p50", lambda f: f"{f.me_64.p50_ms:.1f} / {f.me_64.p99_ms:.1f} ms")
+    row(
+        "/me 16 conns p99: quiet / login storm",
+        "storm <= 1.5 x quiet",
+        lambda f: (
+            f"{f.me_16_quiet.p99_ms:.1f} / {f.me_16_storm.p99_ms:.1f} ms"
+            f" ({_ratio(f.me_16_storm.p99_ms, f.me_16_quiet.p99_ms)})"
+        ),
+    )
+    row(
+        "/health/live 1 conn p99: quiet / storm",
+        f"storm <= {one_verify_ms / 5:.0f} ms",
+        lambda f: f"{f.live_1_quiet.p99_ms:.2f} / {f.live_1_storm.p99_ms:.2f} ms",
+    )
+    row(
+        "  logins/s during the storm vs saturation",
+        ">= 0.9",
+        lambda f: _ratio(f.storm.ok_per_second, f.at(8).ok_per_second),
+    )
+    for connections in (64, 256):
+
+        def overload(f: Figures, c: int = connections) -> str:
+            return f"{f.at(c).ok_per_second:.1f} ({_ratio(f.at(c).ok_per_second, f.at(8).ok_per_second)})"
+
+        def answers(f: Figures, c: int = connections) -> str:
+            return " ".join(f"{k}:{v:.0f}" for k, v in sorted(f.curve_statuses[c].items()) if v)
+
+        row(f"overload {connections} conns, no back-off: logins/s", ">= 0.9 x saturation", overload)
+        row("  answers by status", "200/401/429/503 only", answers)
+    row(
+        "/me 256 conns: answered, p50 / p99",
+        "all, p99 <= 3 x p50",
+        lambda f: (
+            f"{f.me_256.total - f.me_256.non_2xx:,} ok, {f.me_256.non_2xx} not, "
+            f"{f.me_256.socket_errors} errors; {f.me_256.p50_ms:.0f} / {f.me_256.p99_ms:.0f} ms"
+        ),
+    )
+    row(
+        "/me 64 conns, 2 workers over 1",
+        ">= 1.6",
+        lambda f: (
+            f"{f.me_64_two_workers.ok_per_second:,.0f} req/s"
+            f" ({_ratio(f.me_64_two_workers.ok_per_second, f.me_64.ok_per_second)})"
+        ),
+    )
+    row(
+        "peak RSS vs bound",
+        "<= start + pool x m",
+        lambda f: (
+            f"{f.rss_peak_kib / 1024:.0f} / "
+            f"{(f.rss_start_kib + settings.pool_size * settings.memory_cost_kib) / 1024:.0f} MiB"
+        ),
+    )
+    headers = ["figure", *(f.database for f in figures), "goal"]
+    cells = [[label, *values, goal] for label, values, goal in rows]
+    widths = [max(len(str(r[i])) for r in [headers, *cells]) for i in range(len(headers))]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--databases", default="postgres,sqlite", help="postgres, sqlite or both (comma-separated)")
     parser.add_argument("--plot", type=Path, default=Path("docs/img/capacity.png"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     settings = PasswordSettings()  # the service's defaults, as deployed
-    threads = settings.pool_size
-    seconds = args.seconds
-
-    raw_default = raw_argon2(settings, threads, seconds, keep_mapped=False)
-    raw_mapped = raw_argon2(settings, threads, seconds, keep_mapped=True)
-    print(
-        f"raw argon2, {threads} threads: {raw_default:.1f}/s default allocator, {raw_mapped:.1f}/s memory kept mapped"
-    )
-
-    with tempfile.TemporaryDirectory() as tmp, database() as url:
-        workdir = Path(tmp)
-        key = workdir / "signing.pem"
-        key.write_bytes(generate_private_key_pem())
-        login_script = workdir / "login.lua"
-        name = f"bench{time.time_ns()}"
-        body = json.dumps({"username": name, "password": PASSWORD})
-        login_script.write_text(
-            f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
-        )
-        server = (
-            ServerProcess(
-                database_url=url,
-                signing_key_file=key,
-                log_file=workdir / "server.log",
-                USER_SERVICE_PASSWORDS__TIME_COST=str(settings.time_cost),
-                USER_SERVICE_PASSWORDS__MEMORY_COST_KIB=str(settings.memory_cost_kib),
-                USER_SERVICE_LOGGING__LEVEL="WARNING",  # a line per request would be a benchmark of the disk
-            )
-            .untraced()
-            .start()
-        )
-        try:
-            base = server.base_url
-            pid = server.process.pid if server.process else 0
-            httpx.post(
-                f"{base}/api/v1/auth/register",
-                json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
-            ).raise_for_status()
-            token = httpx.post(f"{base}/api/v1/auth/login", json={"username": name, "password": PASSWORD}).json()[
-                "access_token"
-            ]
-            bearer = f"Authorization: Bearer {token}"
-            rss_start = rss_kib(pid, "VmRSS")
-
-            steps = []
-            for connections in CONCURRENCY_STEPS:
-                wait_until_idle(base)
-                result = wrk(f"{base}/api/v1/auth/login", connections=connections, seconds=seconds, script=login_script)
-                steps.append((connections, result))
-                print(
-                    f"logins, {connections:3d} connections: {result.ok_per_second:6.1f} ok/s, {result.non_2xx} shed,"
-                    f" p50 {result.p50_ms:.0f} ms, p99 {result.p99_ms:.0f} ms"
+    raw_default = raw_argon2(settings, settings.pool_size, args.seconds, keep_mapped=False)
+    raw_mapped = raw_argon2(settings, settings.pool_size, args.seconds, keep_mapped=True)
+    print(f"raw argon2, {settings.pool_size} threads: {raw_default:.1f}/s default, {raw_mapped:.1f}/s kept mapped")
+    figures: list[Figures] = []
+    for name in [n.strip() for n in args.databases.split(",") if n.strip()]:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            if name == "sqlite":
+                figures.append(
+                    measure(name, f"sqlite+aiosqlite:///{workdir}/bench.db", settings, args.seconds, workdir)
                 )
-            # Saturation without shedding: the pool busy, its queue never full.
-            saturated = max((r for c, r in steps if r.non_2xx == 0), key=lambda r: r.ok_per_second)
-
-            wait_until_idle(base)
-            storm = subprocess.Popen(
-                [
-                    "wrk",
-                    "-t1",
-                    "-c16",
-                    f"-d{round(seconds) + 4}s",
-                    "-s",
-                    str(login_script),
-                    f"{base}/api/v1/auth/login",
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            time.sleep(2)
-            live = wrk(f"{base}/health/live", connections=1, seconds=seconds / 2)
-            me_under_storm = wrk(f"{base}/api/v1/users/me", connections=4, seconds=seconds / 2, header=bearer)
-            storm.wait()
-            rss_peak = rss_kib(pid, "VmHWM")
-
-            wait_until_idle(base)
-            me_16 = wrk(f"{base}/api/v1/users/me", connections=16, seconds=seconds, header=bearer)
-            me_256 = wrk(f"{base}/api/v1/users/me", connections=256, seconds=seconds, header=bearer)
-        finally:
-            server.stop()
-
-    bound_kib = rss_start + threads * settings.memory_cost_kib
-    efficiency_default = saturated.ok_per_second / raw_default
-    rows = [
-        (
-            "argon2id parameters",
-            f"m={settings.memory_cost_kib // 1024} MiB, t={settings.time_cost},"
-            f" p={settings.parallelism}; pool {threads}",
-        ),
-        ("(1) raw argon2 verifies/s, default allocator", f"{raw_default:.1f}"),
-        ("    raw argon2 verifies/s, memory kept mapped", f"{raw_mapped:.1f}"),
-        ("(2) service logins/s at saturation (no shed)", f"{saturated.ok_per_second:.1f}"),
-        ("(3) login efficiency vs raw, default allocator", f"{efficiency_default:.2f}"),
-        ("    login efficiency vs raw, same allocator", f"{saturated.ok_per_second / raw_mapped:.2f}"),
-        ("(4) /health/live p99 during the login storm", f"{live.p99_ms:.1f} ms"),
-        ("    /users/me p99 during the login storm", f"{me_under_storm.p99_ms:.1f} ms"),
-        ("(5) /users/me req/s, 16 connections, no logins", f"{me_16.ok_per_second:.0f} (p99 {me_16.p99_ms:.1f} ms)"),
-        (
-            "    /users/me, 256 connections",
-            f"{me_256.ok_per_second:.0f} req/s, p99 {me_256.p99_ms:.1f} ms,"
-            f" {me_256.non_2xx} non-2xx, {me_256.socket_errors} socket errors",
-        ),
-        (
-            "(6) peak RSS in the storm vs bound",
-            f"{rss_peak / 1024:.0f} MiB vs {bound_kib / 1024:.0f} MiB"
-            f" (start {rss_start / 1024:.0f} + {threads} x {settings.memory_cost_kib // 1024})",
-        ),
-    ]
-    width = max(len(label) for label, _ in rows)
-    print()
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
-    plot(steps, raw_default, raw_mapped, args.plot)
+            elif name == "postgres":
+                with database() as url:
+                    figures.append(measure(name, url, settings, args.seconds, workdir))
+            else:
+                sys.exit(f"unknown database {name!r}: postgres or sqlite")
+    print(
+        f"\nargon2id m={settings.memory_cost_kib // 1024} MiB t={settings.time_cost} p=1, pool {settings.pool_size},"
+        f" queue {settings.queue_size}; wrk on the same machine; {args.seconds:g} s per figure\n"
+    )
+    print(table(figures, raw_default, raw_mapped, settings))
+    curve_of = next((f for f in figures if f.database == "postgres"), figures[0])
+    plot(curve_of, raw_default, raw_mapped, args.plot)
     print(f"\nplot: {args.plot}")
 
 
-def plot(steps: list[tuple[int, WrkResult]], raw_default: float, raw_mapped: float, path: Path) -> None:
+def plot(figures: Figures, raw_default: float, raw_mapped: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    steps = figures.curve
     connections = [c for c, _ in steps]
     figure, (throughput, latency) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     throughput.plot(connections, [r.ok_per_second for _, r in steps], "o-", label="successful logins/s")
@@ -291,9 +458,7 @@ def plot(steps: list[tuple[int, WrkResult]], raw_default: float, raw_mapped: flo
     lines = throughput.get_legend_handles_labels()[0] + shed.get_legend_handles_labels()[0]
     labels = throughput.get_legend_handles_labels()[1] + shed.get_legend_handles_labels()[1]
     throughput.legend(lines, labels, loc="lower left", fontsize="small")
-    throughput.set_title(
-        "POST /api/v1/auth/login, one process on 2 cores (argon2id m=46 MiB, t=2, p=1; pool 2, queue 32)"
-    )
+    throughput.set_title(f"POST /api/v1/auth/login, one process on 2 cores, {figures.database}")
     latency.plot(connections, [r.p50_ms for _, r in steps], "s-", color="tab:red", label="p50")
     latency.plot(connections, [r.p99_ms for _, r in steps], "^-", color="tab:purple", label="p99")
     latency.set_xscale("log", base=2)
