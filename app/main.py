@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from app import __version__
 from app.accounts.activity_controllers import MyEventsController, MySessionsController
 from app.accounts.authentication import BearerAuthMiddleware
+from app.accounts.callers import LiveCallers
 from app.accounts.controllers import AuthController, MeController, jwks
 from app.accounts.mfa_controllers import MfaLoginController, MyTotpController
 from app.accounts.page_errors import pages_under
@@ -31,6 +32,7 @@ from app.admin.controllers import UsersController
 from app.cli import MailCLIPlugin, UserAdminCLIPlugin
 from app.container import Container, build_container
 from app.lifespan import lifespan_of
+from app.observability.metrics import multiprocess_dir
 from app.settings import Settings
 from app.system.health import HealthController
 from app.system.metrics import metrics_endpoint
@@ -153,7 +155,13 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             DefineMiddleware(
                 BearerAuthMiddleware,
                 tokens=container.tokens,
-                engine=container.database.get_engine(),
+                callers=LiveCallers(
+                    container.database.get_engine(),
+                    ttl_seconds=settings.tokens.caller_cache_seconds,
+                    max_entries=settings.tokens.verified_cache_size,
+                    # Several workers: one generation for all of them (app/__main__.py empties the folder).
+                    shared_dir=multiprocess_dir(),
+                ),
                 exclude=["^/schema"],
             ),
             *account_rate_limit_middleware(settings.rate_limits, path_prefix=MeController.path),

@@ -149,7 +149,12 @@ class TokenSettings(BaseModel):
     # this many days mails its owner a notice (MAIL__NEW_LOGIN_NOTICE).
     known_client_days: int = Field(default=180, ge=1)
     # Verified access tokens kept per process (0 turns the cache off); see TokenIssuer.
+    # The same bound applies to the callers remembered (app/accounts/callers.py).
     verified_cache_size: int = Field(default=10_000, ge=0)
+    # How long an authenticated caller (account and session) is remembered per process:
+    # a logout, deactivation, deletion or role change made on another replica is seen
+    # there at most this long after (on this replica at once). 0: read on every request.
+    caller_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     signing_key: SecretStr | None = Field(default=None, description="PEM of the Ed25519 key that signs.")
     signing_key_file: Path | None = None
     # Keys that no longer sign but whose tokens must still verify during a rotation.

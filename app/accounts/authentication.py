@@ -1,7 +1,10 @@
 """Who is calling: bearer-token authentication and the role guard.
 
-The middleware verifies the JWT, then reads the account and the login session fresh from
-the database on every request, so logout, deactivation and deletion take effect at once.
+The middleware verifies the JWT, then reads the account and the login session (through
+``LiveCallers``, app/accounts/callers.py, which remembers the answer for a second and
+forgets it at once when this replica changes an account or a session), so a logout,
+deactivation or deletion takes effect on the next request here and within a second on
+every other replica.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from uuid import UUID
 from litestar import Request
 from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from app.accounts.repository import read_live_caller
+from app.accounts.callers import LiveCallers
 from app.accounts.schemas import UserRead
 from app.db.models import Role
 from app.errors import NotAuthenticated, PermissionDenied
@@ -23,7 +26,6 @@ if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +55,19 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         app: ASGIApp,
         *,
         tokens: TokenIssuer,
-        engine: AsyncEngine,
+        callers: LiveCallers,
         exclude: list[str] | None = None,
     ) -> None:
         super().__init__(app, exclude=exclude)
         self._tokens = tokens
-        self._engine = engine
+        self._callers = callers
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise NotAuthenticated()
         claims = self._tokens.verify_access(credentials.strip())
-        account = await read_live_caller(self._engine, claims.user_id, claims.session_id)
+        account = await self._callers.get(claims.user_id, claims.session_id)
         if account is None:
             raise NotAuthenticated("The session has ended or the account is no longer active.")
         return AuthenticationResult(user=Principal(account, claims.session_id), auth=claims)
