@@ -137,14 +137,6 @@ async def test_a_read_under_way_across_a_change_is_not_remembered(
     assert calls == 2  # the second was
 
 
-def test_worker_processes_share_one_generation(tmp_path: Path) -> None:
-    first = callers_module._SharedGeneration(tmp_path / "generation")  # noqa: SLF001 - the mechanism itself
-    second = callers_module._SharedGeneration(tmp_path / "generation")  # noqa: SLF001
-    seen = second.read()
-    first.bump()
-    assert second.read() != seen
-
-
 @pytest.mark.slow
 def test_two_workers_refuse_a_logged_out_token_on_the_next_request(
     server_process: Callable[..., ServerProcess], tmp_path: Path
