@@ -106,6 +106,11 @@ class PasswordSettings(BaseModel):
     # one request per connection per this long, and its sheds cannot take the cores from
     # the hashing that still gets through (app/web/shedding.py). At most Retry-After.
     shed_delay_seconds: float = Field(default=0.5, ge=0)
+    # How much the hashing threads' nice value is raised above the process's (Linux, per
+    # thread; 0 leaves them as they are). The
+    # event loop then wins the CPU whenever it has work: a probe, a read or a login's own
+    # bookkeeping waits for no hash, and the hashes take every cycle it leaves.
+    thread_nice: int = Field(default=10, ge=0, le=19)
     min_length: int = Field(default=8, ge=1)
     max_length: int = Field(default=256, ge=8)
     pwned_check_enabled: bool = False

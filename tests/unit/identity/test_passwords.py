@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -321,3 +323,22 @@ async def test_hash_before_start_raises() -> None:
 async def test_verify_against_nothing_after_start_spends_a_verify(hasher: PasswordHasher) -> None:
     await hasher.verify_against_nothing(PASSWORD)  # no error: the dummy hash exists
     assert hasher.admitted == 0
+
+
+def _nice_of(thread_id: int) -> int:
+    stat = Path(f"/proc/self/task/{thread_id}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of proc(5): nice
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="per-thread nice values are read from Linux's /proc")
+async def test_hashing_threads_yield_the_cpu_to_the_event_loop() -> None:
+    hasher = PasswordHasher(PasswordSettings(time_cost=1, memory_cost_kib=64, pool_size=2, thread_nice=10))
+    await hasher.start()
+    try:
+        await asyncio.gather(*(hasher.hash(f"password-{i}") for i in range(4)))
+        workers = [t.native_id for t in threading.enumerate() if t.name.startswith("argon2") and t.native_id]
+        assert workers
+        assert {_nice_of(tid) for tid in workers} == {min(19, _nice_of(threading.get_native_id()) + 10)}
+        assert _nice_of(threading.get_native_id()) == os.getpriority(os.PRIO_PROCESS, 0)  # the loop's unchanged
+    finally:
+        hasher.shutdown()
