@@ -1,8 +1,12 @@
 """The second factor in the load: accounts seeded ``--with-totp`` and their codes.
 
-The seeded accounts' TOTP secrets are derived from the shared password
-(``app.identity.totp.derived_totp_secret``), so the load generator computes every code
-itself, as an authenticator app would. The service accepts a code of a given time step
+The seeded accounts' TOTP secrets are derived from the shared password, as
+``app.identity.totp.derived_totp_secret`` derives them, so the load generator computes
+every code itself, as an authenticator app would. Both the derivation and RFC 6238 are
+written out here with the standard library, not imported from the app or pyotp: the
+Kubernetes and compose load tests run this file in the stock Locust image, which has
+neither. ``tests/loadtests/test_second_factor_codes.py`` holds them equal to the app's
+derivation and to pyotp's codes, so the copy cannot drift. The service accepts a code of a given time step
 once per account (no replay) and counts a refused code against the account's throttle, so
 the generator must never send one twice: each Locust process keeps the last step it used
 per account and takes the current step's code, else the next step's (the service accepts
@@ -13,13 +17,17 @@ processes share one.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import random
+import struct
 import time
 
-import pyotp
-
-from app.identity.totp import TOTP_PERIOD_SECONDS, derived_totp_secret
 from loadtests.scenarios.config import LoadTestConfig
+
+TOTP_PERIOD_SECONDS = 30
+TOTP_DIGITS = 6
 
 # Tries to find an account with a free time step before giving up on this login: with
 # hundreds of accounts per process and a few MFA logins a second, the first try nearly
@@ -32,7 +40,7 @@ class SeededFactors:
         self._cfg = cfg
         self._mine = range(1 + worker_index % worker_count, cfg.mfa_count + 1, worker_count)
         self._last_step: dict[str, int] = {}
-        self._secrets: dict[str, str] = {}
+        self._secrets: dict[str, bytes] = {}
 
     @property
     def active(self) -> bool:
@@ -57,13 +65,28 @@ class SeededFactors:
         if step is None:
             return None
         self._last_step[username] = step
-        return pyotp.TOTP(self._secret(username)).at(step * TOTP_PERIOD_SECONDS)
+        return totp_code(self._secret(username), step)
 
-    def _secret(self, username: str) -> str:
+    def _secret(self, username: str) -> bytes:
         if username not in self._secrets:
-            self._secrets[username] = derived_totp_secret(self._cfg.password, username)
+            self._secrets[username] = base64.b32decode(seeded_secret(self._cfg.password, username))
         return self._secrets[username]
 
     @staticmethod
     def _step() -> int:
         return int(time.time() // TOTP_PERIOD_SECONDS)
+
+
+def seeded_secret(password: str, username: str) -> str:
+    """The base32 TOTP secret ``litestar users seed --with-totp`` gave ``username``."""
+    digest = hmac.new(password.encode(), b"user-service/seeded-totp\x00" + username.encode(), hashlib.sha256)
+    return base64.b32encode(digest.digest()[:20]).decode()
+
+
+def totp_code(key: bytes, step: int) -> str:
+    """RFC 6238 with the service's parameters (SHA-1, 6 digits, 30 s): RFC 4226's HOTP of
+    the time step."""
+    mac = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
+    return str(value % 10**TOTP_DIGITS).zfill(TOTP_DIGITS)

@@ -3,13 +3,15 @@ and distributed workers never share an account."""
 
 from __future__ import annotations
 
+import base64
 import time
 
+import pyotp
 import pytest
 
 from app.identity.totp import TOTP_PERIOD_SECONDS, derived_totp_secret, matching_step
 from loadtests.scenarios.config import ConfigError, LoadTestConfig
-from loadtests.scenarios.second_factor import SeededFactors
+from loadtests.scenarios.second_factor import SeededFactors, seeded_secret, totp_code
 
 CONFIG = LoadTestConfig(password="seed-password-for-codes", mfa_count=10, workers=3)
 
@@ -44,3 +46,14 @@ def test_workers_take_disjoint_slices_that_cover_every_account() -> None:
 def test_more_workers_than_accounts_is_refused() -> None:
     with pytest.raises(ConfigError, match="LOADTEST_WORKERS"):
         LoadTestConfig.from_env({"LOADTEST_PASSWORD": "x", "LOADTEST_MFA_COUNT": "2", "LOADTEST_WORKERS": "3"})
+
+
+def test_the_generators_copy_of_the_derivation_and_of_rfc_6238_matches_the_apps_and_pyotps() -> None:
+    """The load generator carries its own (it runs in the stock Locust image): it must give
+    the secret seeding gave, and the codes an authenticator app would."""
+    for username in ("loadmfa000001", "loadmfa001999", "someone-else"):
+        secret = seeded_secret("a shared seed password", username)
+        assert secret == derived_totp_secret("a shared seed password", username)
+        key = base64.b32decode(secret)
+        for step in (0, 1, 59_000_000, int(time.time() // 30)):
+            assert totp_code(key, step) == pyotp.TOTP(secret).at(step * 30)
