@@ -146,16 +146,7 @@ class ServiceUser(FastHttpUser):
         code = factors.code(username) if challenge else None
         if challenge is None or code is None:
             return None
-        with self.client.post(
-            names.LOGIN_MFA,
-            json={"mfa_token": challenge["mfa_token"], "code": code},
-            headers=self.headers(),
-            name=names.LOGIN_MFA,
-            catch_response=True,
-        ) as response:
-            ok = settle(response, expected={200}) is Verdict.OK
-            body = require_fields(response, "access_token", "refresh_token", "expires_in") if ok else None
-        return Tokens.of(body) if body else None
+        return self._exchange(names.LOGIN_MFA, {"mfa_token": challenge["mfa_token"], "code": code})
 
     def login_with_wrong_password(self, username: str) -> None:
         """POST /login with a wrong password: the expected 401 is a success under its own name."""
@@ -169,16 +160,15 @@ class ServiceUser(FastHttpUser):
 
     def refresh(self, tokens: Tokens) -> Tokens | None:
         """Rotate: the old refresh token is spent by this call, whatever it answers."""
-        with self.client.post(
-            names.REFRESH,
-            json={"refresh_token": tokens.refresh_token},
-            headers=self.headers(),
-            name=names.REFRESH,
-            catch_response=True,
-        ) as response:
+        return self._exchange(names.REFRESH, {"refresh_token": tokens.refresh_token})
+
+    def _exchange(self, path: str, body: dict[str, str]) -> Tokens | None:
+        """POST ``body`` to an endpoint that answers a token pair (a refresh, a login's
+        second step): the new tokens, or None when it did not answer 200 with them."""
+        with self.client.post(path, json=body, headers=self.headers(), name=path, catch_response=True) as response:
             ok = settle(response, expected={200}) is Verdict.OK
-            body = require_fields(response, "access_token", "refresh_token", "expires_in") if ok else None
-        return Tokens.of(body) if body else None
+            answer = require_fields(response, "access_token", "refresh_token", "expires_in") if ok else None
+        return Tokens.of(answer) if answer else None
 
     def logout(self, tokens: Tokens) -> None:
         with self.client.post(
