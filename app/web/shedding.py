@@ -19,7 +19,7 @@ was refused either way, and they wait out Retry-After, which is longer).
 What it gives up, on purpose and only while the pool is full: a request that the limits
 or the throttle would have refused (429) or that is malformed (400/422) gets the 503
 instead. Both say "not now" and neither spends a hash; the 429 comes back on the retry
-once the pool has room. When the pool has room, nothing here runs beyond a dict look-up.
+once the pool has room. When the pool has room, a request pays a look-up and a count.
 """
 
 from __future__ import annotations
