@@ -30,7 +30,11 @@ class LiveClient(httpx.AsyncClient):
 
 @contextlib.asynccontextmanager
 async def serve(app: Litestar) -> AsyncIterator[LiveClient]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY on accepted connections only
+    # when the listening socket says TCP. Without it uvicorn's headers and body go out in two
+    # writes under Nagle's algorithm, and every response waited for the client's delayed ACK
+    # (a 40 ms floor, or none when the kernel happened to be in quick-ack mode).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
