@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from app.accounts.recovery import EmailChangeRequest
+from app.accounts.recovery import AccountRecovery, EmailChangeRequest
 from app.accounts.recovery_controllers import deferred
 from app.container import container_of
 from app.settings import Settings
@@ -107,8 +108,7 @@ async def test_an_email_change_takes_the_same_time_whether_or_not_the_address_is
         deferred_part: dict[str, list[float]] = {address: [] for address in samples}
         for round_ in range(10):
             for address in _counterbalanced(samples, round_):
-                change = EmailChangeRequest(user_id=asker, new_email=address)
-                send = deferred(container_of(client.app), lambda recovery, c=change: recovery.send_email_change(c))
+                send = deferred(container_of(client.app), _email_change_part(asker, address))
                 started = time.perf_counter()
                 await send()
                 deferred_part[address].append(time.perf_counter() - started)
@@ -123,6 +123,13 @@ async def test_an_email_change_takes_the_same_time_whether_or_not_the_address_is
         f" the address's part {cost * 1000:.2f} ms"
     )
     assert abs(taken - free) < cost / 2, (taken, free, cost)
+
+
+def _email_change_part(user_id: UUID, address: str) -> Callable[[AccountRecovery], Awaitable[None]]:
+    async def send(recovery: AccountRecovery) -> None:
+        await recovery.send_email_change(EmailChangeRequest(user_id=user_id, new_email=address))
+
+    return send
 
 
 def _counterbalanced(samples: dict[str, list[float]], round_: int) -> list[str]:
