@@ -67,6 +67,8 @@ class ServerProcess:
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
+        # Words before ``python -m app``: a tool the service runs under (valgrind).
+        self.command_prefix: list[str] = []
 
     def untraced(self) -> ServerProcess:
         """Run without the test suite's coverage tracer: for benchmarks and load tests."""
@@ -76,7 +78,11 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [*self.command_prefix, sys.executable, "-m", "app"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
