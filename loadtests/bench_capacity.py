@@ -22,6 +22,9 @@ on a shared machine move by a third from run to run.
   without the storm; the storm's own logins/s against the saturation rate;
 - overload: logins at 64 and 256 closed-loop connections that retry at once and ignore
   Retry-After (successful logins/s against saturation, and every answer's status);
+- overload, open loop: Poisson arrivals of logins at 2 and 4 times the saturation rate,
+  each sent when it arrives (``loadtests/open_loop.py``), as a crowd of independent users
+  sends them: successful logins/s against saturation, and every answer's status;
 - GET /users/me at 256 connections: all answered, and the tail;
 - GET /users/me at 64 connections with two worker processes against one.
 
@@ -43,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -58,6 +62,7 @@ LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/users/me"
 LIVE = "/health/live"
 CURVE = (1, 2, 4, 8, 16, 32, 64, 256)
+OPEN_LOOP_MULTIPLES = (2, 4)
 
 RAW_ARGON2 = """
 import json, sys, threading, time
@@ -184,6 +189,7 @@ class Figures:
     live_1_storm: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
     storm: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
     me_256: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
+    open_loop: dict[int, dict[str, Any]] = field(default_factory=dict)
     me_64_two_workers: WrkResult = field(default_factory=lambda: WrkResult(0, 0, 0, 0, 0, 0))
     rss_start_kib: int = 0
     rss_peak_kib: int = 0
@@ -267,6 +273,13 @@ class Service:
     def live(self, connections: int, seconds: float) -> WrkResult:
         return wrk(f"{self.base}{LIVE}", connections=connections, seconds=seconds)
 
+    def open_loop(self, rate: float, seconds: float) -> dict[str, Any]:
+        wait_until_idle(self.base)
+        command = [sys.executable, "-m", "loadtests.open_loop", self.base, f"--rate={rate:.1f}"]
+        command += [f"--seconds={seconds:g}", f"--prefix={self.prefix}", f"--count={SEEDED}", f"--password={PASSWORD}"]
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        return dict(json.loads(out))
+
 
 def measure(database_name: str, url: str, settings: PasswordSettings, seconds: float, workdir: Path) -> Figures:
     figures = Figures(database_name)
@@ -286,6 +299,13 @@ def measure(database_name: str, url: str, settings: PasswordSettings, seconds: f
                 flush=True,
             )
         figures.rss_peak_kib = rss_kib(service.pid, "VmHWM")
+        for multiple in OPEN_LOOP_MULTIPLES:
+            figures.open_loop[multiple] = found = service.open_loop(multiple * figures.at(8).ok_per_second, seconds)
+            print(
+                f"  [{database_name}] open loop at {multiple}x saturation: {found['ok_per_second']:5.1f} ok/s,"
+                f" {found['statuses']}, ok p50 {found['ok_p50_ms']:.0f} ms, p99 {found['ok_p99_ms']:.0f} ms",
+                flush=True,
+            )
 
         figures.live_64 = service.live(64, seconds)
         figures.me_64 = service.me(64, seconds)
@@ -359,6 +379,24 @@ def table(figures: list[Figures], raw_default: float, raw_mapped: float, setting
 
         row(f"overload {connections} conns, no back-off: logins/s", ">= 0.9 x saturation", overload)
         row("  answers by status", "200/401/429/503 only", answers)
+    for multiple in OPEN_LOOP_MULTIPLES:
+
+        def open_loop(f: Figures, m: int = multiple) -> str:
+            ok = f.open_loop[m]["ok_per_second"]
+            return f"{ok:.1f} ({_ratio(ok, f.at(8).ok_per_second)})"
+
+        def open_answers(f: Figures, m: int = multiple) -> str:
+            found = f.open_loop[m]
+            missing = found["refusals_without_retry_after"]
+            lost = found["dropped_by_client"] + sum(found["errors"].values())
+            return (
+                " ".join(f"{k}:{v}" for k, v in found["statuses"].items())
+                + (f"; {missing} refusals without Retry-After" if missing else "")
+                + (f"; {lost} unanswered" if lost else "")
+            )
+
+        row(f"overload, open loop at {multiple} x saturation: logins/s", ">= 0.9 x saturation", open_loop)
+        row("  answers by status", "200/401/429/503 only", open_answers)
     row(
         "/me 256 conns: answered, p50 / p99",
         "all, p99 <= 3 x p50",
