@@ -41,12 +41,18 @@ def drain_on_sigterm(lifecycle: Lifecycle, drain_seconds: float) -> Callable[[],
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # Python runs this between two bytecodes of the main thread, which may be inside
+        # the logger holding its lock: a log call here deadlocked the process (a stop that
+        # hung until SIGKILL, no drain). Only the flag is set here; the rest runs on the loop.
         if lifecycle.draining:
             _pass_on(previous, signum, frame)
             return
         lifecycle.draining = True
+        loop.call_soon_threadsafe(begin_drain, signum, frame)
+
+    def begin_drain(signum: int, frame: FrameType | None) -> None:
         _log.info("shutdown_started", drain_seconds=drain_seconds)
-        loop.call_soon_threadsafe(loop.call_later, drain_seconds, _pass_on, previous, signum, frame)
+        loop.call_later(drain_seconds, _pass_on, previous, signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
