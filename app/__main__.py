@@ -1,5 +1,6 @@
-"""``python -m app``: the production entry point (uvicorn with uvloop and httptools, plus a
-header timeout and a concurrency cap: app/web/connections.py).
+"""``python -m app``: the production entry point (uvicorn with httptools on the event loop
+that ``SERVER__EVENT_LOOP`` names, plus a header timeout and a concurrency cap:
+app/web/connections.py).
 
 With more than one worker it switches prometheus-client to multiprocess mode: the
 metrics folder is emptied *before* any worker starts (stale files from a previous run
@@ -35,7 +36,7 @@ def main() -> None:
         host=settings.server.host,
         port=settings.server.port,
         workers=settings.server.workers,
-        loop="uvloop",
+        loop=settings.server.event_loop,
         # uvicorn accepts a protocol class here; a partial of one carries our two limits.
         http=functools.partial(  # type: ignore[arg-type]
             GuardedHttpToolsProtocol,

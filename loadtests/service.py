@@ -3,7 +3,7 @@
 PostgreSQL (``LOADTEST_DATABASE_URL``, else ``TEST_DATABASE_URL``, else a throwaway server
 like the test suite's), migrated by ``litestar database upgrade``; users seeded by
 ``litestar users seed``; an admin made by ``litestar users create-admin``; then the service
-as production runs it (``python -m app``, uvicorn with uvloop) on a free port of 127.0.0.1.
+as production runs it (``python -m app``) on a free port of 127.0.0.1.
 
 argon2 runs with the service's own defaults (``PasswordSettings``), not the test suite's
 cheap parameters: a login must cost what it costs in production. So do the per-address

@@ -123,7 +123,7 @@ def _hash_timings(base: str) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_liveness_stays_fast_while_logins_saturate_the_pool(server_process: Callable[..., ServerProcess]) -> None:
-    # The real process (uvloop, as deployed), probed from outside as a kubelet would.
+    # The real process (its event loop and protocol as deployed), probed from outside as a kubelet would.
     # Untraced: the latency bound judges the service, not the test run's coverage tracer.
     server = (
         server_process(
