@@ -22,10 +22,17 @@ What the contract promises still holds:
   cache off (every request reads, as before).
 
 Refusals are not remembered: a revoked or unknown session is read (and refused) each time.
+
+When a remembered answer expires while many requests of one caller are in flight (a busy
+client on many connections), they share one read instead of each making its own: without
+that, the burst of reads every second was the p99 of ``GET /users/me`` at 64 connections
+(39-50 ms against 18-23 ms with nothing expiring, asyncio's loop, 2 cores). A request that
+began after a change does not share a read that began before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import os
 import re
@@ -95,6 +102,8 @@ class LiveCallers:
         self._ttl = ttl_seconds
         self._max_entries = max_entries
         self._entries: dict[tuple[UUID, UUID], _Remembered] = {}
+        # Reads under way, by caller, with the generation each began in.
+        self._reading: dict[tuple[UUID, UUID], tuple[int, asyncio.Future[UserRead | None]]] = {}
         self._generation: _LocalGeneration | _SharedGeneration = (
             _SharedGeneration(Path(shared_dir) / _GENERATION_FILE) if shared_dir else _LocalGeneration()
         )
@@ -115,7 +124,27 @@ class LiveCallers:
         now = time.monotonic()
         if remembered is not None and remembered.generation == generation and now < remembered.until:
             return remembered.account
-        account = await read_live_caller(self._engine, user_id, session_id)
+        under_way = self._reading.get(key)
+        if under_way is not None and under_way[0] == generation:
+            finished, account = await _shared(under_way[1])
+            if finished:
+                return account
+        return await self._read(key, generation, now)
+
+    async def _read(self, key: tuple[UUID, UUID], generation: int, now: float) -> UserRead | None:
+        reading: asyncio.Future[UserRead | None] = asyncio.get_running_loop().create_future()
+        self._reading[key] = (generation, reading)
+        try:
+            account = await read_live_caller(self._engine, *key)
+        except BaseException:
+            # Those waiting on this read make their own (a cancelled request, a database
+            # error: theirs may fare differently).
+            reading.cancel()
+            raise
+        finally:
+            if self._reading.get(key, (None, None))[1] is reading:
+                del self._reading[key]
+        reading.set_result(account)
         if account is None:
             self._entries.pop(key, None)
         elif self._generation.read() == generation:  # nothing changed while it was read
@@ -143,3 +172,16 @@ class LiveCallers:
             # the commit and saw the old rows must not be remembered past this point.
             if record is not None and record.info.pop("changes_callers", False):
                 self.forget_all()
+
+
+async def _shared(reading: asyncio.Future[UserRead | None]) -> tuple[bool, UserRead | None]:
+    """(True, the result) of another request's read, or (False, None) when that read did
+    not finish (its request was cancelled or the database failed it). Shielded: this
+    request being cancelled must not cancel the read the others wait on."""
+    try:
+        return True, await asyncio.shield(reading)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if reading.cancelled() and (current is None or not current.cancelling()):
+            return False, None
+        raise
