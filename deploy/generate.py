@@ -3,12 +3,17 @@
     uv run python -m deploy.generate          # rewrite the files
     uv run python -m deploy.generate --check  # exit 1 if one is stale, write nothing
 
-- deploy/grafana/dashboards/*.json from the dashboards as code (deploy/grafana/);
+- from the SLO spec deploy/slo/slos.yml: the SLO recording rules and burn-rate alerts
+  (deploy/prometheus/rules/user-service-slo.rules.yml), their promtool tests, and the
+  Locust gates the SLOs imply (loadtests/objectives.toml); see deploy/slo/;
+- deploy/grafana/dashboards/*.json from the dashboards as code (deploy/grafana/), whose
+  SLO panels read the same spec;
 - their Kubernetes copies, ConfigMaps for the Grafana sidecar, and the PrometheusRule
-  wrapping deploy/prometheus/rules/user-service.rules.yml (k8s/base/monitoring/);
+  holding the SLO rules and deploy/prometheus/rules/user-service.rules.yml
+  (k8s/base/monitoring/);
 - the Locust scenarios as a ConfigMap for the distributed load test (k8s/loadtest/).
 
-The alert rules and dashboards thus exist once and are copied only by this command; the
+The objectives, alert rules and dashboards thus exist once and are copied only by this command; the
 tests fail when a copy drifts from its source.
 """
 
@@ -21,13 +26,14 @@ from pathlib import Path
 
 from deploy import k8s_artifacts
 from deploy.grafana import generate as grafana
+from deploy.slo import generate as slo
 
 COMMAND = "uv run python -m deploy.generate"
 
 
 def rendered() -> dict[Path, str]:
     """Every generated file and the text it should contain."""
-    return {**grafana.rendered(), **k8s_artifacts.rendered()}
+    return {**slo.rendered(), **grafana.rendered(), **k8s_artifacts.rendered()}
 
 
 def _shown(path: Path) -> str:

@@ -5,7 +5,8 @@ kustomize refuses files outside a kustomization's folder, so ``k8s/`` cannot poi
 ``deploy/generate.py`` writes (or checks) them with the Grafana dashboards:
 
 - ``k8s/base/monitoring/prometheusrule.yaml``: a PrometheusRule whose ``spec.groups`` are
-  the groups of ``deploy/prometheus/rules/user-service.rules.yml``;
+  the SLO groups generated from ``deploy/slo/slos.yml`` and the groups of
+  ``deploy/prometheus/rules/user-service.rules.yml``;
 - ``k8s/base/monitoring/dashboards.yaml``: one ConfigMap per Grafana dashboard, labelled
   for the Grafana sidecar;
 - ``k8s/loadtest/locustfiles.yaml`` and ``locustfiles-volume.yaml``: the Locust scenarios
@@ -16,13 +17,14 @@ kustomize refuses files outside a kustomization's folder, so ``k8s/`` cannot poi
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from deploy.grafana.generate import rendered as rendered_dashboards
+from deploy.slo.generate import slo_rule_groups
+from deploy.yaml_text import to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service.rules.yml"
@@ -53,25 +55,6 @@ def _header(source: str) -> str:
     )
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block scalars for multi-line strings (PromQL, dashboard JSON, Python source), so
-    the generated files read like the hand-written ones and diff line by line."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
-def to_yaml(documents: Iterable[Mapping[str, Any]]) -> str:
-    return yaml.dump_all(
-        list(documents), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000, explicit_start=True
-    )
-
-
 # --- monitoring ------------------------------------------------------------------------
 
 
@@ -88,7 +71,9 @@ def prometheus_rule() -> dict[str, Any]:
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": "user-service", "labels": dict(LABELS)},
-        "spec": {"groups": rule_groups()},
+        # The SLO groups as deploy/slo/ renders them (not read back from their file, which
+        # this same run may be rewriting), then the hand-written cause alerts.
+        "spec": {"groups": [*slo_rule_groups(), *rule_groups()]},
     }
 
 
@@ -192,7 +177,7 @@ def dashboard_copies() -> dict[Path, str]:
 
 def rendered() -> dict[Path, str]:
     """Each generated Kubernetes file and the text it should contain."""
-    rules = str(RULES_FILE.relative_to(ROOT))
+    rules = f"deploy/slo/slos.yml and {RULES_FILE.relative_to(ROOT)}"
     return {
         PROMETHEUS_RULE_FILE: _header(rules) + to_yaml([prometheus_rule()]),
         **dashboard_copies(),

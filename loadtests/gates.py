@@ -15,6 +15,12 @@ A profile's section in ``slo.toml`` holds
   several names: at least 20 % of an attack's logins refused by the rate limit
   (``min = 0.2``), none of them logged in (``max = 0``), few legitimate logins shed.
 
+- ``objectives = ["<slo name>", ...]``: the Locust gates the service's SLOs imply, from
+  ``loadtests/objectives.toml``, which ``uv run python -m deploy.generate`` renders from
+  the one SLO source, ``deploy/slo/slos.yml``: a bound on failures plus sheds (the
+  availability budget) and a percentile bound per endpoint (99 % of logins under 250 ms
+  is a p99 of at most 250 ms), for profiles that stay within capacity.
+
 Unknown keys and endpoint names that no scenario records are errors, not silently
 ignored gates. Locust's percentiles are those of its CSV (``95%``, ``99%``): response-time
 buckets rounded to two significant digits above 100 ms.
@@ -33,6 +39,7 @@ from typing import Any
 from loadtests.scenarios.names import ENDPOINTS, is_recorded, is_shed
 
 SLO_FILE = Path(__file__).with_name("slo.toml")
+OBJECTIVES_FILE = Path(__file__).with_name("objectives.toml")
 AGGREGATED = "Aggregated"
 
 
@@ -56,6 +63,17 @@ class ShareLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Objective:
+    """What one SLO of deploy/slo/slos.yml asks of a Locust run."""
+
+    name: str
+    error_and_shed_ratio_max: float | None = None
+    percentile: float | None = None
+    threshold_ms: float | None = None
+    endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Slo:
     profile: str
     error_ratio_max: float
@@ -63,6 +81,7 @@ class Slo:
     exceptions_max: int = 0
     endpoints: dict[str, EndpointLimits] = field(default_factory=dict)
     shares: dict[str, ShareLimits] = field(default_factory=dict)
+    objectives: tuple[Objective, ...] = ()
 
 
 def _number(table: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> float | None:
@@ -74,11 +93,51 @@ def _number(table: Mapping[str, Any], key: str, where: str, *, required: bool = 
     return float(value)
 
 
-def parse_slo(document: Mapping[str, Any], profile: str) -> Slo:
+def parse_objectives(document: Mapping[str, Any]) -> dict[str, Objective]:
+    objectives: dict[str, Objective] = {}
+    for name, table in document.items():
+        where = f"objectives.toml [{name}]"
+        if unknown := set(table) - {
+            "description",
+            "error_and_shed_ratio_max",
+            "percentile",
+            "threshold_ms",
+            "endpoints",
+        }:
+            raise SloError(f"{where}: unknown keys {sorted(unknown)}")
+        endpoints = tuple(table.get("endpoints", ()))
+        if strangers := [key for key in endpoints if key not in ENDPOINTS]:
+            raise SloError(f"{where}: no scenario records {strangers}")
+        percentile = _number(table, "percentile", where, required=False)
+        if percentile not in (None, 95.0, 99.0):
+            raise SloError(f"{where}: Locust's CSV gives the 95th and 99th percentiles, not {percentile}")
+        objectives[name] = Objective(
+            name=name,
+            error_and_shed_ratio_max=_number(table, "error_and_shed_ratio_max", where, required=False),
+            percentile=percentile,
+            threshold_ms=_number(table, "threshold_ms", where, required=percentile is not None),
+            endpoints=endpoints,
+        )
+    return objectives
+
+
+def load_objectives(path: Path = OBJECTIVES_FILE) -> dict[str, Objective]:
+    with path.open("rb") as source:
+        return parse_objectives(tomllib.load(source))
+
+
+def parse_slo(document: Mapping[str, Any], profile: str, objectives: Mapping[str, Objective] | None = None) -> Slo:
     if profile not in document:
         raise SloError(f"slo.toml has no [{profile}] section (it has: {', '.join(document) or 'none'})")
     section = document[profile]
-    unknown = set(section) - {"error_ratio_max", "shed_ratio_max", "exceptions_max", "endpoints", "shares"}
+    unknown = set(section) - {
+        "error_ratio_max",
+        "shed_ratio_max",
+        "exceptions_max",
+        "endpoints",
+        "shares",
+        "objectives",
+    }
     if unknown:
         raise SloError(f"[{profile}]: unknown keys {sorted(unknown)}")
     endpoints: dict[str, EndpointLimits] = {}
@@ -101,7 +160,17 @@ def parse_slo(document: Mapping[str, Any], profile: str) -> Slo:
         exceptions_max=int(_number(section, "exceptions_max", f"[{profile}]", required=False) or 0),
         endpoints=endpoints,
         shares={name: _parse_share(profile, name, limits) for name, limits in section.get("shares", {}).items()},
+        objectives=_chosen_objectives(profile, section.get("objectives", []), objectives),
     )
+
+
+def _chosen_objectives(profile: str, names: Any, known: Mapping[str, Objective] | None) -> tuple[Objective, ...]:
+    if names == []:
+        return ()
+    known = load_objectives() if known is None else known
+    if not isinstance(names, list) or any(name not in known for name in names):
+        raise SloError(f"[{profile}].objectives: {names!r} is not a list of SLO names of objectives.toml")
+    return tuple(known[name] for name in names)
 
 
 def _parse_share(profile: str, name: str, limits: Mapping[str, Any]) -> ShareLimits:
@@ -207,6 +276,34 @@ def evaluate(slo: Slo, rows: Mapping[str, StatsRow], exceptions: int = 0) -> lis
             shown = "n/a" if measured is None else f"{measured:g} ms"
             results.append(GateResult(f"{name} {label}", f"<= {limit:g} ms", f"{shown} (n={count})", passed))
     results += [_share_gate(name, limits, rows) for name, limits in slo.shares.items()]
+    for objective in slo.objectives:
+        results += _objective_gates(objective, rows, total, shed)
+    return results
+
+
+def _objective_gates(
+    objective: Objective, rows: Mapping[str, StatsRow], total: StatsRow, shed: int
+) -> list[GateResult]:
+    results: list[GateResult] = []
+    if objective.error_and_shed_ratio_max is not None:
+        part = total.failures + shed
+        results.append(
+            _ratio_gate(
+                f"SLO {objective.name}: failures + sheds", part, total.requests, objective.error_and_shed_ratio_max
+            )
+        )
+    if objective.percentile is not None and objective.threshold_ms is not None:
+        measured = [rows[name] for name in objective.endpoints if name in rows and rows[name].requests > 0]
+        if not measured:
+            gate = f"SLO {objective.name} requests"
+            results.append(GateResult(gate, f"> 0 of {', '.join(objective.endpoints)}", "0", passed=False))
+        label = f"p{objective.percentile:g}"
+        for row in measured:
+            value = row.p95_ms if objective.percentile == 95.0 else row.p99_ms
+            shown = "n/a" if value is None else f"{value:g} ms"
+            passed = value is not None and value <= objective.threshold_ms
+            gate = f"SLO {objective.name}: {row.key} {label}"
+            results.append(GateResult(gate, f"<= {objective.threshold_ms:g} ms", f"{shown} (n={row.requests})", passed))
     return results
 
 

@@ -6,6 +6,7 @@ from deploy.grafana.model import (
     LOGIN_ROUTE,
     LOGIN_THRESHOLD_SECONDS,
     QUANTILES,
+    SLOS,
     Dashboard,
     Panel,
     Row,
@@ -25,6 +26,8 @@ from deploy.grafana.panels import (
 )
 
 # --- auth ------------------------------------------------------------------------------------
+
+LOGIN_SLO = SLOS.by_name("login-latency")
 
 
 def auth() -> Dashboard:
@@ -67,7 +70,8 @@ def auth() -> Dashboard:
                 title="Login latency",
                 description=(
                     f"POST /api/v1/auth/login duration quantiles (5xx left out, as in the SLO). The dashed line "
-                    f"is the SLO threshold, {LOGIN_THRESHOLD_SECONDS} s: 99 % of logins must be under it. Exemplar "
+                    f"is the SLO threshold, {LOGIN_THRESHOLD_SECONDS} s: {LOGIN_SLO.objective:g} % of logins must be "
+                    "under it. Exemplar "
                     "dots link to the trace (its 'password verify' span shows queue wait and run time)."
                 ),
                 targets=tuple(
@@ -83,15 +87,15 @@ def auth() -> Dashboard:
             ),
             Panel(
                 title=f"Logins faster than {LOGIN_THRESHOLD_SECONDS} s (SLI)",
-                description="The login latency SLI over 5 minutes and 1 hour; the SLO is 99 %.",
-                targets=(
-                    Target(f"1 - job:user_service_login_slow:ratio_rate5m{sel(instance=False)}", "5m"),
-                    Target(f"1 - job:user_service_login_slow:ratio_rate1h{sel(instance=False)}", "1h"),
+                description=f"The login latency SLI over 5 minutes and 1 hour; the SLO is {LOGIN_SLO.objective:g} %.",
+                targets=tuple(
+                    Target(f"1 - {LOGIN_SLO.rule('ratio', window)}{sel(instance=False)}", window)
+                    for window in ("5m", "1h")
                 ),
                 unit="percentunit",
                 minimum=None,
                 maximum=1,
-                thresholds=(Threshold(None, "red"), Threshold(0.99, "green")),
+                thresholds=(Threshold(None, "red"), Threshold(LOGIN_SLO.objective / 100, "green")),
             ),
         ),
     )

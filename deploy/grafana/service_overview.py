@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from deploy.grafana.model import (
-    AVAILABILITY_BUDGET,
-    LOGIN_LATENCY_BUDGET,
-    LOGIN_THRESHOLD_SECONDS,
     QUANTILES,
+    SLOS,
     Dashboard,
     Panel,
     Row,
@@ -25,24 +23,29 @@ from deploy.grafana.panels import (
     hashing_saturation,
     latency_quantile,
 )
+from deploy.slo.spec import TIERS, Slo
 
 # --- service overview ------------------------------------------------------------------------
 
 
-def budget_remaining(title: str, bad: str, total: str, budget: float, description: str) -> Panel:
+def budget_remaining(slo: Slo) -> Panel:
     job = sel(instance=False)
+    bad, total = slo.rule("errors", "5m"), slo.rule("events", "5m")
     return Panel(
-        title=title,
-        description=description,
+        title=f"{slo.name} error budget remaining (30 d)",
+        description=(
+            f"SLO: {slo.description} 100 % = no budget spent, 0 % = SLO missed. Computed from recording rules over "
+            "the last 30 days (or over the Prometheus retention, if shorter). docs/runbook.md explains the SLOs."
+        ),
         targets=(
             Target(
-                f"1 - (\n  sum_over_time({bad}{job}[30d])\n  /\n  sum_over_time({total}{job}[30d])\n) / {budget}",
+                f"1 - (\n  sum_over_time({bad}{job}[30d])\n  /\n  sum_over_time({total}{job}[30d])\n) / {slo.budget:g}",
                 "remaining",
             ),
         ),
         kind="stat",
         unit="percentunit",
-        width=8,
+        width=6,
         height=5,
         minimum=None,
         decimals=1,
@@ -50,16 +53,45 @@ def budget_remaining(title: str, bad: str, total: str, budget: float, descriptio
     )
 
 
-def burn_rate(title: str, ratio: str, budget: float, description: str) -> Panel:
+def compliance(slo: Slo) -> Panel:
     job = sel(instance=False)
+    bad, total = slo.rule("errors", "5m"), slo.rule("events", "5m")
     return Panel(
-        title=title,
-        description=description,
-        targets=tuple(
-            Target(f"{ratio}{window}{job} / {budget}", f"{window} window") for window in ("5m", "1h", "6h", "3d")
+        title=f"{slo.name} SLI (30 d)",
+        description=f"Share of good events over the last 30 days. SLO: {slo.description}",
+        targets=(
+            Target(f"1 - (\n  sum_over_time({bad}{job}[30d])\n  /\n  sum_over_time({total}{job}[30d])\n)", "SLI"),
         ),
+        kind="stat",
+        unit="percentunit",
+        width=6,
+        height=5,
+        minimum=None,
+        decimals=3,
+        thresholds=(Threshold(None, "red"), Threshold(slo.objective / 100, "green")),
+    )
+
+
+def burn_rate(slo: Slo) -> Panel:
+    job = sel(instance=False)
+    windows = ("5m", *(tier.long_window for tier in TIERS))
+    tiers = ", ".join(f"{t.burn_label}x ({t.long_window} and {t.short_window}, {t.severity_kind})" for t in TIERS)
+    return Panel(
+        title=f"{slo.name} burn rate",
+        description=(
+            f"Bad-event ratio divided by the {slo.budget:.2%} budget: 1x spends the 30-day budget in exactly "
+            f"30 days. Alerts ({slo.alert_name}): {tiers}."
+        ),
+        targets=tuple(Target(f"{slo.rule('ratio', w)}{job} / {slo.budget:g}", f"{w} window") for w in windows),
         unit="x",
-        thresholds=(Threshold(None, "green"), Threshold(1, "yellow"), Threshold(6, "orange"), Threshold(14.4, "red")),
+        thresholds=(
+            Threshold(None, "green"),
+            # One colour per tier, slowest first.
+            *(
+                Threshold(t.burn, c)
+                for t, c in zip(reversed(TIERS), ("yellow", "orange", "orange", "red"), strict=True)
+            ),
+        ),
     )
 
 
@@ -67,55 +99,8 @@ def service_overview() -> Dashboard:
     slo = Row(
         "Service level objectives",
         (
-            budget_remaining(
-                "Availability error budget remaining (30 d)",
-                "job:user_service_api_errors:rate5m",
-                "job:user_service_api_requests:rate5m",
-                AVAILABILITY_BUDGET,
-                "SLO: 99.9 % of API requests (/api/...) answered without a 5xx over 30 days; 503 sheds count as "
-                "failures. 100 % = no budget spent, 0 % = SLO missed. Computed from recording rules over the "
-                "last 30 days (or over the Prometheus retention, if shorter).",
-            ),
-            budget_remaining(
-                "Login latency error budget remaining (30 d)",
-                "job:user_service_login_slow:rate5m",
-                "job:user_service_login_requests:rate5m",
-                LOGIN_LATENCY_BUDGET,
-                f"SLO: 99 % of POST /api/v1/auth/login answers (5xx left out) faster than "
-                f"{LOGIN_THRESHOLD_SECONDS} s over 30 days. docs/runbook.md explains the threshold.",
-            ),
-            Panel(
-                title="Availability (30 d)",
-                description="Share of API requests answered without a 5xx over the last 30 days; the SLO is 99.9 %.",
-                targets=(
-                    Target(
-                        f"1 - (\n  sum_over_time(job:user_service_api_errors:rate5m{sel(instance=False)}[30d])\n  /\n"
-                        f"  sum_over_time(job:user_service_api_requests:rate5m{sel(instance=False)}[30d])\n)",
-                        "availability",
-                    ),
-                ),
-                kind="stat",
-                unit="percentunit",
-                width=8,
-                height=5,
-                minimum=None,
-                decimals=3,
-                thresholds=(Threshold(None, "red"), Threshold(0.999, "green")),
-            ),
-            burn_rate(
-                "Availability burn rate",
-                "job:user_service_availability_errors:ratio_rate",
-                AVAILABILITY_BUDGET,
-                "5xx ratio of API requests divided by the 0.1 % budget: 1x spends the 30-day budget in exactly "
-                "30 days. Pages at 14.4x (1h and 5m) and 6x (6h and 30m), tickets at 3x and 1x.",
-            ),
-            burn_rate(
-                "Login latency burn rate",
-                "job:user_service_login_slow:ratio_rate",
-                LOGIN_LATENCY_BUDGET,
-                f"Share of logins slower than {LOGIN_THRESHOLD_SECONDS} s divided by the 1 % budget. Same tiers as "
-                "availability.",
-            ),
+            *(panel for objective in SLOS.slos for panel in (budget_remaining(objective), compliance(objective))),
+            *(burn_rate(objective) for objective in SLOS.slos),
         ),
     )
     traffic = Row(

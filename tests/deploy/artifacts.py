@@ -19,6 +19,9 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service.rules.yml"
+# Generated from deploy/slo/slos.yml; Prometheus loads both through its rule_files glob.
+SLO_RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service-slo.rules.yml"
+RULES_FILES = (SLO_RULES_FILE, RULES_FILE)
 RULE_TESTS_DIR = PROMETHEUS_DIR / "tests"
 DASHBOARDS_DIR = ROOT / "deploy" / "grafana" / "dashboards"
 
@@ -120,7 +123,14 @@ def _strings(value: Any, where: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in mapping.items()}
 
 
-def load_rules(path: Path = RULES_FILE) -> list[Rule]:
+def load_rules(paths: tuple[Path, ...] = RULES_FILES) -> list[Rule]:
+    rules: list[Rule] = []
+    for path in paths:
+        rules += _load_rule_file(path)
+    return rules
+
+
+def _load_rule_file(path: Path) -> list[Rule]:
     document = _mapping(yaml.safe_load(path.read_text()), str(path))
     rules: list[Rule] = []
     for raw_group in _list(document["groups"], "groups"):

@@ -40,6 +40,7 @@ from app.settings import DatabaseSettings, Environment, MetricsSettings, Setting
 from app.system.health import READY_DB_TIMEOUT_SECONDS
 from deploy.grafana.model import DASHBOARDS_DIR, JOB
 from deploy.k8s_artifacts import RULES_FILE
+from deploy.slo.generate import RULES_FILE as SLO_RULES_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "k8s"
@@ -872,9 +873,9 @@ def custom_resource_problems(obj: Obj) -> list[str]:
 def copies_problems(objs: list[Obj]) -> list[str]:
     """The PrometheusRule and the dashboard ConfigMaps hold exactly what deploy/ holds."""
     problems: list[str] = []
-    rules = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    rules = [group for path in (SLO_RULES_FILE, RULES_FILE) for group in yaml.safe_load(path.read_text())["groups"]]
     if one(objs, "PrometheusRule", SERVER)["spec"]["groups"] != rules:
-        problems.append(f"the PrometheusRule's groups differ from {RULES_FILE.name}")
+        problems.append(f"the PrometheusRule's groups differ from {SLO_RULES_FILE.name} and {RULES_FILE.name}")
     copies: dict[str, Any] = {}
     for configmap in of_kind(objs, "ConfigMap"):
         if configmap["metadata"].get("labels", {}).get("grafana_dashboard") == "1":

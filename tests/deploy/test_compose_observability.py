@@ -48,6 +48,7 @@ def test_promtool_accepts_the_compose_prometheus_config() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     # The rule_files glob finds the rules (a glob without a match is no error to promtool).
     assert "rules/user-service.rules.yml" in result.stdout + result.stderr
+    assert "rules/user-service-slo.rules.yml" in result.stdout + result.stderr
 
 
 def test_promtool_rejects_a_broken_copy(tmp_path: Path) -> None:

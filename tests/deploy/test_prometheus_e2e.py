@@ -28,7 +28,7 @@ from app.settings import Settings
 from testkit.live_server import serve
 from testkit.ports import free_port
 from tests.conftest import make_settings
-from tests.deploy.artifacts import RULES_FILE, dashboard_queries, load_rules, require_tool, substitute_variables
+from tests.deploy.artifacts import RULES_FILES, dashboard_queries, load_rules, require_tool, substitute_variables
 from tests.integration.helpers import AUTH, ME, USERS, Client, bearer, login, make_user, register, unique_name
 
 pytestmark = pytest.mark.slow
@@ -114,7 +114,7 @@ class Prometheus:
 def write_config(tmp_path: Path, target: str) -> Path:
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES_FILE)],
+        "rule_files": [str(path) for path in RULES_FILES],
         "scrape_configs": [{"job_name": "user-service", "static_configs": [{"targets": [target]}]}],
     }
     path = tmp_path / "prometheus.yml"
@@ -222,7 +222,7 @@ async def check_sheds_count_as_unavailability(api: httpx.AsyncClient) -> list[st
     the rejection panel and, through Prometheus's own rule evaluation, by the SLI."""
     expectations = {
         'sum(rate(user_service_password_hash_rejections_total{job="user-service"}[1m]))': "sheds per second",
-        'job:user_service_api_errors:rate5m{job="user-service"}': "API 5xx per second (recorded)",
+        'job:user_service_availability_errors:rate5m{job="user-service"}': "API 5xx per second (recorded)",
         'job:user_service_availability_errors:ratio_rate5m{job="user-service"}': "availability SLI (recorded)",
     }
     failures: list[str] = []

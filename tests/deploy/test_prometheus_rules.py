@@ -15,7 +15,7 @@ from tests.deploy.artifacts import (
     PROMETHEUS_SYNTHETIC,
     ROOT,
     RULE_TESTS_DIR,
-    RULES_FILE,
+    RULES_FILES,
     RUNBOOK,
     Rule,
     catalogue_series,
@@ -40,12 +40,13 @@ def alerts() -> list[Rule]:
 def test_promtool_accepts_the_config_and_the_rules_it_loads() -> None:
     result = promtool("check", "config", str(PROMETHEUS_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
-    # The config's rule_files glob must really find the rules file (a wrong glob is not an error).
-    assert str(RULES_FILE.relative_to(PROMETHEUS_CONFIG.parent)) in result.stdout + result.stderr
+    # The config's rule_files glob must really find the rules files (a wrong glob is not an error).
+    for rules_file in RULES_FILES:
+        assert str(rules_file.relative_to(PROMETHEUS_CONFIG.parent)) in result.stdout + result.stderr
 
 
 def test_promtool_check_rules() -> None:
-    result = promtool("check", "rules", str(RULES_FILE))
+    result = promtool("check", "rules", *(str(path) for path in RULES_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

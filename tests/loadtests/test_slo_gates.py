@@ -141,7 +141,8 @@ def test_breaking_one_limit_fails_that_gate_and_the_run(
 
 def test_sheds_count_apart_from_errors_and_fail_their_own_gate(tmp_path: Path) -> None:
     rows = [*smoke_rows_at_the_limits(), Row("POST", "/api/v1/auth/login [shed]", 3)]
-    assert failed_gates(write_report(tmp_path, rows)) == ["shed ratio"]
+    # The availability objective counts the sheds as well: a shed is a 503 to its client.
+    assert failed_gates(write_report(tmp_path, rows)) == ["shed ratio", "SLO availability: failures + sheds"]
     # The capacity profile tolerates some shedding: 3 in ~1,000 requests passes there.
     capacity = [Row("GET", "/api/v1/users/me", 600, p99=100), Row("POST", "/api/v1/auth/refresh", 400, p99=100)]
     prefix = write_report(tmp_path / "capacity", [*capacity, Row("POST", "/api/v1/auth/login [shed]", 3)])
@@ -236,3 +237,40 @@ def test_scenario_configuration_from_the_environment() -> None:
     with pytest.raises(ConfigError):
         parse_mix("Nobody=1")
     assert parse_mix("") is None
+
+
+# --- the gates the SLOs imply (objectives.toml, generated from deploy/slo/slos.yml) ------
+
+
+def soak_rows(login_p99: float, failures: int = 0, sheds: int = 0) -> list[Row]:
+    slo = load_slo("soak")
+    rows = [
+        Row(*key.split(" ", 1), requests=max(limits.min_requests, 5000), p95=limits.p95_ms or 1, p99=limits.p99_ms or 1)
+        for key, limits in slo.endpoints.items()
+    ]
+    rows = replace_row(rows, "POST /api/v1/auth/login", p99=login_p99, failures=failures)
+    if sheds:
+        rows.append(Row("POST", "/api/v1/auth/login [shed]", requests=sheds))
+    return rows
+
+
+def test_the_soak_profile_holds_the_login_latency_objective_as_a_p99(tmp_path: Path) -> None:
+    at_the_objective = write_report(tmp_path / "at", soak_rows(login_p99=250))
+    assert failed_gates(at_the_objective, "soak") == []
+    over = write_report(tmp_path / "over", soak_rows(login_p99=260))
+    # Its own limit (800 ms) passes; the SLO's 250 ms does not.
+    assert failed_gates(over, "soak") == ["SLO login-latency: POST /api/v1/auth/login p99"]
+
+
+def test_the_availability_objective_counts_sheds_with_failures(tmp_path: Path) -> None:
+    rows = soak_rows(login_p99=200, failures=10, sheds=20)
+    total = sum(row.requests for row in rows)
+    assert 0.001 * total < 30  # 30 bad of the total is over the 0.1 % budget ...
+    assert 10 <= 0.001 * total  # ... while the failures alone are within the profile's own 0.1 %
+    prefix = write_report(tmp_path, rows)
+    assert "SLO availability: failures + sheds" in failed_gates(prefix, "soak")
+
+
+def test_an_objective_the_generated_file_does_not_hold_is_refused() -> None:
+    with pytest.raises(SloError, match="objectives"):
+        parse_slo({"smoke": {"error_ratio_max": 0, "shed_ratio_max": 0, "objectives": ["freshness"]}}, "smoke")

@@ -1,0 +1,166 @@
+"""promtool unit tests of the generated SLO rules, for every SLO of the spec.
+
+Traffic is built from the spec's ``x-promtool-series`` (the series one good and one bad
+event increment), as counters sampled once a minute, at a chosen error ratio. Per SLO:
+
+- each tier fires at 1.5 times its threshold, ten minutes after its ``for:`` has run out,
+  while no faster tier does (1.5 times a tier's burn stays under the next tier's);
+- each tier stays silent at 0.8 times its threshold over the same time;
+- a burst followed by clean traffic: the fastest page resolves within its short window
+  while the 6x page still holds (the point of the multi-window design);
+- no bad event at all: every ratio is 0, not an empty result.
+
+Expected annotations are computed from the same functions that write the rules, with
+the value formatted as Prometheus's ``humanizePercentage`` does (``%.4g`` of the percent).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from deploy.slo.rules import RULES_NAME, description, summary, tier_labels
+from deploy.slo.spec import TIERS, WINDOWS, Slo, Spec, Tier, seconds
+
+TESTS_NAME = "slo-burn-rates.test.yml"
+EVENTS_PER_MINUTE = 100_000
+_MARGIN_MINUTES = 10
+
+
+def _minutes(duration: str) -> int:
+    return seconds(duration) // 60
+
+
+def humanize_percentage(ratio: float) -> str:
+    return f"{ratio * 100:.4g}%"
+
+
+def _bad_per_minute(ratio: float) -> int:
+    return round(ratio * EVENTS_PER_MINUTE)
+
+
+def series(slo: Slo, phases: Sequence[tuple[int, float]]) -> list[dict[str, str]]:
+    """Input series for consecutive phases of (minutes, error ratio)."""
+    increments: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    names = dict.fromkeys([*slo.good_series, *slo.bad_series])
+    for minutes, ratio in phases:
+        bad = _bad_per_minute(ratio)
+        per_series: dict[str, int] = dict.fromkeys(names, 0)
+        for name in slo.good_series:
+            per_series[name] += EVENTS_PER_MINUTE - bad
+        for name in slo.bad_series:
+            per_series[name] += bad
+        for name, step in per_series.items():
+            increments[name].append((minutes, step))
+    return [{"series": name, "values": _values(steps)} for name, steps in increments.items()]
+
+
+def _values(phases: list[tuple[int, int]]) -> str:
+    """promtool's expanding notation: "0+5x10" is 0, 5, ..., 50 (11 samples); a later
+    phase starts one step after the previous one's last sample."""
+    parts: list[str] = []
+    last = 0
+    for index, (minutes, step) in enumerate(phases):
+        if index == 0:
+            parts.append(f"0+{step}x{minutes}")
+            last = step * minutes
+        else:
+            start = last + step
+            parts.append(f"{start}+{step}x{minutes - 1}")
+            last = start + step * (minutes - 1)
+    return " ".join(parts)
+
+
+def expected_alert(slo: Slo, tier: Tier, ratio: float) -> dict[str, Any]:
+    return {
+        "exp_labels": {**tier_labels(slo, tier), "job": "user-service"},
+        "exp_annotations": {
+            "summary": summary(slo, tier),
+            "description": description(slo, tier, humanize_percentage(ratio)),
+            "runbook_url": slo.runbook_url,
+        },
+    }
+
+
+def _fires(slo: Slo, tier: Tier) -> dict[str, Any]:
+    ratio = _bad_per_minute(1.5 * tier.burn * slo.budget) / EVENTS_PER_MINUTE
+    at = _minutes(tier.for_) + _MARGIN_MINUTES
+    return {
+        "name": f"{slo.name}: {tier.burn_label}x burn ({ratio:.4%} bad) fires after its for: of {tier.for_}",
+        "interval": "1m",
+        "input_series": series(slo, [(at + 1, ratio)]),
+        "alert_rule_test": [
+            {"eval_time": f"{at}m", "alertname": slo.alert_name, "exp_alerts": [expected_alert(slo, tier, ratio)]}
+        ],
+    }
+
+
+def _silent(slo: Slo, tier: Tier) -> dict[str, Any]:
+    ratio = _bad_per_minute(0.8 * tier.burn * slo.budget) / EVENTS_PER_MINUTE
+    at = _minutes(tier.for_) + _MARGIN_MINUTES
+    return {
+        "name": f"{slo.name}: {ratio:.4%} bad, under the {tier.burn_label}x threshold, fires nothing by {at}m",
+        "interval": "1m",
+        "input_series": series(slo, [(at + 1, ratio)]),
+        "alert_rule_test": [{"eval_time": f"{at}m", "alertname": slo.alert_name, "exp_alerts": []}],
+    }
+
+
+def _burst_then_recovery(slo: Slo) -> dict[str, Any]:
+    fast, six = TIERS[0], TIERS[1]
+    ratio = min(1.0, 100 * slo.budget)
+    burst, total = 30, 50
+    return {
+        "name": (
+            f"{slo.name}: a {ratio:.0%} burst for {burst}m, then clean traffic: the {fast.burn_label}x page "
+            f"resolves within its {fast.short_window} window while the {six.burn_label}x page holds"
+        ),
+        "interval": "1m",
+        "input_series": series(slo, [(burst + 1, ratio), (total - burst, 0.0)]),
+        "alert_rule_test": [
+            {
+                "eval_time": "25m",
+                "alertname": slo.alert_name,
+                "exp_alerts": [expected_alert(slo, fast, ratio), expected_alert(slo, six, ratio)],
+            },
+            {
+                "eval_time": "45m",
+                "alertname": slo.alert_name,
+                # The 6h window holds the burst's minutes out of 45.
+                "exp_alerts": [expected_alert(slo, six, ratio * (burst + 1) / 45)],
+            },
+        ],
+    }
+
+
+def _zero_not_empty(slo: Slo) -> dict[str, Any]:
+    return {
+        "name": f"{slo.name}: no bad event yet gives a zero ratio in every window, not an empty one",
+        "interval": "1m",
+        "input_series": [{"series": name, "values": f"0+{EVENTS_PER_MINUTE}x30"} for name in slo.good_series],
+        "promql_expr_test": [
+            {
+                "expr": slo.rule("ratio", window),
+                "eval_time": "10m",
+                "exp_samples": [{"labels": f'{slo.rule("ratio", window)}{{job="user-service"}}', "value": 0}],
+            }
+            for window in WINDOWS
+        ],
+    }
+
+
+def document(spec: Spec) -> dict[str, Any]:
+    tests: list[dict[str, Any]] = []
+    for slo in spec.slos:
+        for tier in TIERS:
+            tests += [_fires(slo, tier), _silent(slo, tier)]
+        tests += [_burst_then_recovery(slo), _zero_not_empty(slo)]
+    return {"rule_files": [f"../rules/{RULES_NAME}"], "evaluation_interval": "1m", "tests": tests}
+
+
+HEADER = (
+    "# Generated by `uv run python -m deploy.generate` from deploy/slo/slos.yml: do not edit.\n"
+    "# promtool unit tests of every SLO's burn-rate tiers (deploy/slo/rule_tests.py says which).\n"
+    "# Run: promtool test rules deploy/prometheus/tests/*.yml\n"
+)
