@@ -18,7 +18,7 @@ import yaml
 from deploy.grafana.generate import rendered as rendered_dashboards
 from deploy.slo import scaled
 from deploy.slo.generate import OBJECTIVES_FILE, RULES_FILE, TESTS_FILE
-from deploy.slo.spec import SPEC_FILE, TIERS, WINDOWS, SpecError, load
+from deploy.slo.spec import SPEC_FILE, TIERS, WINDOWS, SpecError, load, seconds
 from loadtests.gates import load_objectives
 from tests.deploy.artifacts import require_tool
 
@@ -93,7 +93,7 @@ def test_time_scaled_rules_keep_names_and_labels_and_shorten_every_window(tmp_pa
     assert "[2s]" in readiness["expr"]
     assert "[2m]" not in readiness["expr"]
     down = rule_by_name(causes, "UserServiceDown")
-    assert scaled.seconds(down["for"]) < 60
+    assert seconds(down["for"]) < 60
     result = subprocess.run(
         [require_tool("promtool"), "check", "rules", str(slo_file), str(causes_file)],
         capture_output=True,
