@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
 
 from testkit.ports import free_port
 
@@ -48,3 +51,33 @@ class TcpProxy:
 
         await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
         self._writers -= {client_writer, upstream_writer}
+
+
+class ThreadedProxy:
+    """testkit/tcp_proxy.py on an event loop of its own, so it keeps relaying while the test
+    blocks (ServerProcess.start polls synchronously) and cuts at an exact moment."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._proxy = TcpProxy(upstream_host, upstream_port)
+        self.port = self._proxy.port
+
+    def _call(self, make: Callable[[], Any]) -> None:
+        asyncio.run_coroutine_threadsafe(make(), self._loop).result(timeout=10)
+
+    def __enter__(self) -> ThreadedProxy:
+        self._thread.start()
+        self._call(self._proxy.start)
+        return self
+
+    def cut(self) -> None:
+        self._call(self._proxy.cut)
+
+    def restore(self) -> None:
+        self._call(self._proxy.restore)
+
+    def __exit__(self, *exc: object) -> None:
+        self._call(self._proxy.cut)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

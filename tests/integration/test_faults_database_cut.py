@@ -5,24 +5,21 @@ transaction: fast 503 problem details, nothing half-written, full recovery."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from testkit.server_process import ServerProcess
-from testkit.tcp_proxy import TcpProxy
-from tests.integration.faults import LOGIN, REGISTER, UNTHROTTLED, is_problem, register_body
+from testkit.tcp_proxy import ThreadedProxy
+from tests.integration.faults import LOGIN, REGISTER, UNTHROTTLED, is_problem, proxied_server, register_body
 from tests.integration.helpers import PASSWORD
 
 ME = "/api/v1/users/me"
@@ -30,50 +27,6 @@ ME = "/api/v1/users/me"
 POOL_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 10_000
 CALLER_CACHE_SECONDS = 1.0
-
-
-class ThreadedProxy:
-    """testkit/tcp_proxy.py on an event loop of its own, so it keeps relaying while the test
-    blocks (ServerProcess.start polls synchronously) and cuts at an exact moment."""
-
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._proxy = TcpProxy(upstream_host, upstream_port)
-        self.port = self._proxy.port
-
-    def _call(self, make: Callable[[], Any]) -> None:
-        asyncio.run_coroutine_threadsafe(make(), self._loop).result(timeout=10)
-
-    def __enter__(self) -> ThreadedProxy:
-        self._thread.start()
-        self._call(self._proxy.start)
-        return self
-
-    def cut(self) -> None:
-        self._call(self._proxy.cut)
-
-    def restore(self) -> None:
-        self._call(self._proxy.restore)
-
-    def __exit__(self, *exc: object) -> None:
-        self._call(self._proxy.cut)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-
-@contextlib.contextmanager
-def proxied_server(
-    server_process: Callable[..., ServerProcess], database_url: str, **env: str
-) -> Iterator[tuple[ServerProcess, ThreadedProxy]]:
-    real = make_url(database_url)
-    with ThreadedProxy(real.host or "127.0.0.1", real.port or 5432) as proxy:
-        via_proxy = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        server = server_process(USER_SERVICE_DB__URL=via_proxy, **env).start()
-        try:
-            yield server, proxy
-        finally:
-            server.stop()
 
 
 async def _waiting_on_users_lock(db: AsyncEngine) -> int:

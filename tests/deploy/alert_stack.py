@@ -1,0 +1,231 @@
+"""Real Prometheus and Alertmanager on loopback, for tests that break the service and wait
+for the page.
+
+- Alertmanager (Debian's ``prometheus-alertmanager``) runs the shipped
+  deploy/alertmanager/alertmanager.yml. Only what leaves the machine is changed: the
+  secret files it names are written under the test's folder, the Slack URL in them and the
+  PagerDuty endpoint point at a local ``Sink`` that records every notification. Routes,
+  grouping, timings and inhibitions are the shipped ones.
+- Prometheus (Debian's ``prometheus``) scrapes the service every second and evaluates
+  every rule of the service, time-scaled by ``TIME_SCALE`` (deploy/slo/scaled.py: windows
+  and ``for:`` divided, names and labels unchanged), every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from deploy.slo import scaled
+from testkit.ports import free_port
+from tests.deploy.artifacts import ROOT, require_tool
+
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+LOOPBACK = "127.0.0.1"
+# An hour of production is a minute here: 5m -> 5 s, 1h -> 1 min, "for: 2m" -> 2 s.
+TIME_SCALE = 60
+
+
+@dataclass
+class Notification:
+    path: str
+    body: dict[str, Any]
+    at: float  # time.monotonic()
+
+
+@dataclass
+class Sink:
+    """An HTTP server on loopback that records every POST (the pager's and chat's side)."""
+
+    port: int = field(default_factory=free_port)
+    received: list[Notification] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Sink]:
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                sink.received.append(Notification(self.path, body, time.monotonic()))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer((LOOPBACK, self.port), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def alertmanager_config_for_test(folder: Path, sink: Sink) -> Path:
+    """The shipped config with its secret files under ``folder`` and its outside endpoints
+    at the sink; everything else untouched."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    for receiver in config["receivers"]:
+        for pagerduty in receiver.get("pagerduty_configs", []):
+            key = folder / "pagerduty-routing-key"
+            key.write_text("test-routing-key")
+            pagerduty["routing_key_file"] = str(key)
+            pagerduty["url"] = f"{sink.url}/pagerduty"
+        for slack in receiver.get("slack_configs", []):
+            url = folder / "slack-webhook-url"
+            url.write_text(f"{sink.url}/slack")
+            slack["api_url_file"] = str(url)
+    path = folder / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=15)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def _until_up(url: str, what: str, log: Path, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    pytest.fail(f"{what} did not become ready:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+@dataclass
+class AlertStack:
+    prometheus_url: str
+    alertmanager_url: str
+    sink: Sink
+    started: float = field(default_factory=time.monotonic)
+
+    async def alerts(self, alertname: str | None = None) -> list[dict[str, Any]]:
+        """Alertmanager's view: every alert it holds (active, suppressed or unprocessed)."""
+        params = {"filter": f'alertname="{alertname}"'} if alertname else {}
+        async with httpx.AsyncClient(base_url=self.alertmanager_url, timeout=5) as client:
+            response = await client.get("/api/v2/alerts", params=params)
+        response.raise_for_status()
+        alerts: list[dict[str, Any]] = response.json()
+        return alerts
+
+    async def matching(self, alertname: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        return [a for a in await self.alerts(alertname) if labels.items() <= a["labels"].items()]
+
+    async def wait_for(self, alertname: str, within: float, **labels: str) -> float:
+        """Seconds until Alertmanager holds the alert; fails the test after ``within``."""
+        started = time.monotonic()
+        while not await self.matching(alertname, labels):
+            if time.monotonic() - started > within:
+                pytest.fail(f"{alertname} {labels} never reached Alertmanager; it holds: {await self.summary()}")
+            await asyncio.sleep(0.25)
+        return time.monotonic() - started
+
+    async def wait_until_gone(self, alertname: str, within: float, **labels: str) -> float:
+        """Seconds until Alertmanager no longer holds the alert (Prometheus sent its resolve)."""
+        started = time.monotonic()
+        while await self.matching(alertname, labels):
+            if time.monotonic() - started > within:
+                pytest.fail(f"{alertname} {labels} did not resolve; Alertmanager holds: {await self.summary()}")
+            await asyncio.sleep(0.25)
+        return time.monotonic() - started
+
+    async def summary(self) -> list[str]:
+        return sorted(
+            f"{a['labels'].get('alertname')} {a['labels'].get('burn_rate', '')} {a['status']['state']}".strip()
+            for a in await self.alerts()
+        )
+
+    async def pending_or_firing(self) -> list[str]:
+        """Prometheus's own view, pending alerts included: what would reach Alertmanager."""
+        async with httpx.AsyncClient(base_url=self.prometheus_url, timeout=5) as client:
+            response = await client.get("/api/v1/alerts")
+        return sorted(
+            f"{a['labels']['alertname']} {a['labels'].get('burn_rate', '')} {a['state']}".strip()
+            for a in response.json()["data"]["alerts"]
+        )
+
+
+@contextlib.asynccontextmanager
+async def alert_stack(folder: Path, target: str | None) -> AsyncIterator[AlertStack]:
+    """Alertmanager and Prometheus (scraping ``target``, if any, as job user-service) on
+    free ports."""
+    alertmanager_binary = require_tool("prometheus-alertmanager")
+    prometheus_binary = require_tool("prometheus")
+    with Sink().running() as sink:
+        am_port, prom_port = free_port(), free_port()
+        am_config = alertmanager_config_for_test(folder, sink)  # creates the folder
+        am_log, prom_log = folder / "alertmanager.log", folder / "prometheus.log"
+        with am_log.open("wb") as log:
+            alertmanager = await asyncio.create_subprocess_exec(
+                alertmanager_binary,
+                f"--config.file={am_config}",
+                f"--storage.path={folder / 'alertmanager-data'}",
+                f"--web.listen-address={LOOPBACK}:{am_port}",
+                "--cluster.listen-address=",  # one instance, no gossip port
+                "--log.level=warn",
+                stdout=log,
+                stderr=log,
+            )
+        rules = scaled.write(folder / "rules", TIME_SCALE)
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(path) for path in rules],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{LOOPBACK}:{am_port}"]}]}]},
+            "scrape_configs": [
+                {"job_name": "user-service", "static_configs": [{"targets": [target]}]} for _ in [target] if target
+            ],
+        }
+        (folder / "prometheus.yml").write_text(json.dumps(config))
+        with prom_log.open("wb") as log:
+            prometheus = await asyncio.create_subprocess_exec(
+                prometheus_binary,
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'tsdb'}",
+                f"--web.listen-address={LOOPBACK}:{prom_port}",
+                "--log.level=warn",
+                stdout=log,
+                stderr=log,
+            )
+        try:
+            am_url, prom_url = f"http://{LOOPBACK}:{am_port}", f"http://{LOOPBACK}:{prom_port}"
+            await _until_up(f"{am_url}/-/ready", "Alertmanager", am_log)
+            await _until_up(f"{prom_url}/-/ready", "Prometheus", prom_log)
+            yield AlertStack(prom_url, am_url, sink)
+        finally:
+            await _stop(prometheus)
+            await _stop(alertmanager)
