@@ -101,6 +101,29 @@ def worker_command(master_port: int) -> list[str]:
     ]
 
 
+# Where a run's traces go: the standard OpenTelemetry variables, as the service reads them.
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def with_otel(env: dict[str, str]) -> dict[str, str]:
+    """The environment for Locust with ``--otel`` when an OTLP endpoint is set, else as is.
+    Defaults fit the service's own collector: OTLP over HTTP/protobuf (Locust's default is
+    gRPC), the service name "locust", and no log export (Locust's log lines are not
+    telemetry anyone queries); any of them set by the caller wins."""
+    if not any(env.get(name) for name in OTLP_ENDPOINT_VARIABLES):
+        return env
+    defaults = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "locust",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    return {**defaults, **env}
+
+
+def otel_enabled(env: dict[str, str]) -> bool:
+    return any(env.get(name) for name in OTLP_ENDPOINT_VARIABLES)
+
+
 def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
     """SIGINT (Locust writes its reports on the way out), then SIGKILL."""
     if process.poll() is not None:
@@ -119,9 +142,8 @@ def _workers(count: int, port: int, env: dict[str, str], report_dir: Path) -> It
     try:
         for index in range(count):
             with (report_dir / f"worker-{index + 1}.log").open("wb") as log:
-                worker = subprocess.Popen(
-                    worker_command(port), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent
-                )
+                command = [*worker_command(port), *(["--otel"] if otel_enabled(env) else [])]
+                worker = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent)
             processes.append(worker)
         yield
     finally:
@@ -138,7 +160,9 @@ def run_locust(profile: Profile, host: str, report_dir: Path, env: dict[str, str
     full_env = {**env, "LOADTEST_REPORT_DIR": str(report_dir), "PYTHONUNBUFFERED": "1"}
     # Each worker takes its own slice of the second-factor accounts (second_factor.py).
     full_env["LOADTEST_WORKERS"] = str(max(workers, 1))
-    command = locust_command(profile, host, report_dir, master_workers=workers)
+    full_env = with_otel(full_env)
+    otel = ["--otel"] if otel_enabled(full_env) else []  # every process sends its own spans
+    command = [*locust_command(profile, host, report_dir, master_workers=workers), *otel]
     deadline = profile.expected_seconds + SLACK_SECONDS
     with contextlib.ExitStack() as stack:
         if workers:

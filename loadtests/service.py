@@ -12,7 +12,8 @@ so that it counts each simulated client address (``X-Forwarded-For``,
 ``loadtests/scenarios/addresses.py``) on its own, as it does behind the ingress.
 ``USER_SERVICE_*`` variables in the caller's environment are passed on and win (to try
 other parameters, pool sizes, limits or log levels), except the database, key, port and
-environment, which are ours.
+environment, which are ours; so are the standard ``OTEL_*`` variables (an OTLP endpoint
+set for the run sends the service's spans where Locust's go), except the service name.
 
 A profile with ``mfa_users`` also gets that many accounts seeded ``--with-totp``
 (``loadmfa000001``..., or ``LOADTEST_MFA_PREFIX``), whose codes the load generator
@@ -78,6 +79,9 @@ def service_env() -> dict[str, str]:
         "USER_SERVICE_HTTP__TRUSTED_PROXIES": "127.0.0.1",
     }
     env.update({k: v for k, v in os.environ.items() if k.startswith("USER_SERVICE_") and k not in OURS})
+    # An OTLP endpoint set for the run reaches the service too, so that its spans join the
+    # load generator's in one trace; the service keeps its own name.
+    env.update({k: v for k, v in os.environ.items() if k.startswith("OTEL_") and k != "OTEL_SERVICE_NAME"})
     return env
 
 

@@ -6,6 +6,7 @@ import gzip
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -34,6 +35,38 @@ class OtlpReceiver:
                     for scope_spans in resource_spans.scope_spans:
                         found.extend((attributes.get("service.name", ""), span.name) for span in scope_spans.spans)
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedSpan:
+    service: str
+    name: str
+    kind: int  # opentelemetry.proto.trace.v1.Span.SpanKind: 2 server, 3 client
+    trace_id: str
+    span_id: str
+    parent_span_id: str  # "" for a root span
+
+
+def received_spans(receiver: OtlpReceiver) -> list[ReceivedSpan]:
+    """Every span received, with the ids that tie a trace together (hex)."""
+    found: list[ReceivedSpan] = []
+    with receiver.lock:
+        for request in receiver.requests:
+            for resource_spans in request.resource_spans:
+                attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                for scope_spans in resource_spans.scope_spans:
+                    found.extend(
+                        ReceivedSpan(
+                            service=attributes.get("service.name", ""),
+                            name=span.name,
+                            kind=span.kind,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                        )
+                        for span in scope_spans.spans
+                    )
+    return found
 
 
 @contextmanager

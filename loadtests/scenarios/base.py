@@ -13,7 +13,7 @@ from typing import Any
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
-from loadtests.scenarios import addresses, names
+from loadtests.scenarios import addresses, names, tracing
 from loadtests.scenarios.accounting import Verdict, back_off, problem_type, require_fields, settle
 from loadtests.scenarios.config import LoadTestConfig
 from loadtests.scenarios.second_factor import SeededFactors
@@ -80,6 +80,7 @@ class ServiceUser(FastHttpUser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        tracing.instrument(self.client)  # with --otel: each request the parent of the service's span
         self.cfg = config()
         self.tokens: Tokens | None = None
         self.address = addresses.random_address(addresses.PEOPLE)
