@@ -37,7 +37,7 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(
             f"`{name}` is not installed. .ci/run (through scripts/test) must install Debian's "
-            f"prometheus package (apt-get install prometheus), which provides prometheus and promtool."
+            "prometheus package (prometheus, promtool) and prometheus-alertmanager (it, amtool)."
         )
     return path
 
