@@ -20,6 +20,7 @@ from typing import Any
 from locust import events
 from locust.env import Environment
 
+from loadtests import locust_metrics  # noqa: F401 - serves Locust's figures with LOADTEST_METRICS_PORT
 from loadtests.scenarios.attacks import CredentialStuffer, PasswordSprayer
 from loadtests.scenarios.base import config
 from loadtests.scenarios.config import ConfigError

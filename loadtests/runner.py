@@ -33,6 +33,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtests import run_windows
 from loadtests.gates import SLO_FILE, GateResult, SloError, evaluate_report, load_slo, render
 from loadtests.profiles import PROFILES_FILE, Profile, ProfileError, load_profiles, parse_duration
 from testkit.ports import free_port
@@ -287,7 +288,12 @@ def command_run(args: argparse.Namespace) -> int:
             service = stack.enter_context(started_service(profile, report_dir))
             host = service.base_url
             env.update(service.locust_env)
+        started = run_windows.now()
         code = run_locust(profile, host, report_dir, env, args.workers)
+        window = run_windows.RunWindow(profile.name, host, started, run_windows.now(), code)
+        run_windows.record(window, report_dir)
+        if run_windows.annotate(window):
+            print("grafana: the run is annotated", flush=True)
         # While the service still runs: what it counted (the hashes the limits saved...).
         metrics = save_service_metrics(host, report_dir) if code == 0 else None
     if metrics is not None:

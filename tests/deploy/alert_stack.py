@@ -18,7 +18,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -123,6 +123,11 @@ async def _until_up(url: str, what: str, log: Path, within: float = 60) -> None:
     pytest.fail(f"{what} did not become ready:\n{_tail(log)}")
 
 
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:]
 
@@ -181,15 +186,49 @@ class AlertStack:
 
 
 @contextlib.asynccontextmanager
+async def running_prometheus(
+    folder: Path, jobs: Mapping[str, str], rule_files: Sequence[Path] = (), alertmanager: str | None = None
+) -> AsyncIterator[str]:
+    """Prometheus on a free loopback port scraping each job's target every second and
+    evaluating ``rule_files`` every second; yields its URL."""
+    binary = require_tool("prometheus")
+    port = free_port()
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(path) for path in rule_files],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [t]}]} for job, t in jobs.items()],
+    }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    config_file, log_file = folder / "prometheus.yml", folder / "prometheus.log"
+    _write(config_file, json.dumps(config))  # JSON is YAML
+    with log_file.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={folder / 'tsdb'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--log.level=warn",
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        url = f"http://{LOOPBACK}:{port}"
+        await _until_up(f"{url}/-/ready", "Prometheus", log_file)
+        yield url
+    finally:
+        await _stop(process)
+
+
+@contextlib.asynccontextmanager
 async def alert_stack(folder: Path, target: str | None) -> AsyncIterator[AlertStack]:
     """Alertmanager and Prometheus (scraping ``target``, if any, as job user-service) on
     free ports."""
     alertmanager_binary = require_tool("prometheus-alertmanager")
-    prometheus_binary = require_tool("prometheus")
     with Sink().running() as sink:
-        am_port, prom_port = free_port(), free_port()
+        am_port = free_port()
         am_config = alertmanager_config_for_test(folder, sink)  # creates the folder
-        am_log, prom_log = folder / "alertmanager.log", folder / "prometheus.log"
+        am_log = folder / "alertmanager.log"
         with am_log.open("wb") as log:
             alertmanager = await asyncio.create_subprocess_exec(
                 alertmanager_binary,
@@ -201,31 +240,13 @@ async def alert_stack(folder: Path, target: str | None) -> AsyncIterator[AlertSt
                 stdout=log,
                 stderr=log,
             )
+        jobs = {"user-service": target} if target else {}
         rules = scaled.write(folder / "rules", TIME_SCALE)
-        config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(path) for path in rules],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{LOOPBACK}:{am_port}"]}]}]},
-            "scrape_configs": [
-                {"job_name": "user-service", "static_configs": [{"targets": [target]}]} for _ in [target] if target
-            ],
-        }
-        (folder / "prometheus.yml").write_text(json.dumps(config))
-        with prom_log.open("wb") as log:
-            prometheus = await asyncio.create_subprocess_exec(
-                prometheus_binary,
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'tsdb'}",
-                f"--web.listen-address={LOOPBACK}:{prom_port}",
-                "--log.level=warn",
-                stdout=log,
-                stderr=log,
-            )
+        prometheus_context = running_prometheus(folder, jobs, rules, alertmanager=f"{LOOPBACK}:{am_port}")
         try:
-            am_url, prom_url = f"http://{LOOPBACK}:{am_port}", f"http://{LOOPBACK}:{prom_port}"
+            am_url = f"http://{LOOPBACK}:{am_port}"
             await _until_up(f"{am_url}/-/ready", "Alertmanager", am_log)
-            await _until_up(f"{prom_url}/-/ready", "Prometheus", prom_log)
-            yield AlertStack(prom_url, am_url, sink)
+            async with prometheus_context as prom_url:
+                yield AlertStack(prom_url, am_url, sink)
         finally:
-            await _stop(prometheus)
             await _stop(alertmanager)

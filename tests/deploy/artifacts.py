@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from loadtests.locust_series import SERIES as LOCUST_SERIES
+
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "docs" / "observability.md"
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -22,6 +24,7 @@ RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service.rules.yml"
 # Generated from deploy/slo/slos.yml; Prometheus loads both through its rule_files glob.
 SLO_RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service-slo.rules.yml"
 RULES_FILES = (SLO_RULES_FILE, RULES_FILE)
+LOAD_TEST_DASHBOARD = "load-test.json"
 RULE_TESTS_DIR = PROMETHEUS_DIR / "tests"
 DASHBOARDS_DIR = ROOT / "deploy" / "grafana" / "dashboards"
 
@@ -210,6 +213,12 @@ class PanelQuery:
     dashboard: str
     panel: str
     expr: str
+
+
+def reads_locust(query: PanelQuery) -> bool:
+    """A query of the load generator's own series (loadtests/locust_metrics.py), which
+    exist only while a Locust run serves them: proven by tests/loadtests/, not here."""
+    return bool(metric_names(query.expr) & LOCUST_SERIES)
 
 
 def dashboard_queries() -> list[PanelQuery]:
