@@ -1,7 +1,8 @@
 """Grafana dashboards as code for the user service.
 
-Renders deploy/grafana/dashboards/service-overview.json, auth.json and load-test.json from
-the panel definitions in service_overview.py, auth.py and load_test.py (model and rendering in model.py, shared
+Renders deploy/grafana/dashboards/service-overview.json, auth.json, load-test.json and
+dependencies.json from the panel definitions in service_overview.py, auth.py, load_test.py
+and dependencies.py (model and rendering in model.py, shared
 panels in panels.py); the rendered JSON is committed next to this script, and a test fails
 when they drift apart. The Kubernetes copies (ConfigMaps for the Grafana sidecar) come from
 the same rendering, so regenerate everything after any change with the single generator:
@@ -34,13 +35,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deploy.grafana.auth import auth
+from deploy.grafana.dependencies import dependencies
 from deploy.grafana.load_test import load_test
 from deploy.grafana.model import DASHBOARDS_DIR, Dashboard, to_text
 from deploy.grafana.service_overview import service_overview
 
 
 def dashboards() -> tuple[Dashboard, ...]:
-    return (service_overview(), auth(), load_test())
+    return (service_overview(), auth(), load_test(), dependencies())
 
 
 def rendered() -> dict[Path, str]:

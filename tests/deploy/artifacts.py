@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy.grafana.dependencies import EXPORTER_SERIES
 from loadtests.locust_series import SERIES as LOCUST_SERIES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,7 @@ RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service.rules.yml"
 SLO_RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service-slo.rules.yml"
 RULES_FILES = (SLO_RULES_FILE, RULES_FILE)
 LOAD_TEST_DASHBOARD = "load-test.json"
+DEPENDENCIES_DASHBOARD = "dependencies.json"
 RULE_TESTS_DIR = PROMETHEUS_DIR / "tests"
 DASHBOARDS_DIR = ROOT / "deploy" / "grafana" / "dashboards"
 
@@ -219,6 +221,11 @@ def reads_locust(query: PanelQuery) -> bool:
     """A query of the load generator's own series (loadtests/locust_metrics.py), which
     exist only while a Locust run serves them: proven by tests/loadtests/, not here."""
     return bool(metric_names(query.expr) & LOCUST_SERIES)
+
+
+def reads_exporters(query: PanelQuery) -> bool:
+    """A query of PostgreSQL's or Redis's exporter, proven by test_dependency_dashboards.py."""
+    return bool(metric_names(query.expr) & EXPORTER_SERIES)
 
 
 def dashboard_queries() -> list[PanelQuery]:

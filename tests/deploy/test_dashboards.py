@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from deploy.grafana import generate
+from deploy.grafana.dependencies import EXPORTER_SERIES
 from loadtests.locust_series import SERIES as LOCUST_SERIES
 from tests.deploy.artifacts import (
     DASHBOARDS_DIR,
+    DEPENDENCIES_DASHBOARD,
     LOAD_TEST_DASHBOARD,
     all_panels,
     catalogue_series,
@@ -26,7 +28,8 @@ DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
 
 
 def test_every_dashboard_is_committed() -> None:
-    assert {path.name for path in DASHBOARD_FILES} == {"service-overview.json", "auth.json", LOAD_TEST_DASHBOARD}
+    expected = {"service-overview.json", "auth.json", LOAD_TEST_DASHBOARD, DEPENDENCIES_DASHBOARD}
+    assert {path.name for path in DASHBOARD_FILES} == expected
 
 
 def test_committed_json_is_what_the_generator_renders() -> None:
@@ -78,21 +81,29 @@ def test_panels_do_not_overlap() -> None:
 
 
 def test_queries_read_only_catalogued_metrics_and_recording_rules() -> None:
-    """...and, on the load-test dashboard only, Locust's own series."""
+    """...and, on the load-test dashboard only, Locust's own series; on the dependencies
+    dashboard only, the exporters' series it lists."""
     allowed = catalogue_series() | recording_rule_names()
+    also = {LOAD_TEST_DASHBOARD: LOCUST_SERIES, DEPENDENCIES_DASHBOARD: EXPORTER_SERIES}
     unknown = sorted(
         f"{query.dashboard} / {query.panel}: {name}"
         for query in dashboard_queries()
         for name in metric_names(query.expr)
-        if name not in allowed and not (query.dashboard == LOAD_TEST_DASHBOARD and name in LOCUST_SERIES)
+        if name not in allowed and name not in also.get(query.dashboard, frozenset())
     )
     assert not unknown, "metrics neither in docs/observability.md nor recording rules:\n" + "\n".join(unknown)
 
 
 def test_every_query_selects_the_user_service_job() -> None:
+    """The service's own series, that is; Locust's have no job of ours, and the exporters'
+    select their own jobs."""
     offenders = [
         f"{query.dashboard} / {query.panel}"
         for query in dashboard_queries()
-        if 'job="user-service"' not in query.expr and metric_names(query.expr) - LOCUST_SERIES
+        if 'job="user-service"' not in query.expr and metric_names(query.expr) - LOCUST_SERIES - EXPORTER_SERIES
     ]
+    exporters = [q for q in dashboard_queries() if metric_names(q.expr) & EXPORTER_SERIES]
+    assert exporters
+    for query in exporters:
+        assert 'job="postgres"' in query.expr or 'job="redis"' in query.expr, f"{query.panel}: {query.expr}"
     assert not offenders, offenders
