@@ -8,8 +8,8 @@ writes DIR/user-service-slo.rules.yml (rendered from the spec with every window 
 alerts with every range selector, subquery, ``offset`` and ``for:`` divided the same way).
 Rule names and labels keep their production windows, so routes, inhibitions and
 dashboards work on the scaled rules unchanged. A duration that would fall under one
-second becomes one second. Thresholds written in seconds (an outbox age over 600 s) are
-values, not windows, and are not scaled.
+second becomes one second. A threshold that is a time in seconds is scaled only where a
+PromQL comment marks it (``> 600  # seconds``); other numbers are values and stay.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ CAUSE_RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service.rule
 
 _RANGE = re.compile(r"\[(\d+[smhd])(?::(\d+[smhd]))?\]")
 _OFFSET = re.compile(r"\boffset\s+(\d+[smhd])\b")
+# A threshold that is a time in seconds (an age), marked so by a PromQL comment.
+_SECONDS_VALUE = re.compile(r"(\d+(?:\.\d+)?)(\s*#\s*seconds\b)")
 
 
 def scale(value: str, time_scale: float) -> str:
@@ -45,6 +47,7 @@ def scale_expr(expr: str, time_scale: float) -> str:
         return f"[{window}:{scale(step, time_scale)}]" if step else f"[{window}]"
 
     scaled = _RANGE.sub(ranged, expr)
+    scaled = _SECONDS_VALUE.sub(lambda m: f"{float(m.group(1)) / time_scale:g}{m.group(2)}", scaled)
     return _OFFSET.sub(lambda m: f"offset {scale(m.group(1), time_scale)}", scaled)
 
 

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from testkit.server_process import SLOW_SINGLE_THREAD_HASHING, ServerProcess
+from testkit.smtp_server import smtp_server
 from tests.deploy.alert_stack import TIME_SCALE, AlertStack, alert_stack
 from tests.integration.faults import LOGIN, REGISTER, UNTHROTTLED, proxied_server, register_body
 from tests.integration.helpers import PASSWORD
@@ -187,6 +188,36 @@ async def test_credential_stuffing_opens_the_abuse_ticket(
             report("stuffing over -> abuse ticket resolved", resolved)
     finally:
         server.stop()
+
+
+async def test_a_mail_server_refusing_opens_the_outbox_ticket_and_delivery_resolves_it(
+    server_process: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    # Retries back off as in production, scaled like the rules (5 s base, 15 min at most).
+    backoff = {
+        "USER_SERVICE_MAIL__RETRY_BASE_SECONDS": str(5 / TIME_SCALE),
+        "USER_SERVICE_MAIL__RETRY_MAX_SECONDS": str(900 / TIME_SCALE),
+    }
+    with smtp_server() as smtp:
+        server = server_process(**smtp.env(), **backoff).start()
+        try:
+            async with alert_stack(tmp_path / "stack", target_of(server)) as stack, traffic(server.base_url, "steady"):
+                await quiet_start(stack)
+                smtp.refuse_for(3600)  # a 451 to every message: mail waits in the outbox
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+                    assert (await client.post(REGISTER, json=register_body("waiting"))).status_code == 201
+                refused = time.monotonic()
+                fired = await stack.wait_for("UserServiceMailOutboxStuck", ARRIVES_WITHIN, severity="ticket")
+                report("mail server refusing -> UserServiceMailOutboxStuck", fired)
+                assert smtp.refusals > 0
+                smtp.accept()
+                resolved = await stack.wait_until_gone("UserServiceMailOutboxStuck", RESOLVES_WITHIN)
+                report("mail server accepting again -> outbox ticket resolved", resolved)
+                assert any("waiting@example.com" in mail.recipients for mail in smtp.received), (
+                    time.monotonic() - refused
+                )
+        finally:
+            server.stop()
 
 
 async def test_killing_the_service_pages_and_the_page_reaches_the_pager(

@@ -104,6 +104,8 @@ def test_time_scaled_rules_keep_names_and_labels_and_shorten_every_window(tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_scaling_rewrites_ranges_subqueries_and_offsets_only() -> None:
-    expr = 'rate(x{le="0.25"}[5m]) > 2 * avg_over_time(y[1h:1m] offset 7d) and z > 600'
-    assert scaled.scale_expr(expr, 60) == 'rate(x{le="0.25"}[5s]) > 2 * avg_over_time(y[1m:1s] offset 168m) and z > 600'
+def test_scaling_rewrites_ranges_subqueries_offsets_and_marked_seconds_only() -> None:
+    expr = 'rate(x{le="0.25"}[5m]) > 2 * avg_over_time(y[1h:1m] offset 7d) and z > 600\nand age > 600  # seconds'
+    assert scaled.scale_expr(expr, 60) == (
+        'rate(x{le="0.25"}[5s]) > 2 * avg_over_time(y[1m:1s] offset 168m) and z > 600\nand age > 10  # seconds'
+    )
