@@ -1,7 +1,8 @@
 """When each load test ran, for reading it against the service's own telemetry.
 
 Every run writes ``run-window.json`` into its report folder (profile, target, start and end
-in UTC, Locust's exit code) and appends the same line to ``loadtests/reports/runs.jsonl``,
+in UTC, Locust's exit code) and appends the same line to ``runs.jsonl`` in the folder above
+it (``loadtests/reports/runs.jsonl`` for the default report folders),
 so that a dashboard's time range can be set to a run, or a run found from a spike. With
 ``GRAFANA_URL`` set (and ``GRAFANA_TOKEN``, a service-account token with the annotation
 writer role), the window also becomes a Grafana region annotation tagged ``loadtest`` and
@@ -71,12 +72,14 @@ def annotate(window: RunWindow, grafana_url: str | None = None, token: str | Non
     if not url.startswith(("http://", "https://")):
         sys.stderr.write(f"GRAFANA_URL must be http(s): {grafana_url}\n")
         return False
+    if token and url.startswith("http://"):
+        sys.stderr.write(f"warning: sending GRAFANA_TOKEN over plain http to {url}\n")
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     request = urllib.request.Request(url, data=json.dumps(annotation(window)).encode(), headers=headers, method="POST")  # noqa: S310 - http(s) checked above
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310  # nosec B310
             status: int = response.status
             return 200 <= status < 300
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
         sys.stderr.write(f"could not annotate the run in Grafana ({url}): {exc}\n")
         return False

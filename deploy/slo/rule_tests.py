@@ -6,8 +6,10 @@ event increment), as counters sampled once a minute, at a chosen error ratio. Pe
 - each tier fires at 1.5 times its threshold, ten minutes after its ``for:`` has run out,
   while no faster tier does (1.5 times a tier's burn stays under the next tier's);
 - each tier stays silent at 0.8 times its threshold over the same time;
-- a burst followed by clean traffic: the fastest page resolves within its short window
-  while the 6x page still holds (the point of the multi-window design);
+- each tier stays silent when a burst fills its short window but not its long one;
+- a burst followed by clean traffic: the fastest page still fires two minutes after it and
+  has resolved one short window later, while the 6x page holds (the point of the
+  multi-window design);
 - no bad event at all: every ratio is 0, not an empty result.
 
 Expected annotations are computed from the same functions that write the rules, with
@@ -107,6 +109,26 @@ def _silent(slo: Slo, tier: Tier) -> dict[str, Any]:
     }
 
 
+def _long_window_guards(slo: Slo, tier: Tier) -> dict[str, Any]:
+    """A burst that fills the short window (and outlasts the ``for:``) after a long window of
+    clean traffic: the short window alone is over the threshold, the long one is not, so the
+    tier stays silent. A tier reading the wrong long window, or a recording rule with the
+    wrong range, fires here."""
+    ratio = _bad_per_minute(1.5 * tier.burn * slo.budget) / EVENTS_PER_MINUTE
+    long, burst = _minutes(tier.long_window), _minutes(tier.short_window) + _minutes(tier.for_) + _MARGIN_MINUTES
+    if 1.5 * burst >= long:
+        raise ValueError(f"{tier}: a burst of {burst}m would lift the long window over the threshold")
+    return {
+        "name": (
+            f"{slo.name}: {burst}m of {ratio:.4%} bad after {tier.long_window} of clean traffic: over the "
+            f"{tier.burn_label}x threshold in its {tier.short_window} window only, so it stays silent"
+        ),
+        "interval": "1m",
+        "input_series": series(slo, [(long, 0.0), (burst, ratio)]),
+        "alert_rule_test": [{"eval_time": f"{long + burst}m", "alertname": slo.alert_name, "exp_alerts": []}],
+    }
+
+
 def _burst_then_recovery(slo: Slo) -> dict[str, Any]:
     fast, six = TIERS[0], TIERS[1]
     ratio = min(1.0, 100 * slo.budget)
@@ -114,7 +136,7 @@ def _burst_then_recovery(slo: Slo) -> dict[str, Any]:
     return {
         "name": (
             f"{slo.name}: a {ratio:.0%} burst for {burst}m, then clean traffic: the {fast.burn_label}x page "
-            f"resolves within its {fast.short_window} window while the {six.burn_label}x page holds"
+            f"resolves one {fast.short_window} window after it while the {six.burn_label}x page holds"
         ),
         "interval": "1m",
         "input_series": series(slo, [(burst + 1, ratio), (total - burst, 0.0)]),
@@ -124,11 +146,21 @@ def _burst_then_recovery(slo: Slo) -> dict[str, Any]:
                 "alertname": slo.alert_name,
                 "exp_alerts": [expected_alert(slo, fast, ratio), expected_alert(slo, six, ratio)],
             },
+            # Two minutes after the burst its 5m window is still mostly bad: both pages hold
+            # (the long windows hold the burst's minutes out of 33).
             {
-                "eval_time": "45m",
+                "eval_time": f"{burst + 3}m",
                 "alertname": slo.alert_name,
-                # The 6h window holds the burst's minutes out of 45.
-                "exp_alerts": [expected_alert(slo, six, ratio * (burst + 1) / 45)],
+                "exp_alerts": [
+                    expected_alert(slo, fast, ratio * (burst + 1) / (burst + 3)),
+                    expected_alert(slo, six, ratio * (burst + 1) / (burst + 3)),
+                ],
+            },
+            # One short window later it is clean: the fast page has resolved, the 6x holds.
+            {
+                "eval_time": f"{burst + 8}m",
+                "alertname": slo.alert_name,
+                "exp_alerts": [expected_alert(slo, six, ratio * (burst + 1) / (burst + 8))],
             },
         ],
     }
@@ -154,7 +186,7 @@ def document(spec: Spec) -> dict[str, Any]:
     tests: list[dict[str, Any]] = []
     for slo in spec.slos:
         for tier in TIERS:
-            tests += [_fires(slo, tier), _silent(slo, tier)]
+            tests += [_fires(slo, tier), _silent(slo, tier), _long_window_guards(slo, tier)]
         tests += [_burst_then_recovery(slo), _zero_not_empty(slo)]
     return {"rule_files": [f"../rules/{RULES_NAME}"], "evaluation_interval": "1m", "tests": tests}
 

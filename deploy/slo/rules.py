@@ -35,7 +35,8 @@ _UNIT_WORDS = {"m": "minutes", "h": "hours", "d": "days"}
 
 
 def scaled(window: str, time_scale: float) -> str:
-    return duration(seconds(window) / time_scale)
+    """``window`` divided by ``time_scale``, rounded to whole seconds, at least one."""
+    return duration(max(1, round(seconds(window) / time_scale)))
 
 
 def _query(template: str, window: str, time_scale: float) -> str:

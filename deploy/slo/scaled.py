@@ -8,8 +8,12 @@ writes DIR/user-service-slo.rules.yml (rendered from the spec with every window 
 alerts with every range selector, subquery, ``offset`` and ``for:`` divided the same way).
 Rule names and labels keep their production windows, so routes, inhibitions and
 dashboards work on the scaled rules unchanged. A duration that would fall under one
-second becomes one second. A threshold that is a time in seconds is scaled only where a
-PromQL comment marks it (``> 600  # seconds``); other numbers are values and stay.
+second becomes one second; a range this cannot scale (``1h30m``, ``500ms``) is an error.
+A threshold that is a time in seconds is scaled only where a PromQL comment marks it
+(``> 600  # seconds``); other numbers are values and stay. So a rate threshold keeps its
+meaning, but a count over a window does not: ``increase(x[15m]) > 10`` becomes ten events
+in 15 s, 60 times less sensitive (the refresh-token reuse and readiness-flapping alerts),
+which the fault tests do not rely on.
 """
 
 from __future__ import annotations
@@ -24,31 +28,39 @@ from typing import Any
 import yaml
 
 from deploy.slo.generate import ROOT, rules_text
-from deploy.slo.rules import RULES_NAME
-from deploy.slo.spec import duration, seconds
+from deploy.slo.rules import RULES_NAME, scaled
 from deploy.yaml_text import to_yaml_document
 
 CAUSE_RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service.rules.yml"
 
-_RANGE = re.compile(r"\[(\d+[smhd])(?::(\d+[smhd]))?\]")
+_RANGE = re.compile(r"\[(\d+[smhd])(?::(\d+[smhd])?)?\]")
+# Any range or subquery at all: what _RANGE cannot scale (1h30m, 500ms, 1w) is an error,
+# not a window silently left at production length.
+_ANY_RANGE = re.compile(r"\[[^\]]*\d[^\]]*\]")
 _OFFSET = re.compile(r"\boffset\s+(\d+[smhd])\b")
 # A threshold that is a time in seconds (an age), marked so by a PromQL comment.
 _SECONDS_VALUE = re.compile(r"(\d+(?:\.\d+)?)(\s*#\s*seconds\b)")
 
 
 def scale(value: str, time_scale: float) -> str:
-    return duration(max(1, round(seconds(value) / time_scale)))
+    return scaled(value, time_scale)
 
 
 def scale_expr(expr: str, time_scale: float) -> str:
     def ranged(match: re.Match[str]) -> str:
         window = scale(match.group(1), time_scale)
         step = match.group(2)
-        return f"[{window}:{scale(step, time_scale)}]" if step else f"[{window}]"
+        if step:
+            return f"[{window}:{scale(step, time_scale)}]"
+        return f"[{window}:]" if match.group(0).endswith(":]") else f"[{window}]"
 
-    scaled = _RANGE.sub(ranged, expr)
-    scaled = _SECONDS_VALUE.sub(lambda m: f"{float(m.group(1)) / time_scale:g}{m.group(2)}", scaled)
-    return _OFFSET.sub(lambda m: f"offset {scale(m.group(1), time_scale)}", scaled)
+    unscalable = [m.group(0) for m in _ANY_RANGE.finditer(expr) if not _RANGE.fullmatch(m.group(0))]
+    # Label matchers hold digits too ({le="0.25"}); only brackets are ranges.
+    if unscalable:
+        raise ValueError(f"cannot time-scale {unscalable} in: {expr}")
+    result = _RANGE.sub(ranged, expr)
+    result = _SECONDS_VALUE.sub(lambda m: f"{float(m.group(1)) / time_scale:g}{m.group(2)}", result)
+    return _OFFSET.sub(lambda m: f"offset {scale(m.group(1), time_scale)}", result)
 
 
 def scale_rules(document: dict[str, Any], time_scale: float) -> dict[str, Any]:

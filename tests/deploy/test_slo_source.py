@@ -44,6 +44,7 @@ def spec_with(change: dict[str, Any], tmp_path: Path) -> Path:
             "placeholder",
         ),
         ({"x-record": "Bad-Name"}, "lower-case"),
+        ({"x-loadtest": {"percentile_of": ["POST /api/v1/auth/login"], "threshold_ms": 500}}, "threshold_ms"),
     ],
 )
 def test_the_spec_is_read_strictly(change: dict[str, Any], message: str, tmp_path: Path) -> None:

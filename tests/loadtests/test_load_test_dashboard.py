@@ -77,7 +77,12 @@ async def test_every_load_test_panel_has_data_during_a_run_and_the_run_is_record
             try:
                 empty = await until_every_panel_has_data(prometheus, within=RUN_SECONDS - 5)
             finally:
-                stdout, _ = await asyncio.wait_for(runner.communicate(), timeout=RUN_SECONDS + 120)
+                try:
+                    stdout, _ = await asyncio.wait_for(runner.communicate(), timeout=RUN_SECONDS + 120)
+                except TimeoutError:
+                    runner.kill()  # Locust's own processes end with their parent's pipes
+                    await runner.wait()
+                    raise
     output = stdout.decode(errors="replace")
     assert runner.returncode == 0, output[-4000:]
     assert not empty, "no data:\n" + "\n".join(empty)
