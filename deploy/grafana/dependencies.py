@@ -101,7 +101,6 @@ def postgres_row() -> Row:
                 description="On-disk size of each database.",
                 targets=(Target(f"sum by (datname) (pg_database_size_bytes{{{POSTGRES}}})", "{{datname}}"),),
                 unit="bytes",
-                width=8,
             ),
             Panel(
                 title="Exporters up",
@@ -112,7 +111,8 @@ def postgres_row() -> Row:
                     Target(f"min(pg_up{{{POSTGRES}}})", "PostgreSQL"),
                     Target(f"min(redis_up{{{REDIS}}})", "Redis"),
                 ),
-                width=16,
+                width=24,
+                height=5,
                 maximum=1,
             ),
         ),

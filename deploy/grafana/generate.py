@@ -2,10 +2,11 @@
 
 Renders deploy/grafana/dashboards/service-overview.json, auth.json, load-test.json and
 dependencies.json from the panel definitions in service_overview.py, auth.py, load_test.py
-and dependencies.py (model and rendering in model.py, shared
-panels in panels.py); the rendered JSON is committed next to this script, and a test fails
-when they drift apart. The Kubernetes copies (ConfigMaps for the Grafana sidecar) come from
-the same rendering, so regenerate everything after any change with the single generator:
+and dependencies.py (this project's panel conventions in model.py, rendered through
+Grafana's own typed builders, grafana-foundation-sdk; shared panels in panels.py). The
+rendered JSON is committed next to this script, and a test fails when they drift apart.
+The Kubernetes copies (ConfigMaps for the Grafana sidecar) come from the same rendering,
+so regenerate everything after any change with the single generator:
 
     uv run python -m deploy.generate          # rewrite the JSON files and their copies
     uv run python -m deploy.generate --check  # exit 1 if one is stale

@@ -1,4 +1,5 @@
-"""The panel model of the dashboards and its rendering to Grafana JSON (schema v39)."""
+"""The panel model of the dashboards (this project's conventions) and its rendering to
+Grafana JSON through Grafana's own typed builders (grafana-foundation-sdk)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from grafana_foundation_sdk.builders import common as sdk_common
+from grafana_foundation_sdk.builders import dashboard as sdk_dashboard
+from grafana_foundation_sdk.builders import prometheus as sdk_prometheus
+from grafana_foundation_sdk.builders import stat as sdk_stat
+from grafana_foundation_sdk.builders import timeseries as sdk_timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as sdk_common_models
+from grafana_foundation_sdk.models import dashboard as sdk_dashboard_models
+from grafana_foundation_sdk.models import prometheus as sdk_prometheus_models
 
 from deploy.slo.spec import load as load_slo_spec
 
@@ -25,7 +36,7 @@ LOGIN_THRESHOLD_SECONDS = (SLOS.by_name("login-latency").loadtest.threshold_ms o
 LOGIN_ROUTE = 'http_request_method="POST", http_route="/api/v1/auth/login"'
 
 PROMETHEUS = {"type": "prometheus", "uid": "${datasource}"}
-SCHEMA_VERSION = 39
+GRID_COLUMNS = 24
 QUANTILES = (0.5, 0.95, 0.99)
 
 
@@ -89,212 +100,190 @@ class Dashboard:
     rows: tuple[Row, ...]
 
 
-# --- rendering -------------------------------------------------------------------------
+# --- rendering, through Grafana's own typed builders (grafana-foundation-sdk) -----------------
+#
+# The dataclasses above say what a panel shows, in this project's terms; the SDK's builders
+# turn that into Grafana's dashboard schema, lay the panels out on the 24-column grid and
+# serialise them, so the JSON follows Grafana's own model rather than one written by hand.
 
 
-def _target(target: Target, ref_id: str) -> JSON:
-    return {
-        "datasource": PROMETHEUS,
-        "editorMode": "code",
-        "exemplar": target.exemplar,
-        "expr": target.expr,
-        "instant": False,
-        "legendFormat": target.legend,
-        "range": True,
-        "refId": ref_id,
-    }
+def _datasource() -> sdk_dashboard_models.DataSourceRef:
+    return sdk_dashboard_models.DataSourceRef(type_val=PROMETHEUS["type"], uid=PROMETHEUS["uid"])
 
 
-def _thresholds(panel: Panel) -> JSON:
-    steps: list[JSON] = [{"color": "green", "value": None}]
-    if panel.thresholds:
-        steps = [{"color": t.color, "value": t.value} for t in panel.thresholds]
-    return {"mode": "absolute", "steps": steps}
+def _query(target: Target, ref_id: str) -> sdk_prometheus.Dataquery:
+    return (
+        sdk_prometheus.Dataquery()
+        .datasource(_datasource())
+        .editor_mode(sdk_prometheus_models.QueryEditorMode.CODE)
+        .exemplar(target.exemplar)
+        .expr(target.expr)
+        .range()
+        .legend_format(target.legend)
+        .ref_id(ref_id)
+    )
 
 
-def _field_config(panel: Panel) -> JSON:
-    defaults: JSON = {"unit": panel.unit, "thresholds": _thresholds(panel)}
+def _thresholds(panel: Panel) -> sdk_dashboard.ThresholdsConfig:
+    steps = [(t.color, t.value) for t in panel.thresholds] or [("green", None)]
+    return (
+        sdk_dashboard.ThresholdsConfig()
+        .mode(sdk_dashboard_models.ThresholdsMode.ABSOLUTE)
+        .steps([sdk_dashboard_models.Threshold(color=color, value=value) for color, value in steps])
+    )
+
+
+def _common(builder: Any, panel: Panel, panel_targets: Sequence[Target]) -> Any:
+    builder = (
+        builder.title(panel.title)
+        .description(panel.description)
+        .datasource(_datasource())
+        .unit(panel.unit)
+        .thresholds(_thresholds(panel))
+        .span(panel.width)
+        .height(panel.height)
+    )
+    for index, target in enumerate(panel_targets):
+        builder = builder.with_target(_query(target, chr(ord("A") + index)))
     if panel.minimum is not None:
-        defaults["min"] = panel.minimum
+        builder = builder.min(panel.minimum)
     if panel.maximum is not None:
-        defaults["max"] = panel.maximum
+        builder = builder.max(panel.maximum)
     if panel.decimals is not None:
-        defaults["decimals"] = panel.decimals
-    if panel.kind == "timeseries":
-        defaults["color"] = {"mode": "palette-classic"}
-        defaults["custom"] = {
-            "drawStyle": "line",
-            "lineWidth": 1,
-            "fillOpacity": 20 if panel.stacked else 0,
-            "showPoints": "never",
-            "spanNulls": False,
-            "stacking": {"mode": "normal" if panel.stacked else "none", "group": "A"},
-            "thresholdsStyle": {"mode": "dashed" if panel.thresholds else "off"},
-        }
-    else:
-        defaults["color"] = {"mode": "thresholds"}
-    return {"defaults": defaults, "overrides": []}
+        builder = builder.decimals(panel.decimals)
+    return builder
 
 
-def _options(panel: Panel) -> JSON:
-    if panel.kind == "stat":
-        return {
-            "colorMode": "background",
-            "graphMode": "none",
-            "justifyMode": "auto",
-            "orientation": "auto",
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "textMode": "auto",
-        }
-    return {
-        "legend": {"calcs": ["mean", "max"], "displayMode": "table", "placement": "bottom", "showLegend": True},
-        "tooltip": {"mode": "multi", "sort": "desc"},
-    }
-
-
-def _panel(panel: Panel, panel_id: int, x: int, y: int) -> JSON:
-    return {
-        "datasource": PROMETHEUS,
-        "description": panel.description,
-        "fieldConfig": _field_config(panel),
-        "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
-        "id": panel_id,
-        "options": _options(panel),
-        "targets": [_target(t, chr(ord("A") + i)) for i, t in enumerate(panel.targets)],
-        "title": panel.title,
-        "type": panel.kind,
-    }
-
-
-def _layout(rows: Sequence[Row]) -> list[JSON]:
-    """Rows one under the other; panels fill a row left to right on Grafana's 24-column grid."""
-    panels: list[JSON] = []
-    next_id = 1
-    y = 0
-    for row in rows:
-        panels.append(
-            {
-                "collapsed": False,
-                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
-                "id": next_id,
-                "panels": [],
-                "title": row.title,
-                "type": "row",
-            }
+def _timeseries(panel: Panel) -> sdk_timeseries.Panel:
+    stacking = sdk_common_models.StackingMode.NORMAL if panel.stacked else sdk_common_models.StackingMode.NONE
+    threshold_style = (
+        sdk_common_models.GraphTresholdsStyleMode.DASHED
+        if panel.thresholds
+        else sdk_common_models.GraphTresholdsStyleMode.OFF
+    )
+    builder: sdk_timeseries.Panel = _common(sdk_timeseries.Panel(), panel, panel.targets)
+    return (
+        builder.color_scheme(sdk_dashboard.FieldColor().mode(sdk_dashboard_models.FieldColorModeId.PALETTE_CLASSIC))
+        .draw_style(sdk_common_models.GraphDrawStyle.LINE)
+        .line_width(1)
+        .fill_opacity(20 if panel.stacked else 0)
+        .show_points(sdk_common_models.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .stacking(sdk_common.StackingConfig().mode(stacking).group("A"))
+        .thresholds_style(sdk_common.GraphThresholdsStyleConfig().mode(threshold_style))
+        .legend(
+            sdk_common.VizLegendOptions()
+            .display_mode(sdk_common_models.LegendDisplayMode.TABLE)
+            .placement(sdk_common_models.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["mean", "max"])
         )
-        next_id += 1
-        y += 1
-        x = 0
-        line_height = 0
-        for panel in row.panels:
-            if x + panel.width > 24:
-                x, y, line_height = 0, y + line_height, 0
-            panels.append(_panel(panel, next_id, x, y))
-            next_id += 1
-            x += panel.width
-            line_height = max(line_height, panel.height)
-        y += line_height
-    return panels
+        .tooltip(
+            sdk_common.VizTooltipOptions()
+            .mode(sdk_common_models.TooltipDisplayMode.MULTI)
+            .sort(sdk_common_models.SortOrder.DESCENDING)
+        )
+    )
 
 
-def _templating() -> JSON:
-    def datasource(name: str, label: str, plugin: str) -> JSON:
-        return {
-            "current": {},
-            "hide": 0,
-            "includeAll": False,
-            "label": label,
-            "multi": False,
-            "name": name,
-            "options": [],
-            "query": plugin,
-            "refresh": 1,
-            "regex": "",
-            "type": "datasource",
-        }
+def _stat(panel: Panel) -> sdk_stat.Panel:
+    builder: sdk_stat.Panel = _common(sdk_stat.Panel(), panel, panel.targets)
+    return (
+        builder.color_scheme(sdk_dashboard.FieldColor().mode(sdk_dashboard_models.FieldColorModeId.THRESHOLDS))
+        .color_mode(sdk_common_models.BigValueColorMode.BACKGROUND)
+        .graph_mode(sdk_common_models.BigValueGraphMode.NONE)
+        .justify_mode(sdk_common_models.BigValueJustifyMode.AUTO)
+        .orientation(sdk_common_models.VizOrientation.AUTO)
+        .text_mode(sdk_common_models.BigValueTextMode.AUTO)
+        .reduce_options(sdk_common.ReduceDataOptions().calcs(["lastNotNull"]).values(False).fields(""))
+    )
 
+
+def _variables() -> list[Any]:
     instances = f"label_values(user_service_build_info{sel(instance=False)}, instance)"
-    return {
-        "list": [
-            datasource("datasource", "Prometheus", "prometheus"),
-            datasource("tempo", "Traces", "tempo"),
-            {
-                "allValue": ".*",
-                "current": {},
-                "datasource": PROMETHEUS,
-                "definition": instances,
-                "hide": 0,
-                "includeAll": True,
-                "label": "Instance",
-                "multi": True,
-                "name": "instance",
-                "options": [],
-                "query": {"query": instances, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-                "refresh": 2,
-                "regex": "",
-                "sort": 1,
-                "type": "query",
-            },
-        ]
-    }
-
-
-def _links() -> list[JSON]:
-    explore = json.dumps({"datasource": "${tempo}", "queries": [{"refId": "A"}]}, separators=(",", ":"))
     return [
-        {
-            "asDropdown": False,
-            "icon": "external link",
-            "includeVars": False,
-            "keepTime": True,
-            "tags": ["user-service"],
-            "targetBlank": False,
-            "title": "User service",
-            "type": "dashboards",
-        },
-        {
-            "icon": "external link",
-            "keepTime": True,
-            "targetBlank": True,
-            "title": "Traces",
-            "tooltip": "Explore the service's traces in the ${tempo} datasource",
-            "type": "link",
-            "url": "/explore?left=" + urllib.parse.quote(explore, safe="${}"),
-        },
+        sdk_dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"),
+        sdk_dashboard.DatasourceVariable("tempo").label("Traces").type("tempo"),
+        sdk_dashboard.QueryVariable("instance")
+        .label("Instance")
+        .datasource(_datasource())
+        .query({"query": instances, "refId": "PrometheusVariableQueryEditor-VariableQuery"})
+        .include_all(True)
+        .all_value(".*")
+        .multi(True)
+        .refresh(sdk_dashboard_models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(sdk_dashboard_models.VariableSort.ALPHABETICAL_ASC),
     ]
 
 
+def _links() -> list[Any]:
+    explore = json.dumps({"datasource": "${tempo}", "queries": [{"refId": "A"}]}, separators=(",", ":"))
+    return [
+        sdk_dashboard.DashboardLink("User service")
+        .type(sdk_dashboard_models.DashboardLinkType.DASHBOARDS)
+        .tags(["user-service"])
+        .icon("external link")
+        .as_dropdown(False)
+        .include_vars(False)
+        .keep_time(True)
+        .target_blank(False),
+        sdk_dashboard.DashboardLink("Traces")
+        .type(sdk_dashboard_models.DashboardLinkType.LINK)
+        .icon("external link")
+        .tooltip("Explore the service's traces in the ${tempo} datasource")
+        .url("/explore?left=" + urllib.parse.quote(explore, safe="${}"))
+        .keep_time(True)
+        .target_blank(True),
+    ]
+
+
+def _check_tiling(row: Row) -> None:
+    """The SDK fills a line left to right and starts a new one only once a line is full, so
+    the widths of a row's panels must add up to whole lines of 24 columns as they go."""
+    x = 0
+    for panel in row.panels:
+        if x + panel.width > GRID_COLUMNS:
+            raise ValueError(f"row {row.title!r}: {panel.title!r} (width {panel.width}) does not fit at column {x}")
+        x = (x + panel.width) % GRID_COLUMNS
+
+
+def build(dashboard: Dashboard) -> Any:
+    """The dashboard as the SDK's model."""
+    builder = (
+        sdk_dashboard.Dashboard(dashboard.title)
+        .uid(dashboard.uid)
+        .description(dashboard.description)
+        .tags(["user-service"])
+        .editable()
+        .tooltip(sdk_dashboard_models.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .time("now-6h", "now")
+        .timezone("utc")
+        .version(1)
+        .variables(_variables())
+    )
+    for link in _links():
+        builder = builder.link(link)
+    # Expanded rows: in Grafana's model an open row is followed by its panels at the top
+    # level (only a collapsed row holds them), so the SREs see every panel on opening.
+    for row in dashboard.rows:
+        _check_tiling(row)
+        builder = builder.with_row(sdk_dashboard.Row(row.title).collapsed(False))
+        for panel in row.panels:
+            builder = builder.with_panel(_stat(panel) if panel.kind == "stat" else _timeseries(panel))
+    return builder.build()
+
+
 def render(dashboard: Dashboard) -> JSON:
-    return {
-        "annotations": {
-            "list": [
-                {
-                    "builtIn": 1,
-                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                    "enable": True,
-                    "hide": True,
-                    "iconColor": "rgba(0, 211, 255, 1)",
-                    "name": "Annotations & Alerts",
-                    "type": "dashboard",
-                }
-            ]
-        },
-        "description": dashboard.description,
-        "editable": True,
-        "graphTooltip": 1,
-        "links": _links(),
-        "panels": _layout(dashboard.rows),
-        "refresh": "30s",
-        "schemaVersion": SCHEMA_VERSION,
-        "tags": ["user-service"],
-        "templating": _templating(),
-        "time": {"from": "now-6h", "to": "now"},
-        "timepicker": {},
-        "timezone": "utc",
-        "title": dashboard.title,
-        "uid": dashboard.uid,
-        "version": 1,
-    }
+    """Grafana's JSON for the dashboard, with panel ids in order (the SDK leaves them out)."""
+    document: JSON = json.loads(json.dumps(build(dashboard), cls=JSONEncoder))
+    for number, panel in enumerate(_flat(document["panels"]), start=1):
+        panel["id"] = number
+    return document
+
+
+def _flat(panels: list[JSON]) -> list[JSON]:
+    return [item for panel in panels for item in (panel, *_flat(panel.get("panels", [])))]
 
 
 def to_text(dashboard: Dashboard) -> str:

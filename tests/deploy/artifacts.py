@@ -240,7 +240,8 @@ def dashboard_queries() -> list[PanelQuery]:
         )
         for variable in dashboard["templating"]["list"]:
             if variable["type"] == "query":
-                definition = str(variable["definition"])
+                query = variable["query"]
+                definition = str(query["query"] if isinstance(query, dict) else query)
                 # label_values(<series selector>, <label>) is answered from the selector's series.
                 match = re.fullmatch(r"label_values\((?P<selector>.+),\s*\w+\)", definition)
                 assert match, f"{path.name}: unexpected variable query {definition}"
