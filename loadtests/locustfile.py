@@ -24,9 +24,9 @@ from loadtests import locust_metrics  # noqa: F401 - serves Locust's figures wit
 from loadtests.scenarios.attacks import CredentialStuffer, PasswordSprayer
 from loadtests.scenarios.base import config
 from loadtests.scenarios.config import ConfigError
-from loadtests.scenarios.users import AdminBrowser, ApiClient, LoginStorm, SignUp
+from loadtests.scenarios.users import AdminBrowser, ApiClient, LoginArrivals, LoginStorm, SignUp
 
-__all__ = ["AdminBrowser", "ApiClient", "CredentialStuffer", "LoginStorm", "PasswordSprayer", "SignUp"]
+__all__ = ["AdminBrowser", "ApiClient", "CredentialStuffer", "LoginArrivals", "LoginStorm", "PasswordSprayer", "SignUp"]
 
 try:
     _config = config()
@@ -38,7 +38,8 @@ def _apply_mix() -> None:
     """Weights from LOADTEST_MIX (weight 0: Locust leaves the class out). In a function,
     not at module level: Locust takes every User class bound to a module-level name."""
     classes = {
-        cls.__name__: cls for cls in (LoginStorm, ApiClient, SignUp, AdminBrowser, CredentialStuffer, PasswordSprayer)
+        cls.__name__: cls
+        for cls in (LoginStorm, ApiClient, SignUp, AdminBrowser, CredentialStuffer, PasswordSprayer, LoginArrivals)
     }
     if _config.mix is not None:
         for name, cls in classes.items():

@@ -101,8 +101,9 @@ class ServiceUser(FastHttpUser):
     def second_factor_now(self) -> bool:
         return self.cfg.mfa_count > 0 and random.random() < self.cfg.mfa_share  # noqa: S311 - not crypto
 
-    def login(self, username: str, password: str) -> Tokens | None:
-        """POST /login expecting 200; None when shed (after backing off) or failed."""
+    def login(self, username: str, password: str, *, back_off_when_shed: bool = True) -> Tokens | None:
+        """POST /login expecting 200; None when shed (after backing off, unless told not
+        to: an arrival in an open loop does not) or failed."""
         with self.client.post(
             names.LOGIN,
             json={"username": username, "password": password},
@@ -116,7 +117,7 @@ class ServiceUser(FastHttpUser):
                 if verdict is Verdict.OK
                 else None
             )
-        if verdict is Verdict.SHED:
+        if verdict is Verdict.SHED and back_off_when_shed:
             back_off(response)
         return Tokens.of(body) if body else None
 
@@ -149,14 +150,14 @@ class ServiceUser(FastHttpUser):
             return None
         return self._exchange(names.LOGIN_MFA, {"mfa_token": challenge["mfa_token"], "code": code})
 
-    def login_with_wrong_password(self, username: str) -> None:
+    def login_with_wrong_password(self, username: str, *, back_off_when_shed: bool = True) -> None:
         """POST /login with a wrong password: the expected 401 is a success under its own name."""
         body = {"username": username, "password": f"wrong-{secrets.token_hex(6)}"}
         with self.client.post(
             names.LOGIN, json=body, headers=self.headers(), name=names.LOGIN_WRONG_PASSWORD, catch_response=True
         ) as response:
             verdict = settle(response, expected={401})
-        if verdict is Verdict.SHED:
+        if verdict is Verdict.SHED and back_off_when_shed:
             back_off(response)
 
     def refresh(self, tokens: Tokens) -> Tokens | None:

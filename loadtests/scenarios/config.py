@@ -11,6 +11,7 @@
 | ``LOADTEST_MFA_PREFIX`` | accounts seeded ``--with-totp`` are ``{prefix}{i:06d}`` | ``loadmfa`` |
 | ``LOADTEST_MFA_COUNT`` | how many were seeded (0: no login uses a second factor) | ``0`` |
 | ``LOADTEST_MFA_SHARE`` | share of LoginStorm's logins made by those accounts, with both steps | ``0.2`` |
+| ``LOADTEST_ARRIVAL_PACING_SECONDS`` | LoginArrivals: one login per user this often (rate: users ÷ it) | ``2`` |
 | ``LOADTEST_WORKERS`` | Locust worker processes (the runner sets it); each takes its own slice of them | ``1`` |
 
 The attack classes (``loadtests/scenarios/attacks.py``) run only when ``LOADTEST_MIX`` names them:
@@ -33,7 +34,15 @@ from dataclasses import dataclass, field
 
 from loadtests.scenarios.addresses import STUFFERS, hosts
 
-USER_CLASSES = ("LoginStorm", "ApiClient", "SignUp", "AdminBrowser", "CredentialStuffer", "PasswordSprayer")
+USER_CLASSES = (
+    "LoginStorm",
+    "ApiClient",
+    "SignUp",
+    "AdminBrowser",
+    "CredentialStuffer",
+    "PasswordSprayer",
+    "LoginArrivals",
+)
 ATTACK_CLASSES = ("CredentialStuffer", "PasswordSprayer")
 MAX_STUFFING_ADDRESSES = hosts(STUFFERS)
 
@@ -60,6 +69,7 @@ class LoadTestConfig:
     mfa_count: int = 0
     mfa_share: float = 0.2
     workers: int = 1
+    arrival_pacing_seconds: float = 2.0
 
     @property
     def has_admin(self) -> bool:
@@ -96,6 +106,7 @@ class LoadTestConfig:
             mfa_count = int(environ.get("LOADTEST_MFA_COUNT", "0"))
             mfa_share = float(environ.get("LOADTEST_MFA_SHARE", "0.2"))
             workers = int(environ.get("LOADTEST_WORKERS", "1") or "1")
+            pacing = float(environ.get("LOADTEST_ARRIVAL_PACING_SECONDS", "2"))
         except ValueError as exc:
             raise ConfigError(f"LOADTEST_* numbers: {exc}") from exc
         if count < 1:
@@ -109,6 +120,8 @@ class LoadTestConfig:
             raise ConfigError(f"LOADTEST_STUFFING_ADDRESSES must be between 1 and {MAX_STUFFING_ADDRESSES}")
         if attack_rate <= 0:
             raise ConfigError("LOADTEST_ATTACK_RATE must be above 0")
+        if pacing <= 0:
+            raise ConfigError("LOADTEST_ARRIVAL_PACING_SECONDS must be above 0")
         if mfa_count < 0 or not 0.0 <= mfa_share <= 1.0:
             raise ConfigError("LOADTEST_MFA_COUNT must be 0 or more and LOADTEST_MFA_SHARE between 0 and 1")
         if workers < 1 or (mfa_count and mfa_count < workers):
@@ -130,6 +143,7 @@ class LoadTestConfig:
             mfa_count=mfa_count,
             mfa_share=mfa_share,
             workers=workers,
+            arrival_pacing_seconds=pacing,
         )
         if config.mix and config.mix.get("AdminBrowser", 0) > 0 and not config.has_admin:
             raise ConfigError("AdminBrowser is in LOADTEST_MIX but LOADTEST_ADMIN_USERNAME/PASSWORD are not set")

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import random
 import secrets
+from typing import Any
 
-from locust import between, tag, task
+from locust import between, constant_pacing, tag, task
 
 from loadtests.scenarios import names
 from loadtests.scenarios.accounting import Verdict, back_off, require_fields, settle
@@ -49,6 +50,33 @@ class LoginStorm(ServiceUser):
             self.login_with_wrong_password(username)
         else:
             self.login(username, self.cfg.password)
+
+
+class LoginArrivals(ServiceUser):
+    """Logins that arrive at a fixed rate whatever the service answers: a crowd of
+    independent people, an open loop. Each user starts a login every
+    ``LOADTEST_ARRIVAL_PACING_SECONDS`` (Locust's constant pacing) and never backs off on a
+    shed, so the offered rate is users ÷ pacing for as long as a login takes less than the
+    pacing; Locust users are the pool of logins in flight (as k6's constant arrival rate
+    has its virtual users), and a pool too small for the latency shows as an achieved rate
+    below the offered one. Runs only when the mix names it (the ``overload`` profile)."""
+
+    weight = 0
+    address_per_request = True  # each arrival is another person
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pacing = constant_pacing(self.cfg.arrival_pacing_seconds)
+        self.wait_time = lambda: pacing(self)  # type: ignore[method-assign]
+
+    @tag("arrivals", "hashing")
+    @task
+    def arrive(self) -> None:
+        username = self.random_seeded_username()
+        if self.wrong_password_now():
+            self.login_with_wrong_password(username, back_off_when_shed=False)
+        else:
+            self.login(username, self.cfg.password, back_off_when_shed=False)
 
 
 class ApiClient(ServiceUser):
