@@ -30,7 +30,7 @@ import yaml
 
 from deploy.slo import scaled
 from testkit.ports import free_port
-from tests.deploy.artifacts import ROOT, require_tool
+from tests.deploy.artifacts import ROOT, dashboard_queries, require_tool, substitute_variables
 
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 LOOPBACK = "127.0.0.1"
@@ -183,6 +183,24 @@ class AlertStack:
             f"{a['labels']['alertname']} {a['labels'].get('burn_rate', '')} {a['state']}".strip()
             for a in response.json()["data"]["alerts"]
         )
+
+
+async def until_every_panel_has_data(prometheus: str, dashboard: str, within: float) -> list[str]:
+    """Queries every expression of ``dashboard`` (a file name of deploy/grafana/dashboards/)
+    until each returns data; the ones still empty at the end."""
+    queries = [q for q in dashboard_queries() if q.dashboard == dashboard]
+    assert queries, f"no queries in {dashboard}"
+    deadline = time.monotonic() + within
+    empty = [f"{q.panel}: {q.expr}" for q in queries]
+    async with httpx.AsyncClient(base_url=prometheus, timeout=10) as api:
+        while empty and time.monotonic() < deadline:
+            await asyncio.sleep(2)
+            empty = []
+            for q in queries:
+                body = (await api.post("/api/v1/query", data={"query": substitute_variables(q.expr)})).json()
+                if body.get("status") != "success" or not body["data"]["result"]:
+                    empty.append(f"{q.panel}: {q.expr} -> {body.get('error', 'empty')}")
+    return empty
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from sqlalchemy.engine import make_url
 
 from testkit.ports import free_port
 from testkit.server_process import ServerProcess
-from tests.deploy.alert_stack import running_prometheus
-from tests.deploy.artifacts import DEPENDENCIES_DASHBOARD, dashboard_queries, require_tool, substitute_variables
+from tests.deploy.alert_stack import running_prometheus, until_every_panel_has_data
+from tests.deploy.artifacts import DEPENDENCIES_DASHBOARD, require_tool
 from tests.integration.faults import LOGIN, REGISTER, register_body
 from tests.integration.helpers import PASSWORD
 
@@ -76,7 +75,7 @@ async def test_every_dependency_panel_has_data_from_the_real_exporters(
             assert (await client.post(REGISTER, json=register_body("watched"))).status_code == 201
             traffic = asyncio.create_task(logins(client))
             try:
-                empty = await until_every_panel_has_data(prometheus, within=45)
+                empty = await until_every_panel_has_data(prometheus, DEPENDENCIES_DASHBOARD, within=45)
             finally:
                 traffic.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -95,19 +94,3 @@ async def logins(client: httpx.AsyncClient) -> None:
     while True:
         await client.post(LOGIN, json={"username": "watched", "password": PASSWORD})
         await asyncio.sleep(0.3)
-
-
-async def until_every_panel_has_data(prometheus: str, within: float) -> list[str]:
-    queries = [q for q in dashboard_queries() if q.dashboard == DEPENDENCIES_DASHBOARD]
-    assert queries
-    deadline = time.monotonic() + within
-    empty = [q.expr for q in queries]
-    async with httpx.AsyncClient(base_url=prometheus, timeout=10) as api:
-        while empty and time.monotonic() < deadline:
-            await asyncio.sleep(2)
-            empty = []
-            for q in queries:
-                body = (await api.post("/api/v1/query", data={"query": substitute_variables(q.expr)})).json()
-                if body.get("status") != "success" or not body["data"]["result"]:
-                    empty.append(f"{q.panel}: {q.expr} -> {body.get('error', 'empty')}")
-    return empty

@@ -10,20 +10,18 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 
 from loadtests.profiles import load_profiles
 from loadtests.service import started_service
 from testkit.ports import free_port
 from tests.conftest import ROOT
-from tests.deploy.alert_stack import Sink, running_prometheus
-from tests.deploy.artifacts import LOAD_TEST_DASHBOARD, dashboard_queries, substitute_variables
+from tests.deploy.alert_stack import Sink, running_prometheus, until_every_panel_has_data
+from tests.deploy.artifacts import LOAD_TEST_DASHBOARD
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +73,7 @@ async def test_every_load_test_panel_has_data_during_a_run_and_the_run_is_record
                 stderr=asyncio.subprocess.STDOUT,
             )
             try:
-                empty = await until_every_panel_has_data(prometheus, within=RUN_SECONDS - 5)
+                empty = await until_every_panel_has_data(prometheus, LOAD_TEST_DASHBOARD, within=RUN_SECONDS - 5)
             finally:
                 try:
                     stdout, _ = await asyncio.wait_for(runner.communicate(), timeout=RUN_SECONDS + 120)
@@ -95,21 +93,3 @@ async def test_every_load_test_panel_has_data_during_a_run_and_the_run_is_record
     assert len(annotations) == 1
     assert annotations[0].body["tags"] == ["loadtest", "smoke"]
     assert annotations[0].body["timeEnd"] > annotations[0].body["time"]
-
-
-async def until_every_panel_has_data(prometheus: str, within: float) -> list[str]:
-    """Queries the load-test dashboard until each of its expressions returns data; the
-    ones still empty at the end."""
-    queries = [q for q in dashboard_queries() if q.dashboard == LOAD_TEST_DASHBOARD]
-    assert queries
-    deadline = time.monotonic() + within
-    empty = [f"{q.panel}: {q.expr}" for q in queries]
-    async with httpx.AsyncClient(base_url=prometheus, timeout=10) as api:
-        while empty and time.monotonic() < deadline:
-            await asyncio.sleep(2)
-            empty = []
-            for q in queries:
-                body = (await api.post("/api/v1/query", data={"query": substitute_variables(q.expr)})).json()
-                if body.get("status") != "success" or not body["data"]["result"]:
-                    empty.append(f"{q.panel}: {q.expr} -> {body.get('error', 'empty')}")
-    return empty
