@@ -28,21 +28,22 @@ from deploy.slo.spec import TIERS, Slo
 # --- service overview ------------------------------------------------------------------------
 
 
-def budget_remaining(slo: Slo) -> Panel:
+def bad_share_30d(slo: Slo) -> str:
+    """Bad events over all events in the last 30 days, from the 5-minute recording rules
+    (sum_over_time of rates weighs every 5 minutes by its traffic)."""
     job = sel(instance=False)
     bad, total = slo.rule("errors", "5m"), slo.rule("events", "5m")
+    return f"(\n  sum_over_time({bad}{job}[30d])\n  /\n  sum_over_time({total}{job}[30d])\n)"
+
+
+def budget_remaining(slo: Slo) -> Panel:
     return Panel(
         title=f"{slo.name} error budget remaining (30 d)",
         description=(
             f"SLO: {slo.description} 100 % = no budget spent, 0 % = SLO missed. Computed from recording rules over "
             "the last 30 days (or over the Prometheus retention, if shorter). docs/runbook.md explains the SLOs."
         ),
-        targets=(
-            Target(
-                f"1 - (\n  sum_over_time({bad}{job}[30d])\n  /\n  sum_over_time({total}{job}[30d])\n) / {slo.budget:g}",
-                "remaining",
-            ),
-        ),
+        targets=(Target(f"1 - {bad_share_30d(slo)} / {slo.budget:g}", "remaining"),),
         kind="stat",
         unit="percentunit",
         width=6,
@@ -54,14 +55,10 @@ def budget_remaining(slo: Slo) -> Panel:
 
 
 def compliance(slo: Slo) -> Panel:
-    job = sel(instance=False)
-    bad, total = slo.rule("errors", "5m"), slo.rule("events", "5m")
     return Panel(
         title=f"{slo.name} SLI (30 d)",
         description=f"Share of good events over the last 30 days. SLO: {slo.description}",
-        targets=(
-            Target(f"1 - (\n  sum_over_time({bad}{job}[30d])\n  /\n  sum_over_time({total}{job}[30d])\n)", "SLI"),
-        ),
+        targets=(Target(f"1 - {bad_share_30d(slo)}", "SLI"),),
         kind="stat",
         unit="percentunit",
         width=6,

@@ -15,9 +15,8 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 import pytest
@@ -26,22 +25,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.main import create_app
 from app.settings import Settings
 from testkit.live_server import serve
-from testkit.ports import free_port
 from tests.conftest import make_settings
+from tests.deploy.alert_stack import running_prometheus
 from tests.deploy.artifacts import (
     RULES_FILES,
     dashboard_queries,
     load_rules,
     reads_exporters,
     reads_locust,
-    require_tool,
     substitute_variables,
 )
 from tests.integration.helpers import AUTH, ME, USERS, Client, bearer, login, make_user, register, unique_name
 
 pytestmark = pytest.mark.slow
 
-LOOPBACK = "127.0.0.1"
 # Seconds of 1 s scrapes: before the second round of traffic, a few samples of every
 # series as it was; before querying, enough samples for every rate() to see the increases.
 SCRAPES_BEFORE_TRAFFIC = 3
@@ -110,60 +107,7 @@ async def trickle(client: Client, username: str, turn: asyncio.Lock) -> None:
         await asyncio.sleep(0.2)
 
 
-class Prometheus:
-    def __init__(self, url: str, log_file: Path) -> None:
-        self.url = url
-        self.log_file = log_file
-
-    def log_tail(self) -> str:
-        return self.log_file.read_text(errors="replace")[-4000:] if self.log_file.exists() else ""
-
-
-def write_config(tmp_path: Path, target: str) -> Path:
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(path) for path in RULES_FILES],
-        "scrape_configs": [{"job_name": "user-service", "static_configs": [{"targets": [target]}]}],
-    }
-    path = tmp_path / "prometheus.yml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
-
-
-def open_log(path: Path) -> BinaryIO:
-    return path.open("wb")
-
-
-@contextlib.asynccontextmanager
-async def running_prometheus(tmp_path: Path, target: str) -> AsyncIterator[Prometheus]:
-    """Prometheus on a free loopback port, scraping ``target`` as job user-service."""
-    binary = require_tool("prometheus")
-    port = free_port()
-    config_file = write_config(tmp_path, target)
-    prometheus = Prometheus(f"http://{LOOPBACK}:{port}", tmp_path / "prometheus.log")
-    with open_log(prometheus.log_file) as log:
-        process = await asyncio.create_subprocess_exec(
-            binary,
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address={LOOPBACK}:{port}",
-            "--log.level=warn",
-            stdout=log,
-            stderr=log,
-        )
-    try:
-        yield prometheus
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=15)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def wait_for_scrapes(api: httpx.AsyncClient, prometheus: Prometheus) -> None:
+async def wait_for_scrapes(api: httpx.AsyncClient, log_file: Path) -> None:
     """Until the service's target is up, then a few more scrapes."""
     deadline = time.monotonic() + 60
     state = "Prometheus not answering"
@@ -176,9 +120,13 @@ async def wait_for_scrapes(api: httpx.AsyncClient, prometheus: Prometheus) -> No
                     break
                 state = json.dumps(targets)
         if time.monotonic() > deadline:
-            pytest.fail(f"the service's target never came up: {state}\n{prometheus.log_tail()}")
+            pytest.fail(f"the service's target never came up: {state}\n{log_tail(log_file)}")
         await asyncio.sleep(0.25)
     await asyncio.sleep(SCRAPES_BEFORE_TRAFFIC)
+
+
+def log_tail(log_file: Path) -> str:
+    return log_file.read_text(errors="replace")[-4000:] if log_file.exists() else ""
 
 
 async def query(api: httpx.AsyncClient, expr: str) -> dict[str, Any]:
@@ -207,17 +155,17 @@ async def test_every_dashboard_and_recording_rule_query_returns_data(
         background = asyncio.create_task(trickle(client, steady["username"], turn))
         try:
             async with (
-                running_prometheus(tmp_path, target) as prometheus,
-                httpx.AsyncClient(base_url=prometheus.url, timeout=30) as api,
+                running_prometheus(tmp_path, {"user-service": target}, RULES_FILES) as prometheus,
+                httpx.AsyncClient(base_url=prometheus, timeout=30) as api,
             ):
-                await wait_for_scrapes(api, prometheus)
+                await wait_for_scrapes(api, tmp_path / "prometheus.log")
                 async with turn:
                     await exercise_every_series(client, db_engine)
                 await asyncio.sleep(SCRAPES_BEFORE_QUERYING)
                 failures = await check_every_expression(api)
                 failures += await check_sheds_count_as_unavailability(api)
                 if failures:
-                    failures.append(f"Prometheus log:\n{prometheus.log_tail()}")
+                    failures.append(f"Prometheus log:\n{log_tail(tmp_path / 'prometheus.log')}")
         finally:
             background.cancel()
             with contextlib.suppress(asyncio.CancelledError):

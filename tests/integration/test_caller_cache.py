@@ -151,13 +151,17 @@ class _HeldRead:
         return self.account
 
 
-async def test_requests_of_one_caller_share_a_read_under_way(
-    db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def read(monkeypatch: pytest.MonkeyPatch) -> _HeldRead:
+    """The caller read, held until released and counted, in place of the database's."""
+    held = _HeldRead()
+    monkeypatch.setattr(callers_module, "read_live_caller", held)
+    return held
+
+
+async def test_requests_of_one_caller_share_a_read_under_way(db_engine: AsyncEngine, read: _HeldRead) -> None:
     """When the remembered answer expires under a busy client, its requests make one read,
     not one each (the burst was the p99 of GET /users/me at 64 connections)."""
-    read = _HeldRead()
-    monkeypatch.setattr(callers_module, "read_live_caller", read)
     callers = LiveCallers(db_engine, ttl_seconds=60, max_entries=10)
     ids = (UUID(int=1), UUID(int=2))
     waiting = [asyncio.create_task(callers.get(*ids)) for _ in range(20)]
@@ -168,10 +172,8 @@ async def test_requests_of_one_caller_share_a_read_under_way(
 
 
 async def test_a_request_after_a_change_does_not_share_a_read_from_before_it(
-    db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    db_engine: AsyncEngine, read: _HeldRead
 ) -> None:
-    read = _HeldRead()
-    monkeypatch.setattr(callers_module, "read_live_caller", read)
     callers = LiveCallers(db_engine, ttl_seconds=60, max_entries=10)
     ids = (UUID(int=1), UUID(int=2))
     before = asyncio.create_task(callers.get(*ids))
@@ -185,10 +187,8 @@ async def test_a_request_after_a_change_does_not_share_a_read_from_before_it(
 
 
 async def test_a_cancelled_read_leaves_the_others_to_read_for_themselves(
-    db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    db_engine: AsyncEngine, read: _HeldRead
 ) -> None:
-    read = _HeldRead()
-    monkeypatch.setattr(callers_module, "read_live_caller", read)
     callers = LiveCallers(db_engine, ttl_seconds=60, max_entries=10)
     ids = (UUID(int=1), UUID(int=2))
     first = asyncio.create_task(callers.get(*ids))
