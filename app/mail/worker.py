@@ -177,7 +177,13 @@ class OutboxWorker:
             row.text_body = ""
             row.html_body = None
             await session.flush()
-            self._telemetry.sent(outbox_id=row.id, kind=row.kind, attempt=attempt, message_id=row.message_id)
+            self._telemetry.sent(
+                outbox_id=row.id,
+                kind=row.kind,
+                attempt=attempt,
+                message_id=row.message_id,
+                age_seconds=(utcnow() - row.created_at).total_seconds(),
+            )
             if where is not None:
                 self._telemetry.written_to_file(outbox_id=row.id, kind=row.kind, path=where)
 
@@ -200,4 +206,10 @@ class OutboxWorker:
         # Never sent, and never to be: its live links must not stay in the database either.
         row.text_body = ""
         row.html_body = None
-        self._telemetry.gave_up(outbox_id=row.id, kind=row.kind, attempt=attempt, reason=row.last_error)
+        self._telemetry.gave_up(
+            outbox_id=row.id,
+            kind=row.kind,
+            attempt=attempt,
+            reason=row.last_error,
+            age_seconds=(now - row.created_at).total_seconds(),
+        )

@@ -74,9 +74,17 @@ class MailTelemetry:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
 
-    def sent(self, *, outbox_id: UUID, kind: str, attempt: int, message_id: str) -> None:
-        _log.info("mail_sent", outbox_id=str(outbox_id), kind=kind, attempt=attempt, message_id=message_id)
-        self._count("sent", attempt)
+    def sent(self, *, outbox_id: UUID, kind: str, attempt: int, message_id: str, age_seconds: float) -> None:
+        """``age_seconds``: since the mail was written, which is what its reader waited."""
+        _log.info(
+            "mail_sent",
+            outbox_id=str(outbox_id),
+            kind=kind,
+            attempt=attempt,
+            message_id=message_id,
+            age_seconds=round(age_seconds, 3),
+        )
+        self._count("sent", attempt, age_seconds)
 
     def failed(self, *, outbox_id: UUID, kind: str, attempt: int, error: str, retry_in_seconds: float) -> None:
         _log.warning(
@@ -90,9 +98,16 @@ class MailTelemetry:
         self._count("failed", attempt)
         trace.get_current_span().set_status(Status(StatusCode.ERROR, error))
 
-    def gave_up(self, *, outbox_id: UUID, kind: str, attempt: int, reason: str) -> None:
-        _log.error("mail_gave_up", outbox_id=str(outbox_id), kind=kind, attempt=attempt, reason=reason)
-        self._count("gave_up", attempt)
+    def gave_up(self, *, outbox_id: UUID, kind: str, attempt: int, reason: str, age_seconds: float) -> None:
+        _log.error(
+            "mail_gave_up",
+            outbox_id=str(outbox_id),
+            kind=kind,
+            attempt=attempt,
+            reason=reason,
+            age_seconds=round(age_seconds, 3),
+        )
+        self._count("gave_up", attempt, age_seconds)
         trace.get_current_span().set_status(Status(StatusCode.ERROR, reason))
 
     def written_to_file(self, *, outbox_id: UUID, kind: str, path: str) -> None:
@@ -108,8 +123,11 @@ class MailTelemetry:
         """A round of the worker failed as a whole (the database away): retried next round."""
         _log.warning("mail_worker_round_failed", error=error)
 
-    def _count(self, result: str, attempt: int) -> None:
+    def _count(self, result: str, attempt: int, age_seconds: float | None = None) -> None:
         if self._metrics:
             self._metrics.mail_deliveries.labels(result=result).inc()
+            if age_seconds is not None:
+                # An outcome (sent or given up), not a retry: one observation per mail.
+                self._metrics.mail_delivery_age.labels(result=result).observe(age_seconds)
             if attempt > 1:
                 self._metrics.mail_retries.inc()

@@ -28,6 +28,10 @@ HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 
 # argon2 at production parameters takes tens of milliseconds; 10 ms to 2 s resolves it.
 HASH_DURATION_BUCKETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# From a mail being asked for to its outcome: the worker polls every second, so most mails
+# land under 5 s; 60 s is the delivery objective's boundary (deploy/slo/slos.yml), and the
+# longer buckets resolve retries (minutes) up to the give-up age (a day by default).
+MAIL_DELIVERY_AGE_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
 
 
 # One "failed" for every refused credential: separate unknown_user / wrong_password /
@@ -312,6 +316,14 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.mail_delivery_age = Histogram(
+            "user_service_mail_delivery_age_seconds",
+            "Time from a mail being written (by the request that asked for it) to its outcome, by result: "
+            "sent, or gave_up (never sent). The mail-delivery objective reads it.",
+            ["result"],
+            buckets=MAIL_DELIVERY_AGE_BUCKETS,
+            registry=r,
+        )
         self.mail_retries = Counter(
             "user_service_mail_delivery_retries",
             "Delivery attempts of mails that had failed before (a retry, whatever its result).",
@@ -410,6 +422,11 @@ class Metrics:
         for counter, label, values in known:
             for label_value in values:
                 counter.labels(**{label: label_value})
+        # The age histogram too: a series born at its first observation hides that mail from
+        # rate() (there is no earlier sample to increase from), and a single mail given up
+        # is the delivery objective's whole signal on a quiet service.
+        for outcome in ("sent", "gave_up"):
+            self.mail_delivery_age.labels(result=outcome)
         for purpose in PASSWORD_CHECK_PURPOSES:
             for result in PASSWORD_CHECK_RESULTS:
                 self.password_checks.labels(purpose=purpose, result=result)

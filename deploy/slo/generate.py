@@ -1,7 +1,8 @@
 """Every file rendered from the SLO spec, for ``uv run python -m deploy.generate``:
 
 - deploy/prometheus/rules/user-service-slo.rules.yml: recording rules and burn-rate alerts;
-- deploy/prometheus/tests/slo-burn-rates.test.yml: their promtool tests;
+- deploy/prometheus/tests/slo-burn-rates.test.yml and slo-burn-rates-long-windows.test.yml:
+  their promtool tests (the second evaluated every 5 minutes, rule_tests.sparse says why);
 - loadtests/objectives.toml: what each SLO asks of a Locust run (loadtests/gates.py).
 
 The SLO panels of the dashboards read the spec directly (deploy/grafana/), and so do the
@@ -21,6 +22,7 @@ from deploy.yaml_text import to_yaml_document
 ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / rules.RULES_NAME
 TESTS_FILE = ROOT / "deploy" / "prometheus" / "tests" / rule_tests.TESTS_NAME
+SPARSE_TESTS_FILE = TESTS_FILE.with_name(rule_tests.SPARSE_TESTS_NAME)
 OBJECTIVES_FILE = ROOT / "loadtests" / "objectives.toml"
 
 
@@ -72,5 +74,6 @@ def rendered() -> dict[Path, str]:
     return {
         RULES_FILE: rules_text(),
         TESTS_FILE: rule_tests.HEADER + "\n" + to_yaml_document(rule_tests.document(spec())),
+        SPARSE_TESTS_FILE: rule_tests.HEADER + "\n" + to_yaml_document(rule_tests.sparse_document(spec())),
         OBJECTIVES_FILE: objectives_text(),
     }

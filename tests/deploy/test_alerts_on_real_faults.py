@@ -190,7 +190,7 @@ async def test_credential_stuffing_opens_the_abuse_ticket(
         server.stop()
 
 
-async def test_a_mail_server_refusing_opens_the_outbox_ticket_and_delivery_resolves_it(
+async def test_a_mail_server_refusing_opens_the_outbox_and_delivery_tickets_and_recovery_resolves_them(
     server_process: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     # Retries back off as in production, scaled like the rules (5 s base, 15 min at most).
@@ -216,6 +216,16 @@ async def test_a_mail_server_refusing_opens_the_outbox_ticket_and_delivery_resol
                 assert any("waiting@example.com" in mail.recipients for mail in smtp.received), (
                     time.monotonic() - refused
                 )
+                # A relay refusing for good: the mail is given up at once, a bad event of the
+                # mail-delivery objective at any age, and its burn-rate ticket opens.
+                smtp.refuse_for(3600, reply="550 5.7.1 Sender rejected")
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+                    assert (await client.post(REGISTER, json=register_body("lost"))).status_code == 201
+                fired = await stack.wait_for("UserServiceMailDeliveryBudgetBurn", ARRIVES_WITHIN, severity="ticket")
+                report("mail refused for good -> UserServiceMailDeliveryBudgetBurn", fired)
+                smtp.accept()
+                resolved = await stack.wait_until_gone("UserServiceMailDeliveryBudgetBurn", RESOLVES_WITHIN)
+                report("no more mail given up -> delivery ticket resolved", resolved)
         finally:
             server.stop()
 

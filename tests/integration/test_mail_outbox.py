@@ -135,6 +135,9 @@ async def test_a_committed_mail_arrives_within_seconds_with_its_headers_and_a_li
     assert stored.last_error is None
     assert metrics.registry.get_sample_value("user_service_mail_deliveries_total", {"result": "sent"}) == 1
     assert metrics.registry.get_sample_value("user_service_mail_outbox_depth") == 0
+    # Sent within seconds of being written: inside the delivery objective's 60 s bucket.
+    age = {"result": "sent", "le": "5.0"}
+    assert metrics.registry.get_sample_value("user_service_mail_delivery_age_seconds_bucket", age) == 1
 
     [delivery] = [span for span in spans if span.name == "mail deliver"]
     assert [link.context.trace_id for link in delivery.links] == [request_span.get_span_context().trace_id]
@@ -251,6 +254,10 @@ async def test_a_mail_older_than_the_give_up_age_is_given_up_with_its_reason(
     assert stored.last_error.startswith("not delivered within 1 s; last error: SMTPDataError: 451")
     assert smtp.received == []
     assert metrics.registry.get_sample_value("user_service_mail_deliveries_total", {"result": "gave_up"}) == 1
+    # A mail never sent is a bad event of the delivery objective, whatever its age.
+    gave_up = {"result": "gave_up"}
+    assert metrics.registry.get_sample_value("user_service_mail_delivery_age_seconds_count", gave_up) == 1
+    assert (metrics.registry.get_sample_value("user_service_mail_delivery_age_seconds_sum", gave_up) or 0) >= 1
     # A given-up mail is no longer waiting: the age alert must not keep firing for it.
     assert metrics.registry.get_sample_value("user_service_mail_outbox_depth") == 0
     assert row.message_id == stored.message_id
