@@ -1,10 +1,12 @@
 """The dependencies dashboard: PostgreSQL and Redis next to the service's use of them.
 
 PostgreSQL's series come from the Prometheus community's postgres_exporter (scrape job
-``postgres``), Redis's from redis_exporter (job ``redis``); the service's own pool series
-sit beside them, so "the pool waits" and "the database is busy" are read on one screen.
-The names are those of the exporters' releases the tests run (Debian's 0.11 and 1.45);
-``EXPORTER_SERIES`` lists every one this dashboard reads.
+``postgres``: compose, or any server you run) or, in Kubernetes, from CloudNativePG's
+built-in exporter (job ``user-service-db``, set by k8s/overlays/prod/postgres-podmonitor.yaml);
+Redis's from redis_exporter (job ``redis``). The service's own pool series sit beside them,
+so "the pool waits" and "the database is busy" are read on one screen. The names are those
+of the exporters' releases the tests run (Debian's 0.11 and 1.45) and of CloudNativePG's
+predefined metrics; ``EXPORTER_SERIES`` lists every one this dashboard reads.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from deploy.grafana.model import Dashboard, Panel, Row, Target, Threshold, or_zero, sel
 
 POSTGRES = 'job="postgres"'
+CNPG = 'job="user-service-db"'
 REDIS = 'job="redis"'
 RATE = "[$__rate_interval]"
 
@@ -26,6 +29,16 @@ EXPORTER_SERIES = frozenset(
         "pg_locks_count",
         "pg_stat_activity_max_tx_duration",
         "pg_database_size_bytes",
+        "cnpg_collector_up",
+        "cnpg_backends_total",
+        "cnpg_backends_max_tx_duration_seconds",
+        "cnpg_backends_waiting_total",
+        "cnpg_pg_stat_database_xact_commit",
+        "cnpg_pg_stat_database_xact_rollback",
+        "cnpg_pg_stat_database_deadlocks",
+        "cnpg_pg_replication_lag",
+        "cnpg_pg_replication_in_recovery",
+        "cnpg_pg_settings_setting",
         "redis_up",
         "redis_memory_used_bytes",
         "redis_memory_max_bytes",
@@ -119,6 +132,81 @@ def postgres_row() -> Row:
     )
 
 
+def cloudnativepg_row() -> Row:
+    """The same questions as the PostgreSQL row, asked of CloudNativePG's exporter (one
+    target per instance, ``pod`` labelled), plus what only a replicated cluster has: the
+    standbys' lag. Empty outside Kubernetes, as the PostgreSQL row is empty inside it."""
+    return Row(
+        "PostgreSQL on CloudNativePG (Kubernetes)",
+        (
+            Panel(
+                title="Connections per instance against max_connections",
+                description=(
+                    "Client backends on each instance of the cluster (cnpg_backends_total) and the instances' "
+                    "max_connections. The primary carries the service's pools; every replica's pool maximum, "
+                    "summed, plus the surge of a rollout, must stay below it."
+                ),
+                targets=(
+                    Target(f"sum by (pod) (cnpg_backends_total{{{CNPG}}})", "backends {{pod}}"),
+                    Target(
+                        f'max(cnpg_pg_settings_setting{{{CNPG},name="max_connections"}})',
+                        "max_connections",
+                    ),
+                    Target(f"sum(user_service_db_pool_connections_max{sel()})", "service pools' maximum"),
+                ),
+            ),
+            Panel(
+                title="Transactions per second (primary and standbys)",
+                description="Commits, rollbacks and deadlocks per second, every database, every instance.",
+                targets=(
+                    Target(f"sum(rate(cnpg_pg_stat_database_xact_commit{{{CNPG}}}{RATE}))", "commits"),
+                    Target(f"sum(rate(cnpg_pg_stat_database_xact_rollback{{{CNPG}}}{RATE}))", "rollbacks"),
+                    Target(or_zero(f"sum(rate(cnpg_pg_stat_database_deadlocks{{{CNPG}}}{RATE}))"), "deadlocks"),
+                ),
+                unit="ops",
+            ),
+            Panel(
+                title="Standby replication lag",
+                description=(
+                    "Seconds each standby's replay is behind the primary (0 on the primary, and on a standby "
+                    "that replayed all it received). Lag means a failover would lose or wait for that much."
+                ),
+                targets=(Target(f"max by (pod) (cnpg_pg_replication_lag{{{CNPG}}})", "{{pod}}"),),
+                unit="s",
+                thresholds=(Threshold(None, "green"), Threshold(30, "red")),
+            ),
+            Panel(
+                title="Longest open transaction, and backends waiting for a lock",
+                description=(
+                    "The oldest open transaction on any instance (an 'idle in transaction' one holds locks and "
+                    "blocks vacuum), and backends waiting for a lock."
+                ),
+                targets=(
+                    Target(
+                        f"max by (state) (cnpg_backends_max_tx_duration_seconds{{{CNPG}}})",
+                        "oldest transaction, {{state}} (s)",
+                    ),
+                    Target(f"sum(cnpg_backends_waiting_total{{{CNPG}}})", "waiting for a lock"),
+                ),
+                thresholds=(Threshold(None, "green"), Threshold(60, "red")),
+            ),
+            Panel(
+                title="Instances exporting",
+                description=(
+                    "Instances whose exporter reaches PostgreSQL (cnpg_collector_up), and how many of them are "
+                    "standbys. Fewer than the Cluster's instances: the panels above miss one."
+                ),
+                targets=(
+                    Target(f"sum(cnpg_collector_up{{{CNPG}}})", "exporting"),
+                    Target(f"sum(cnpg_pg_replication_in_recovery{{{CNPG}}})", "standbys"),
+                ),
+                width=24,
+                height=5,
+            ),
+        ),
+    )
+
+
 def redis_row() -> Row:
     return Row(
         "Redis (rate limits and the login throttle)",
@@ -190,9 +278,9 @@ def dependencies() -> Dashboard:
         uid="user-service-dependencies",
         title="User service / Dependencies",
         description=(
-            "PostgreSQL (postgres_exporter, job postgres) and Redis (redis_exporter, job redis) next to the "
-            "service's own database pool."
+            "PostgreSQL (postgres_exporter, job postgres; CloudNativePG's exporter, job user-service-db) and "
+            "Redis (redis_exporter, job redis) next to the service's own database pool."
         ),
         filename="dependencies.json",
-        rows=(postgres_row(), redis_row()),
+        rows=(postgres_row(), cloudnativepg_row(), redis_row()),
     )

@@ -105,5 +105,6 @@ def test_every_query_selects_the_user_service_job() -> None:
     exporters = [q for q in dashboard_queries() if metric_names(q.expr) & EXPORTER_SERIES]
     assert exporters
     for query in exporters:
-        assert 'job="postgres"' in query.expr or 'job="redis"' in query.expr, f"{query.panel}: {query.expr}"
+        jobs = ('job="postgres"', 'job="user-service-db"', 'job="redis"')
+        assert any(job in query.expr for job in jobs), f"{query.panel}: {query.expr}"
     assert not offenders, offenders

@@ -2,7 +2,11 @@
 postgres_exporter on the test PostgreSQL and redis_exporter on a throwaway Redis, scraped
 by a real Prometheus beside the service (which uses both) under a little traffic. Every
 query of the dependencies dashboard must return data, as every query of the service's own
-dashboards must in test_prometheus_e2e.py."""
+dashboards must in test_prometheus_e2e.py.
+
+CloudNativePG's exporter cannot run here (no cluster): a second postgres_exporter runs
+tests/deploy/cnpg/queries.yaml, which answers with CloudNativePG's metric names, as job
+user-service-db, the job k8s/overlays/prod/postgres-podmonitor.yaml gives the cluster."""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from tests.integration.faults import LOGIN, REGISTER, register_body
 from tests.integration.helpers import PASSWORD
 
 pytestmark = pytest.mark.slow
+
+CNPG_QUERIES = Path(__file__).parent / "cnpg" / "queries.yaml"
 
 
 def exporter_dsn(database_url: str) -> str:
@@ -45,12 +51,24 @@ async def exporter(command: list[str], log_file: Path, **env: str) -> AsyncItera
 async def test_every_dependency_panel_has_data_from_the_real_exporters(
     server_process: Callable[..., ServerProcess], clean_database: str, redis_url: str, tmp_path: Path
 ) -> None:
-    pg_port, redis_port = free_port(), free_port()
+    pg_port, cnpg_port, redis_port = free_port(), free_port(), free_port()
     server = server_process(USER_SERVICE_REDIS_URL=redis_url, USER_SERVICE_RATE_LIMITS__ENABLED="true").start()
     try:
         postgres_exporter = exporter(
             [require_tool("prometheus-postgres-exporter"), f"--web.listen-address=127.0.0.1:{pg_port}"],
             tmp_path / "postgres-exporter.log",
+            DATA_SOURCE_NAME=exporter_dsn(clean_database),
+        )
+        # Its own collectors off: only the stand-in's series, as CloudNativePG exports.
+        cnpg_exporter = exporter(
+            [
+                require_tool("prometheus-postgres-exporter"),
+                f"--web.listen-address=127.0.0.1:{cnpg_port}",
+                f"--extend.query-path={CNPG_QUERIES}",
+                "--disable-default-metrics",
+                "--disable-settings-metrics",
+            ],
+            tmp_path / "cnpg-exporter.log",
             DATA_SOURCE_NAME=exporter_dsn(clean_database),
         )
         redis_exporter = exporter(
@@ -64,10 +82,12 @@ async def test_every_dependency_panel_has_data_from_the_real_exporters(
         jobs = {
             "user-service": f"127.0.0.1:{server.port}",
             "postgres": f"127.0.0.1:{pg_port}",
+            "user-service-db": f"127.0.0.1:{cnpg_port}",
             "redis": f"127.0.0.1:{redis_port}",
         }
         async with (
             postgres_exporter,
+            cnpg_exporter,
             redis_exporter,
             running_prometheus(tmp_path / "prometheus", jobs) as prometheus,
             httpx.AsyncClient(base_url=server.base_url, timeout=30) as client,

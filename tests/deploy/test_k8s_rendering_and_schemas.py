@@ -13,6 +13,8 @@ from pathlib import Path
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
+from deploy.grafana.dependencies import CNPG
+
 from tests.deploy import k8s_checks as checks
 from tests.deploy.k8s_checks import Obj
 from tests.deploy.k8s_rendered import RENDERINGS, SERVICE_RENDERINGS, database_cluster, first_rule, scrape_endpoint
@@ -31,7 +33,7 @@ def test_every_kustomization_renders_what_it_should(rendered: dict[str, list[Obj
         "PodDisruptionBudget", "NetworkPolicy", "Job", "ServiceMonitor", "PrometheusRule",
     }  # fmt: skip
     assert base <= kinds["base"], base - kinds["base"]
-    assert kinds["overlays/prod"] == base | {"Cluster"}
+    assert kinds["overlays/prod"] == base | {"Cluster", "PodMonitor"}
     assert kinds["overlays/dev"] == (base - {"HorizontalPodAutoscaler"}) | {"Secret", "StatefulSet"}
     assert checks.one(rendered["overlays/prod"], "Cluster", "user-service-db")["spec"]["instances"] == 3
     assert checks.server(rendered["overlays/dev"])["spec"]["replicas"] == 1
@@ -77,7 +79,7 @@ def test_strict_validation_rejects_an_unknown_field(rendered: dict[str, list[Obj
 
 def test_custom_resources_match_their_crds(rendered: dict[str, list[Obj]]) -> None:
     customs = [o for name in SERVICE_RENDERINGS for o in rendered[name] if _is_custom(o)]
-    assert {o["kind"] for o in customs} == {"ServiceMonitor", "PrometheusRule", "Cluster"}
+    assert {o["kind"] for o in customs} == {"ServiceMonitor", "PrometheusRule", "Cluster", "PodMonitor"}
     problems = [f"{o['kind']}: {p}" for o in customs for p in checks.custom_resource_problems(o)]
     assert not problems, "\n".join(problems)
 
@@ -89,7 +91,23 @@ CRD_BREAKAGES: dict[str, tuple[str, Callable[[list[Obj]], object]]] = {
     "instances not a number": ("Cluster", lambda objs: database_cluster(objs)["spec"].update(instances="three")),
     "unknown Cluster field": ("Cluster", lambda objs: database_cluster(objs)["spec"].update(backups={})),
     "misspelt metadata": ("Cluster", lambda objs: database_cluster(objs)["metadata"].update(lables={})),
+    "misspelt pod endpoint field": (
+        "PodMonitor",
+        lambda objs: checks.of_kind(objs, "PodMonitor")[0]["spec"]["podMetricsEndpoints"][0].update(portt="metrics"),
+    ),
 }
+
+
+def test_the_database_exporter_is_scraped_as_the_job_the_dashboard_reads(rendered: dict[str, list[Obj]]) -> None:
+    """CloudNativePG labels each instance's pod with its cluster's name and serves the
+    exporter on the port named `metrics`; the Dependencies dashboard selects CNPG's job."""
+    objs = rendered["overlays/prod"]
+    [monitor], [cluster] = checks.of_kind(objs, "PodMonitor"), checks.of_kind(objs, "Cluster")
+    assert monitor["spec"]["selector"] == {"matchLabels": {"cnpg.io/cluster": cluster["metadata"]["name"]}}
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics"
+    [relabel] = endpoint["relabelings"]
+    assert (relabel["targetLabel"], f'job="{relabel["replacement"]}"') == ("job", CNPG)
 
 
 @pytest.mark.parametrize("breakage", CRD_BREAKAGES)
