@@ -14,7 +14,6 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from deploy.grafana.dependencies import CNPG
-
 from tests.deploy import k8s_checks as checks
 from tests.deploy.k8s_checks import Obj
 from tests.deploy.k8s_rendered import RENDERINGS, SERVICE_RENDERINGS, database_cluster, first_rule, scrape_endpoint
