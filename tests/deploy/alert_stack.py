@@ -123,6 +123,14 @@ async def _until_up(url: str, what: str, log: Path, within: float = 60) -> None:
     pytest.fail(f"{what} did not become ready:\n{_tail(log)}")
 
 
+@contextlib.contextmanager
+def _log_file(path: Path) -> Iterator[Any]:
+    """``path`` opened for a child process's output, its folder made first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as log:
+        yield log
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -239,32 +247,39 @@ async def running_prometheus(
 
 
 @contextlib.asynccontextmanager
+async def running_alertmanager(config: Path, folder: Path) -> AsyncIterator[str]:
+    """Alertmanager with ``config`` on a free loopback port until the block ends: its URL."""
+    alertmanager_binary = require_tool("prometheus-alertmanager")
+    am_port = free_port()
+    am_log = folder / "alertmanager.log"
+    with _log_file(am_log) as log:
+        alertmanager = await asyncio.create_subprocess_exec(
+            alertmanager_binary,
+            f"--config.file={config}",
+            f"--storage.path={folder / 'alertmanager-data'}",
+            f"--web.listen-address={LOOPBACK}:{am_port}",
+            "--cluster.listen-address=",  # one instance, no gossip port
+            "--log.level=warn",
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        am_url = f"http://{LOOPBACK}:{am_port}"
+        await _until_up(f"{am_url}/-/ready", "Alertmanager", am_log)
+        yield am_url
+    finally:
+        await _stop(alertmanager)
+
+
+@contextlib.asynccontextmanager
 async def alert_stack(folder: Path, target: str | None, *, with_rules: bool = True) -> AsyncIterator[AlertStack]:
     """Alertmanager and Prometheus (scraping ``target``, if any, as job user-service, and
     evaluating the time-scaled rules unless ``with_rules`` is false) on free ports."""
-    alertmanager_binary = require_tool("prometheus-alertmanager")
     with Sink().running() as sink:
-        am_port = free_port()
         am_config = alertmanager_config_for_test(folder, sink)  # creates the folder
         rules = scaled.write(folder / "rules", TIME_SCALE) if with_rules else []
-        am_log = folder / "alertmanager.log"
-        with am_log.open("wb") as log:
-            alertmanager = await asyncio.create_subprocess_exec(
-                alertmanager_binary,
-                f"--config.file={am_config}",
-                f"--storage.path={folder / 'alertmanager-data'}",
-                f"--web.listen-address={LOOPBACK}:{am_port}",
-                "--cluster.listen-address=",  # one instance, no gossip port
-                "--log.level=warn",
-                stdout=log,
-                stderr=log,
-            )
         jobs = {"user-service": target} if target else {}
-        prometheus_context = running_prometheus(folder, jobs, rules, alertmanager=f"{LOOPBACK}:{am_port}")
-        try:
-            am_url = f"http://{LOOPBACK}:{am_port}"
-            await _until_up(f"{am_url}/-/ready", "Alertmanager", am_log)
-            async with prometheus_context as prom_url:
+        async with running_alertmanager(am_config, folder) as am_url:
+            address = am_url.removeprefix("http://")
+            async with running_prometheus(folder, jobs, rules, alertmanager=address) as prom_url:
                 yield AlertStack(prom_url, am_url, sink)
-        finally:
-            await _stop(alertmanager)

@@ -29,11 +29,21 @@ SECRETS_SCRIPT = ROOT / "deploy" / "compose-secrets.sh"
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 
 APP_IMAGE = "user-service:local"
+# Locust's image plus prometheus-client, built by compose from deploy/locust/.
+LOCUST_IMAGE = "user-service-locust:local"
+ALERTMANAGER_COMPOSE_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.compose.yml"
+LOCUST_CONTAINERFILE = ROOT / "deploy" / "locust" / "Containerfile"
 # Every service, the load profile's included.
-SERVICES = {"postgres", "migrate", "app", "nginx", "mailpit", "otel-collector", "tempo", "prometheus", "grafana"}
+SERVICES = {
+    *("postgres", "migrate", "app", "nginx", "mailpit", "otel-collector", "tempo", "prometheus", "grafana"),
+    *("alertmanager", "postgres-exporter"),
+}
 LOAD_SERVICES = {"loadtest-seed", "locust-master", "locust-worker"}
 # Pinned by version only: no digest for these could be verified (never invent one).
-TAG_ONLY_IMAGES = {"otel/opentelemetry-collector", "locustio/locust", "axllent/mailpit"}
+TAG_ONLY_IMAGES = {
+    *("otel/opentelemetry-collector", "locustio/locust", "axllent/mailpit"),
+    *("prom/alertmanager", "quay.io/prometheuscommunity/postgres-exporter"),
+}
 # The service's own containers: every process that may write a mail.
 SERVICE_CONTAINERS = ("app", "migrate", "loadtest-seed")
 # What compose needs to interpolate the file: stand-ins for the secrets of .env.

@@ -40,6 +40,8 @@ from tests.deploy.compose_stack import (
     ENV_EXAMPLE,
     FAKE_ENV,
     LOAD_SERVICES,
+    LOCUST_CONTAINERFILE,
+    LOCUST_IMAGE,
     LOCUSTFILE,
     SECRETS_SCRIPT,
     SERVICE_CONTAINERS,
@@ -151,23 +153,37 @@ def test_secrets_come_from_a_git_ignored_folder_the_script_fills(compose: dict[s
 
 
 def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    built_from = {APP_IMAGE: ROOT, LOCUST_IMAGE: LOCUST_CONTAINERFILE.parent}
+    images = {name: str(svc["image"]) for name, svc in compose["services"].items()}
     for name, svc in compose["services"].items():
-        image = str(svc["image"])
-        if image == APP_IMAGE:
-            assert svc["build"]["context"] == str(ROOT), name  # built here from ./Dockerfile
+        if images[name] in built_from:
+            # Built here (./Dockerfile, deploy/locust/Containerfile) by one service; the
+            # others name the image it builds.
+            if "build" in svc:
+                assert svc["build"]["context"] == str(built_from[images[name]]), name
             continue
-        reference, _, digest = image.partition("@")
-        repository, _, tag = reference.rpartition(":")
-        assert re.fullmatch(r"v?\d+(\.\d+){1,2}(-[a-z]+)?", tag), f"{name}: {image} is not pinned to a version"
-        if repository not in TAG_ONLY_IMAGES:
-            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{name}: {image} has no digest"
+        image_is_pinned(name, images[name])
+    [base] = re.findall(r"^FROM (\S+)$", LOCUST_CONTAINERFILE.read_text(), re.MULTILINE)
+    image_is_pinned("deploy/locust/Containerfile", base.removeprefix("docker.io/"))
 
 
-def test_locust_image_is_the_locked_locust() -> None:
+def image_is_pinned(name: str, image: str) -> None:
+    reference, _, digest = image.partition("@")
+    repository, _, tag = reference.rpartition(":")
+    assert re.fullmatch(r"v?\d+(\.\d+){1,2}(-[a-z]+)?", tag), f"{name}: {image} is not pinned to a version"
+    if repository not in TAG_ONLY_IMAGES:
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{name}: {image} has no digest"
+
+
+def test_locust_image_is_the_locked_locust_with_the_locked_prometheus_client(compose: dict[str, Any]) -> None:
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
-    locked = next(package["version"] for package in lock["package"] if package["name"] == "locust")
-    images = set(re.findall(r"image: (locustio/locust:\S+)", COMPOSE_FILE.read_text()))
-    assert images == {f"locustio/locust:{locked}"}
+    locked = {package["name"]: package["version"] for package in lock["package"]}
+    containerfile = LOCUST_CONTAINERFILE.read_text()
+    assert re.findall(r"^FROM (\S+)$", containerfile, re.MULTILINE) == [f"docker.io/locustio/locust:{locked['locust']}"]
+    assert re.findall(r"pip install .*", containerfile) == [
+        f"pip install --no-cache-dir --no-deps prometheus-client=={locked['prometheus-client']}"
+    ]
+    assert {service(compose, name)["image"] for name in ("locust-master", "locust-worker")} == {LOCUST_IMAGE}
 
 
 # --- the service's containers ------------------------------------------------------------------

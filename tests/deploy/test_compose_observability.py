@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 
+from testkit.smtp_server import smtp_server
+from tests.deploy.alert_stack import ALERTMANAGER_CONFIG, running_alertmanager
 from tests.deploy.artifacts import DASHBOARDS_DIR, PROMETHEUS_CONFIG
 from tests.deploy.compose_stack import (
+    ALERTMANAGER_COMPOSE_CONFIG,
     COLLECTOR_CONFIG,
     GRAFANA_COMPOSE_DATASOURCES,
     GRAFANA_LOCAL_DATASOURCES,
@@ -58,17 +64,51 @@ def test_promtool_rejects_a_broken_copy(tmp_path: Path) -> None:
     assert promtool_check_config(broken).returncode != 0
 
 
-def test_compose_prometheus_is_the_local_one_with_the_compose_target(compose: dict[str, Any]) -> None:
+def test_compose_prometheus_is_the_local_one_with_the_compose_targets(compose: dict[str, Any]) -> None:
     local, composed = load_yaml(PROMETHEUS_CONFIG), load_yaml(PROMETHEUS_COMPOSE_CONFIG)
-    [job] = composed["scrape_configs"]
+    jobs = {job["job_name"]: job for job in composed["scrape_configs"]}
     app = environment(service(compose, "app"))
     # The metrics port, never the service port that nginx forwards to.
     port = app["USER_SERVICE_METRICS__PORT"]
     assert port != app["USER_SERVICE_SERVER__PORT"]
-    assert job["static_configs"] == [{"targets": [f"app:{port}"]}]
+    locust = environment(service(compose, "locust-master"))
+    assert {name: job["static_configs"] for name, job in jobs.items()} == {
+        "user-service": [{"targets": [f"app:{port}"]}],
+        "postgres": [{"targets": ["postgres-exporter:9187"]}],
+        "locust": [{"targets": [f"locust-master:{locust['LOADTEST_METRICS_PORT']}"]}],
+    }
+    assert composed["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]
+    # Prometheus reaches each target: a network in common.
+    for name, target in (("app", "app"), ("postgres-exporter", "postgres"), ("locust-master", "locust")):
+        assert set(service(compose, name)["networks"]) & set(service(compose, "prometheus")["networks"]), target
+    # Compose has no Redis (one replica): local use scrapes redis_exporter, compose does not.
+    local["scrape_configs"] = [job for job in local["scrape_configs"] if job["job_name"] != "redis"]
     for document in (local, composed):
-        document["scrape_configs"][0]["static_configs"] = "target"
+        for job in document["scrape_configs"]:
+            job["static_configs"] = "targets"
+        document["alerting"] = "alertmanagers"
     assert composed == local
+
+
+def test_compose_alertmanager_routes_as_the_shipped_one_and_mails_mailpit(compose: dict[str, Any]) -> None:
+    shipped, composed = load_yaml(ALERTMANAGER_CONFIG), load_yaml(ALERTMANAGER_COMPOSE_CONFIG)
+    assert composed["route"] == shipped["route"]
+    assert composed["inhibit_rules"] == shipped["inhibit_rules"]
+    assert [r["name"] for r in composed["receivers"]] == [r["name"] for r in shipped["receivers"]]
+    mailpit = environment(service(compose, "mailpit"))
+    assert composed["global"]["smtp_smarthost"] == "mailpit:" + mailpit["MP_SMTP_BIND_ADDR"].rsplit(":", 1)[1]
+    assert all(set(r) == {"name", "email_configs"} for r in composed["receivers"])
+    alertmanager = service(compose, "alertmanager")
+    assert mount_source(alertmanager, "/etc/alertmanager/alertmanager.yml") == ALERTMANAGER_COMPOSE_CONFIG
+    assert set(alertmanager["networks"]) & set(service(compose, "mailpit")["networks"])
+    result = subprocess.run(
+        [require("amtool"), "check-config", str(ALERTMANAGER_COMPOSE_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_prometheus_mounts_what_it_is_told_to_read(compose: dict[str, Any]) -> None:
@@ -199,3 +239,27 @@ def test_grafana_gets_its_datasources_and_the_dashboards(compose: dict[str, Any]
     assert sorted(DASHBOARDS_DIR.glob("*.json"))
     broken = dict(grafana, volumes=[v.replace("/user-service:ro", "/users:ro") for v in grafana["volumes"]])
     assert grafana_problems(broken)
+
+
+@pytest.mark.slow
+async def test_a_page_in_the_compose_alertmanager_arrives_as_mail(tmp_path: Path) -> None:
+    """The compose receivers for real: Debian's Alertmanager runs the compose config with
+    only the smarthost moved from mailpit:1025 to a real SMTP server on loopback."""
+    with smtp_server() as smtp:
+        config = load_yaml(ALERTMANAGER_COMPOSE_CONFIG)
+        config["global"]["smtp_smarthost"] = f"127.0.0.1:{smtp.port}"
+        config_file = tmp_path / "alertmanager.yml"
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        async with running_alertmanager(config_file, tmp_path) as url, httpx.AsyncClient(base_url=url) as client:
+            now = datetime.now(UTC)
+            alert = {
+                "labels": {"alertname": "UserServiceDown", "job": "user-service", "severity": "page"},
+                "annotations": {"summary": "Every instance of the user service is down"},
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(minutes=5)).isoformat(),
+            }
+            assert (await client.post("/api/v2/alerts", json=[alert])).status_code == 200
+            # The page route's group_wait is 10 s.
+            [mail] = await smtp.received_at_least(1, within=30)
+    assert mail.recipients == ["on-call@localhost"]
+    assert mail.message["Subject"] == "[PAGE FIRING] UserServiceDown: Every instance of the user service is down"
