@@ -975,6 +975,12 @@ def _store_policy_problems(objs: list[Obj], store: Obj, deployment: Obj, store_p
     server's own policy lets it out to that port."""
     labels = store["spec"]["template"]["metadata"]["labels"]
     server_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    exporter_ports = {
+        value
+        for c in pod_spec(store)["containers"][1:]
+        for p in c.get("ports", [])
+        for value in (p.get("name"), p["containerPort"])
+    }
     policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(p["spec"]["podSelector"]["matchLabels"], labels)]
     problems = [] if policies else ["no NetworkPolicy selects the store's pods"]
     for policy in policies:
@@ -985,6 +991,12 @@ def _store_policy_problems(objs: list[Obj], store: Obj, deployment: Obj, store_p
             problems.append(f"{name}: Redis may call out ({policy['spec']['egress']})")
         for rule in policy["spec"].get("ingress", []):
             peers = rule.get("from", [])
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            if peers and all(_is_prometheus_peer(peer) for peer in peers):
+                # Prometheus, on the exporter's port only: never Redis's own.
+                if not ports or ports & store_ports or ports - exporter_ports:
+                    problems.append(f"{name}: Prometheus may reach ports {sorted(map(str, ports))}, not only metrics")
+                continue
             if not peers or not all(_is_server_peer(peer, server_labels) for peer in peers):
                 problems.append(f"{name}: ingress from {peers}, not only the server's pods")
             if not rule.get("ports") or any(p.get("port") not in store_ports for p in rule["ports"]):
@@ -999,6 +1011,15 @@ def _store_policy_problems(objs: list[Obj], store: Obj, deployment: Obj, store_p
     if not server_egress & store_ports:
         problems.append("the server's NetworkPolicy does not let it reach Redis")
     return problems
+
+
+def _is_prometheus_peer(peer: Obj) -> bool:
+    """Prometheus's pods in the monitoring namespace, as the server's policy names them."""
+    namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
+    pods = peer.get("podSelector", {}).get("matchLabels", {})
+    return namespace.get("kubernetes.io/metadata.name") in METRICS_NAMESPACES and pods.get(
+        "app.kubernetes.io/name"
+    ) == "prometheus"
 
 
 def _is_server_peer(peer: Obj, server_labels: Mapping[str, str]) -> bool:

@@ -181,7 +181,7 @@ def test_locust_image_is_the_locked_locust_with_the_locked_prometheus_client(com
     containerfile = LOCUST_CONTAINERFILE.read_text()
     assert re.findall(r"^FROM (\S+)$", containerfile, re.MULTILINE) == [f"docker.io/locustio/locust:{locked['locust']}"]
     assert re.findall(r"pip install .*", containerfile) == [
-        f"pip install --no-cache-dir --no-deps prometheus-client=={locked['prometheus-client']}"
+        f"pip install --no-cache-dir --user --no-deps prometheus-client=={locked['prometheus-client']}"
     ]
     assert {service(compose, name)["image"] for name in ("locust-master", "locust-worker")} == {LOCUST_IMAGE}
 

@@ -414,6 +414,16 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
             namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "default"}}
         ),
     ),
+    "Prometheus let into Redis itself": (
+        "shared store",
+        "overlays/prod",
+        lambda objs: _redis_policy(objs)["ingress"][1]["ports"].append({"port": "redis", "protocol": "TCP"}),
+    ),
+    "the exporter's port open to the server": (
+        "shared store",
+        "overlays/dev",
+        lambda objs: _redis_policy(objs)["ingress"][0]["ports"].append({"port": "metrics", "protocol": "TCP"}),
+    ),
     "Redis calling out": (
         "shared store",
         "overlays/prod",

@@ -29,10 +29,10 @@ def test_every_kustomization_renders_what_it_should(rendered: dict[str, list[Obj
     kinds = {name: {o["kind"] for o in objs} for name, objs in rendered.items()}
     base = {
         "Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service", "Ingress", "HorizontalPodAutoscaler",
-        "PodDisruptionBudget", "NetworkPolicy", "Job", "ServiceMonitor", "PrometheusRule",
+        "PodDisruptionBudget", "NetworkPolicy", "Job", "ServiceMonitor", "PodMonitor", "PrometheusRule",
     }  # fmt: skip
     assert base <= kinds["base"], base - kinds["base"]
-    assert kinds["overlays/prod"] == base | {"Cluster", "PodMonitor"}
+    assert kinds["overlays/prod"] == base | {"Cluster"}
     assert kinds["overlays/dev"] == (base - {"HorizontalPodAutoscaler"}) | {"Secret", "StatefulSet"}
     assert checks.one(rendered["overlays/prod"], "Cluster", "user-service-db")["spec"]["instances"] == 3
     assert checks.server(rendered["overlays/dev"])["spec"]["replicas"] == 1
@@ -92,7 +92,9 @@ CRD_BREAKAGES: dict[str, tuple[str, Callable[[list[Obj]], object]]] = {
     "misspelt metadata": ("Cluster", lambda objs: database_cluster(objs)["metadata"].update(lables={})),
     "misspelt pod endpoint field": (
         "PodMonitor",
-        lambda objs: checks.of_kind(objs, "PodMonitor")[0]["spec"]["podMetricsEndpoints"][0].update(portt="metrics"),
+        lambda objs: [m for m in checks.of_kind(objs, "PodMonitor") if m["metadata"]["name"] == "user-service-db"][0][
+            "spec"
+        ]["podMetricsEndpoints"][0].update(portt="metrics"),
     ),
 }
 
@@ -101,7 +103,8 @@ def test_the_database_exporter_is_scraped_as_the_job_the_dashboard_reads(rendere
     """CloudNativePG labels each instance's pod with its cluster's name and serves the
     exporter on the port named `metrics`; the Dependencies dashboard selects CNPG's job."""
     objs = rendered["overlays/prod"]
-    [monitor], [cluster] = checks.of_kind(objs, "PodMonitor"), checks.of_kind(objs, "Cluster")
+    [cluster] = checks.of_kind(objs, "Cluster")
+    [monitor] = [m for m in checks.of_kind(objs, "PodMonitor") if m["metadata"]["name"] == cluster["metadata"]["name"]]
     assert monitor["spec"]["selector"] == {"matchLabels": {"cnpg.io/cluster": cluster["metadata"]["name"]}}
     [endpoint] = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics"
@@ -114,5 +117,6 @@ def test_crd_check_rejects_a_broken_custom_resource(rendered: dict[str, list[Obj
     kind, breaks = CRD_BREAKAGES[breakage]
     objs = copy.deepcopy(rendered["overlays/prod"])
     breaks(objs)
-    (broken,) = checks.of_kind(objs, kind)
+    # The one object of that kind the breakage changed (the prod overlay has two PodMonitors).
+    (broken,) = [o for o in checks.of_kind(objs, kind) if o not in checks.of_kind(rendered["overlays/prod"], kind)]
     assert checks.custom_resource_problems(broken)
