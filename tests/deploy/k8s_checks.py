@@ -1017,9 +1017,10 @@ def _is_prometheus_peer(peer: Obj) -> bool:
     """Prometheus's pods in the monitoring namespace, as the server's policy names them."""
     namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
     pods = peer.get("podSelector", {}).get("matchLabels", {})
-    return namespace.get("kubernetes.io/metadata.name") in METRICS_NAMESPACES and pods.get(
-        "app.kubernetes.io/name"
-    ) == "prometheus"
+    return (
+        namespace.get("kubernetes.io/metadata.name") in METRICS_NAMESPACES
+        and pods.get("app.kubernetes.io/name") == "prometheus"
+    )
 
 
 def _is_server_peer(peer: Obj, server_labels: Mapping[str, str]) -> bool:

@@ -83,6 +83,10 @@ def test_custom_resources_match_their_crds(rendered: dict[str, list[Obj]]) -> No
     assert not problems, "\n".join(problems)
 
 
+def pod_monitor(objs: list[Obj], name: str) -> Obj:
+    return next(m for m in checks.of_kind(objs, "PodMonitor") if m["metadata"]["name"] == name)
+
+
 CRD_BREAKAGES: dict[str, tuple[str, Callable[[list[Obj]], object]]] = {
     "misspelt endpoint field": ("ServiceMonitor", lambda objs: scrape_endpoint(objs).update(intervall="15s")),
     "rule without expr": ("PrometheusRule", lambda objs: first_rule(objs).pop("expr")),
@@ -92,9 +96,7 @@ CRD_BREAKAGES: dict[str, tuple[str, Callable[[list[Obj]], object]]] = {
     "misspelt metadata": ("Cluster", lambda objs: database_cluster(objs)["metadata"].update(lables={})),
     "misspelt pod endpoint field": (
         "PodMonitor",
-        lambda objs: [m for m in checks.of_kind(objs, "PodMonitor") if m["metadata"]["name"] == "user-service-db"][0][
-            "spec"
-        ]["podMetricsEndpoints"][0].update(portt="metrics"),
+        lambda objs: pod_monitor(objs, "user-service-db")["spec"]["podMetricsEndpoints"][0].update(portt="metrics"),
     ),
 }
 
@@ -104,7 +106,7 @@ def test_the_database_exporter_is_scraped_as_the_job_the_dashboard_reads(rendere
     exporter on the port named `metrics`; the Dependencies dashboard selects CNPG's job."""
     objs = rendered["overlays/prod"]
     [cluster] = checks.of_kind(objs, "Cluster")
-    [monitor] = [m for m in checks.of_kind(objs, "PodMonitor") if m["metadata"]["name"] == cluster["metadata"]["name"]]
+    monitor = pod_monitor(objs, cluster["metadata"]["name"])
     assert monitor["spec"]["selector"] == {"matchLabels": {"cnpg.io/cluster": cluster["metadata"]["name"]}}
     [endpoint] = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics"
