@@ -29,8 +29,37 @@ def _locust_containers(objs: list[Obj]) -> dict[str, Obj]:
 def test_locust_runs_the_locked_version(rendered: dict[str, list[Obj]]) -> None:
     lock = tomllib.loads((checks.ROOT / "uv.lock").read_text())
     (version,) = [p["version"] for p in lock["package"] if p["name"] == "locust"]
-    for name, container in _locust_containers(rendered["loadtest"]).items():
-        assert container["image"].endswith(f"/locust:{version}"), (name, container["image"], version)
+    images = {name: c["image"] for name, c in _locust_containers(rendered["loadtest"]).items()}
+    # The workers run the official image; the master the one with prometheus-client, built
+    # FROM the same version (deploy/locust/Containerfile) and published by the release.
+    assert images == {
+        "locust-worker": f"docker.io/locustio/locust:{version}",
+        "locust-master": f"ghcr.io/your-org/user-service-locust:{version}",
+    }
+    containerfile = (checks.ROOT / "deploy" / "locust" / "Containerfile").read_text()
+    assert f"FROM docker.io/locustio/locust:{version}\n" in containerfile
+
+
+def test_prometheus_scrapes_the_masters_figures(rendered: dict[str, list[Obj]]) -> None:
+    objs = rendered["loadtest"]
+    master = _locust_containers(objs)["locust-master"]
+    env = {e["name"]: e.get("value") for e in master["env"]}
+    ports = {p["name"]: p["containerPort"] for p in master["ports"]}
+    assert int(env["LOADTEST_METRICS_PORT"]) == ports["metrics"]
+    assert env["LOADTEST_METRICS_ADDRESS"] == "0.0.0.0"  # noqa: S104 - inside the pod, for Prometheus
+    [monitor] = checks.of_kind(objs, "PodMonitor")
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics"
+    assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": "locust"}]
+    assert checks.custom_resource_problems(monitor) == []
+    [policy] = [p for p in checks.of_kind(objs, "NetworkPolicy") if p["metadata"]["name"] == "locust-master"]
+    admitted = {
+        (peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name"), port["port"])
+        for rule in policy["spec"]["ingress"]
+        for peer in rule["from"]
+        for port in rule["ports"]
+    }
+    assert admitted == {(None, "workers"), ("monitoring", "metrics")}
 
 
 def test_locust_targets_the_service_and_its_master(rendered: dict[str, list[Obj]]) -> None:
