@@ -138,7 +138,8 @@ def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
 
 
 @contextlib.contextmanager
-def _workers(count: int, port: int, env: dict[str, str], report_dir: Path) -> Iterator[None]:
+def _workers(count: int, port: int, env: dict[str, str], report_dir: Path) -> Iterator[list[int]]:
+    """Locust workers on this machine; yields their process ids (the generator's CPU)."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for index in range(count):
@@ -146,7 +147,7 @@ def _workers(count: int, port: int, env: dict[str, str], report_dir: Path) -> It
                 command = [*worker_command(port), *(["--otel"] if otel_enabled(env) else [])]
                 worker = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent)
             processes.append(worker)
-        yield
+        yield [process.pid for process in processes]
     finally:
         # Workers quit when the master does; give them a moment, then make sure.
         for process in processes:
@@ -169,7 +170,9 @@ def run_locust(profile: Profile, host: str, report_dir: Path, env: dict[str, str
         if workers:
             port = free_port()
             command += ["--master-bind-port", str(port)]
-            stack.enter_context(_workers(workers, port, full_env, report_dir))
+            worker_pids = stack.enter_context(_workers(workers, port, full_env, report_dir))
+            # The master's shape adds its own CPU to the workers' (loadtests/machine.py).
+            full_env = {**full_env, "LOADTEST_GENERATOR_PIDS": ",".join(map(str, worker_pids))}
         print(f"locust: {' '.join(command[2:])}", flush=True)
         master = subprocess.Popen(command, env=full_env, cwd=HERE.parent)
         try:
@@ -183,6 +186,11 @@ def run_locust(profile: Profile, host: str, report_dir: Path, env: dict[str, str
             raise
 
 
+# Who used the machine in each step: Locust, the service, everything else (in cores), the
+# hashing pool's busy fraction and the mean verify time (loadtests/machine.py).
+STEP_MACHINE_COLUMNS = ("generator_cpu", "service_cpu", "other_cpu", "pool_busy", "verify_ms")
+
+
 def print_steps(report_dir: Path) -> None:
     """The capacity profile's per-step table and where it stopped."""
     steps = report_dir / "steps.csv"
@@ -191,16 +199,19 @@ def print_steps(report_dir: Path) -> None:
     with steps.open(newline="") as source:
         rows = list(csv.DictReader(source))
     columns = ["step", "users", "requests_per_s", "watched_ok_per_s", "watched_p50_ms", "watched_p95_ms"]
-    columns += ["watched_p99_ms", "error_ratio", "shed_ratio", "over_limit"]
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
-    print("\nstep load (watched request: see saturation.json)")
+    columns += ["watched_p99_ms", "error_ratio", "shed_ratio", *STEP_MACHINE_COLUMNS, "over_limit"]
+    widths = {c: max(len(c), *(len(r.get(c) or "") for r in rows)) for c in columns}
+    print("\nstep load (watched request: see saturation.json; CPU in cores, loadtests/machine.py)")
     print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
     for row in rows:
-        print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
+        print("  ".join((row.get(c) or "").ljust(widths[c]) for c in columns).rstrip())
     summary = report_dir / "saturation.json"
     if summary.exists():
         data = json.loads(summary.read_text())
         print(f"stopped because: {data['stopped_because']}")
+        print(f"verdict: {data['verdict']}")
+        for warning in data.get("warnings", []):
+            print(f"warning: {warning}")
         if last := data.get("last_step_within_limits"):
             print(
                 f"last step within limits: {last['users']} users, {last['requests_per_s']} req/s, "

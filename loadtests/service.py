@@ -144,9 +144,20 @@ def started_service(profile: Profile, report_dir: Path) -> Iterator[StartedServi
         server.start(timeout=60)
         stack.callback(server.stop)
         print(f"service: {server.base_url} (log: {server.log_file})", flush=True)
+        # For the capacity profile's CPU table (loadtests/machine.py): the service's process
+        # (its children are found from it) and its /metrics (python -m app serves it there).
+        watch = {
+            "LOADTEST_SERVICE_PIDS": str(server.process.pid) if server.process else "",
+            "LOADTEST_SERVICE_METRICS_URL": server.base_url + "/metrics",
+        }
         yield StartedService(
             base_url=server.base_url,
-            locust_env={**locust_env, "LOADTEST_ADMIN_USERNAME": admin, "LOADTEST_ADMIN_PASSWORD": admin_password},
+            locust_env={
+                **locust_env,
+                **watch,
+                "LOADTEST_ADMIN_USERNAME": admin,
+                "LOADTEST_ADMIN_PASSWORD": admin_password,
+            },
             log_file=server.log_file,
             database=database,
         )

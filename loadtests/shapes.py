@@ -8,6 +8,12 @@ after the step at ``LOADTEST_STEP_MAX_USERS``, so every run is bounded. Each ste
 appended to ``steps.csv`` in ``LOADTEST_REPORT_DIR``, and ``saturation.json`` names the
 last step within the limits and why the run stopped.
 
+Each step also records who used the machine (loadtests/machine.py): the load generator's,
+the service's and every other process's CPU, the hashing pool's busy fraction and the mean
+verify time. The stop says whether the service saturated (pool busy, shedding) or was
+starved (a latency limit crossed with the pool idle), and a step where the generator or
+other work took much of the machine carries a warning in words.
+
 Only the master (or the single local process) runs the shape; it reads the runner's
 aggregated statistics, so distributed runs are measured the same way.
 """
@@ -26,6 +32,7 @@ from pathlib import Path
 from locust import LoadTestShape
 from locust.stats import RequestStats, calculate_response_time_percentile, diff_response_time_dicts
 
+from loadtests.machine import MachineSample, MachineStep, MachineWatch, verdict, warnings
 from loadtests.scenarios.names import is_shed
 
 logger = logging.getLogger("loadtests.shape")
@@ -105,10 +112,25 @@ class StepResult:
     watched_p99_ms: int
     error_ratio: float
     shed_ratio: float
+    # Who used the machine (loadtests/machine.py), in cores; "" where it could not be read.
+    generator_cpu: float | str
+    service_cpu: float | str
+    other_cpu: float | str
+    pool_busy: float | str
+    verify_ms: float | str
     over_limit: str
+    warnings: str
 
     @classmethod
-    def between(cls, step: int, users: int, before: Snapshot, after: Snapshot, plan: StepPlan) -> StepResult:
+    def between(
+        cls,
+        step: int,
+        users: int,
+        before: Snapshot,
+        after: Snapshot,
+        plan: StepPlan,
+        machine: MachineStep | None = None,
+    ) -> StepResult:
         seconds = max(after.at - before.at, 1e-9)
         requests = after.requests - before.requests
         times = diff_response_time_dicts(after.watched_times, before.watched_times)
@@ -136,8 +158,18 @@ class StepResult:
             watched_p99_ms=percentile(0.99),
             error_ratio=round(error_ratio, 4),
             shed_ratio=round(shed_ratio, 4),
+            generator_cpu=_or_blank(machine.generator_cores if machine else None),
+            service_cpu=_or_blank(machine.service_cores if machine else None),
+            other_cpu=_or_blank(machine.other_cores if machine else None),
+            pool_busy=_or_blank(machine.pool_busy if machine else None),
+            verify_ms=_or_blank(machine.verify_ms if machine else None),
             over_limit="; ".join(filter(None, limits)),
+            warnings=" ".join(warnings(machine)) if machine else "",
         )
+
+
+def _or_blank(value: float | None) -> float | str:
+    return "" if value is None else value
 
 
 class StepLoad(LoadTestShape):
@@ -146,6 +178,9 @@ class StepLoad(LoadTestShape):
         self.plan = StepPlan.from_env()
         self.step = 0
         self.snapshot: Snapshot | None = None
+        self.machine = MachineWatch.from_env()
+        self.machine_snapshot: MachineSample | None = None
+        self.machine_steps: list[MachineStep | None] = []
         self.results: list[StepResult] = []
 
     def tick(self) -> tuple[int, float] | None:
@@ -155,7 +190,8 @@ class StepLoad(LoadTestShape):
         if step != self.step:
             result = self._finish_step()
             if result.over_limit:
-                self._summarise(f"step {result.step} ({result.users} users): {result.over_limit}")
+                why = verdict(self.machine_steps[-1], result.shed_ratio)
+                self._summarise(f"step {result.step} ({result.users} users): {result.over_limit}", why)
                 return None
             if plan.users(step) > plan.max_users:
                 self._summarise(f"reached the maximum of {plan.max_users} users within the limits")
@@ -163,6 +199,7 @@ class StepLoad(LoadTestShape):
             self.step, self.snapshot = step, None
         if self.snapshot is None and elapsed - step * plan.step_seconds >= plan.settle_seconds:
             self.snapshot = Snapshot.take(self._stats(), plan.watch)
+            self.machine_snapshot = self.machine.sample()
         return plan.users(step), plan.spawn_rate
 
     def _stats(self) -> RequestStats:
@@ -172,9 +209,18 @@ class StepLoad(LoadTestShape):
 
     def _finish_step(self) -> StepResult:
         now = Snapshot.take(self._stats(), self.plan.watch)
-        result = StepResult.between(self.step, self.plan.users(self.step), self.snapshot or now, now, self.plan)
+        machine = None
+        if self.machine_snapshot is not None:
+            machine = MachineStep.between(self.machine_snapshot, self.machine.sample())
+        self.machine_steps.append(machine)
+        self.machine_snapshot = None
+        result = StepResult.between(
+            self.step, self.plan.users(self.step), self.snapshot or now, now, self.plan, machine
+        )
         self.results.append(result)
         logger.info("capacity step %s", asdict(result))
+        if result.warnings:
+            logger.warning("capacity step %s: %s", result.step, result.warnings)
         if self.plan.report_dir is not None:
             path = self.plan.report_dir / "steps.csv"
             new = not path.exists()
@@ -185,10 +231,13 @@ class StepLoad(LoadTestShape):
                 writer.writerow(asdict(result))
         return result
 
-    def _summarise(self, reason: str) -> None:
+    def _summarise(self, reason: str, why: str = "") -> None:
         within = [r for r in self.results if not r.over_limit]
         summary = {
             "stopped_because": reason,
+            # Saturated (the service's capacity) or starved (the machine's), with the evidence.
+            "verdict": why or "not saturated: the run ended within every limit",
+            "warnings": sorted({r.warnings for r in self.results if r.warnings}),
             "last_step_within_limits": asdict(within[-1]) if within else None,
             "limits": {
                 "shed_ratio": self.plan.stop_shed_ratio,
