@@ -53,6 +53,7 @@ import httpx
 from app.identity.tokens import generate_private_key_pem
 from app.settings import PasswordSettings
 from loadtests.bench_observability import database
+from loadtests.wrk import WrkResult, parse_wrk, wait_until_idle, write_login_script, wrk, wrk_command
 from testkit.postgres import migrate
 from testkit.server_process import LITESTAR_CLI, ROOT, ServerProcess
 
@@ -86,74 +87,11 @@ print(sum(counts) / (time.perf_counter() - started))
 """
 
 
-@dataclass
-class WrkResult:
-    requests_per_second: float
-    ok_per_second: float
-    non_2xx: int
-    socket_errors: int
-    p50_ms: float
-    p99_ms: float
-    total: int = 0
-
-
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip()).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
-
-
-def wrk_command(
-    url: str, *, connections: int, seconds: float, script: Path | None = None, header: str | None = None
-) -> list[str]:
-    command = ["wrk", "-t1" if connections < 8 else "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
-    command += ["--latency", "--timeout", "30s"]
-    if script:
-        command += ["-s", str(script)]
-    if header:
-        command += ["-H", header]
-    return [*command, url]
-
-
-def parse_wrk(out: str) -> WrkResult:
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    elapsed = _ms(re.search(r"requests in ([\d.]+\w+),", out).group(1)) / 1000  # type: ignore[union-attr]
-    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    return WrkResult(
-        requests_per_second=total / elapsed,
-        ok_per_second=(total - non_2xx) / elapsed,
-        non_2xx=non_2xx,
-        socket_errors=errors,
-        p50_ms=_ms(re.search(r"^\s*50%\s+(\S+)", out, re.MULTILINE).group(1)),  # type: ignore[union-attr]
-        p99_ms=_ms(re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE).group(1)),  # type: ignore[union-attr]
-        total=total,
-    )
-
-
-def wrk(
-    url: str, *, connections: int, seconds: float, script: Path | None = None, header: str | None = None
-) -> WrkResult:
-    command = wrk_command(url, connections=connections, seconds=seconds, script=script, header=header)
-    return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-
-
 def raw_argon2(settings: PasswordSettings, threads: int, seconds: float, *, keep_mapped: bool) -> float:
     params = {"time_cost": settings.time_cost, "memory_cost": settings.memory_cost_kib, "parallelism": 1}
     argument = json.dumps([params, threads, seconds, keep_mapped])
     out = subprocess.run([sys.executable, "-c", RAW_ARGON2, argument], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
-
-
-def wait_until_idle(base: str, timeout: float = 60.0) -> None:
-    """Between measurements: hashes queued by the last one's requests keep running after
-    wrk has gone, so the next would start on top of leftover work."""
-    deadline = time.monotonic() + timeout
-    gauges = ("user_service_password_hash_running ", "user_service_password_hash_queue_depth ")
-    while time.monotonic() < deadline:
-        text = httpx.get(f"{base}/metrics").text
-        if sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauges)) == 0:
-            return
-        time.sleep(0.2)
 
 
 def rss_kib(pid: int, field_name: str) -> int:
@@ -219,16 +157,8 @@ class Service:
         ).untraced()
         self.workdir = workdir
         self.prefix = f"bench{time.time_ns() % 10**6}x"
-        self.login_script = workdir / f"login-{self.prefix}.lua"
-        # A random seeded account per login, as a storm of many users is (one account would
-        # measure the login throttle's line for one name instead).
-        self.login_script.write_text(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            "math.randomseed(os.time())\n"
-            "request = function()\n"
-            f'  local body = string.format(\'{{"username":"{self.prefix}%06d","password":"{PASSWORD}"}}\','
-            f" math.random(1, {SEEDED}))\n"
-            "  return wrk.format(nil, nil, nil, body)\nend\n"
+        self.login_script = write_login_script(
+            workdir / f"login-{self.prefix}.lua", prefix=self.prefix, count=SEEDED, password=PASSWORD
         )
 
     @contextlib.contextmanager

@@ -25,6 +25,9 @@ STEP_KEYS = {
     "settle_seconds": "LOADTEST_STEP_SETTLE_SECONDS",
     "spawn_rate": "LOADTEST_STEP_SPAWN_RATE",
     "max_users": "LOADTEST_STEP_MAX_USERS",
+    # Set by a step load by rate: the open-loop pacing, read by LoginArrivals and by the
+    # shape (offered logins/s = users / pacing).
+    "pacing_seconds": "LOADTEST_ARRIVAL_PACING_SECONDS",
     "stop_shed_ratio": "LOADTEST_STOP_SHED_RATIO",
     "stop_error_ratio": "LOADTEST_STOP_ERROR_RATIO",
     "stop_p95_ms": "LOADTEST_STOP_P95_MS",
@@ -102,13 +105,42 @@ class Profile:
         return env
 
 
+# [profile.step] keys of a step load by offered rate (open loop, LoginArrivals): the
+# engineer names logins/s, each user starts one login every pacing_seconds, so a rate is
+# rate x pacing users (loadtests/scenarios/users.py).
+RATE_KEYS = frozenset({"start_rate", "step_rate", "max_rate", "pacing_seconds"})
+
+
+def rate_steps_as_users(name: str, step_table: Mapping[str, Any]) -> dict[str, Any]:
+    """The users-per-step table that offers the rates asked for, plus the pacing that makes
+    users into logins/s (LOADTEST_ARRIVAL_PACING_SECONDS, and the shape's offered column)."""
+    if not RATE_KEYS & set(step_table):
+        return dict(step_table)
+    if {"start_users", "step_users", "max_users"} & set(step_table):
+        raise ProfileError(f"[{name}.step]: give either rates (start_rate ...) or users, not both")
+    pacing = float(step_table.get("pacing_seconds", 1.0))
+    users = {}
+    for rate_key, users_key in (("start_rate", "start_users"), ("step_rate", "step_users"), ("max_rate", "max_users")):
+        if rate_key not in step_table:
+            raise ProfileError(f"[{name}.step]: a step load by rate needs {rate_key}")
+        count = float(step_table[rate_key]) * pacing
+        if count < 1 or not count.is_integer():
+            raise ProfileError(
+                f"[{name}.step]: {rate_key} {step_table[rate_key]} x pacing_seconds {pacing:g} is {count:g} users, "
+                "not a whole number of at least 1"
+            )
+        users[users_key] = int(count)
+    rest = {k: v for k, v in step_table.items() if k not in RATE_KEYS}
+    return {**rest, **users, "pacing_seconds": pacing}
+
+
 def parse_profile(name: str, table: Mapping[str, Any]) -> Profile:
     if unknown := set(table) - PROFILE_KEYS:
         raise ProfileError(f"[{name}]: unknown keys {sorted(unknown)}")
     mix = {str(k): int(v) for k, v in table.get("mix", {}).items()}
     if bad := set(mix) - set(USER_CLASSES):
         raise ProfileError(f"[{name}].mix: unknown user classes {sorted(bad)}; known: {', '.join(USER_CLASSES)}")
-    step_table = table.get("step", {})
+    step_table = rate_steps_as_users(name, table.get("step", {}))
     if unknown := set(step_table) - set(STEP_KEYS):
         raise ProfileError(f"[{name}.step]: unknown keys {sorted(unknown)}")
     if not step_table and "run_time" not in table:

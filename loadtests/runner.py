@@ -22,12 +22,13 @@ import csv
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtests import run_windows
 from loadtests.gates import SLO_FILE, GateResult, SloError, evaluate_report, load_slo, render
 from loadtests.profiles import PROFILES_FILE, Profile, ProfileError, load_profiles, parse_duration
+from loadtests.wrk import wait_until_idle, write_login_script, wrk
 from testkit.ports import free_port
 from testkit.server_process import without_coverage
 
@@ -186,6 +188,37 @@ def run_locust(profile: Profile, host: str, report_dir: Path, env: dict[str, str
             raise
 
 
+# The closed-loop client of the cross-check: as many connections as bench_capacity's
+# saturation row, enough to keep a pool of a few hashing threads busy.
+WRK_CONNECTIONS = 8
+
+
+def cross_check_with_wrk(host: str, env: Mapping[str, str], report_dir: Path, seconds: float) -> None:
+    """wrk logs in as the seeded users against the service the profile just measured, and
+    its logins/s go into saturation.json beside the profile's highest rate: the capacity
+    profile's answer should be within 15 % of an independent closed-loop client's on the
+    same machine (issue 17). Locust has stopped by now, so wrk has the machine it had."""
+    summary_file = report_dir / "saturation.json"
+    script = write_login_script(
+        report_dir / "wrk-login.lua",
+        prefix=env["LOADTEST_USER_PREFIX"],
+        count=int(env["LOADTEST_USER_COUNT"]),
+        password=env["LOADTEST_PASSWORD"],
+    )
+    wait_until_idle(host)  # the step load's last logins still queued for the pool
+    result = wrk(f"{host}/api/v1/auth/login", connections=WRK_CONNECTIONS, seconds=seconds, script=script)
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    peak = float(summary.get("peak_watched_ok_per_s") or 0.0)
+    summary["wrk_cross_check"] = {
+        "connections": WRK_CONNECTIONS,
+        "seconds": seconds,
+        "logins_ok_per_s": round(result.ok_per_second, 1),
+        "p99_ms": result.p99_ms,
+        "profile_over_wrk": round(peak / result.ok_per_second, 3) if result.ok_per_second else None,
+    }
+    summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+
+
 # Who used the machine in each step: Locust, the service, everything else (in cores), the
 # hashing pool's busy fraction and the mean verify time (loadtests/machine.py).
 STEP_MACHINE_COLUMNS = ("generator_cpu", "service_cpu", "other_cpu", "pool_busy", "verify_ms")
@@ -198,7 +231,8 @@ def print_steps(report_dir: Path) -> None:
         return
     with steps.open(newline="") as source:
         rows = list(csv.DictReader(source))
-    columns = ["step", "users", "requests_per_s", "watched_ok_per_s", "watched_p50_ms", "watched_p95_ms"]
+    columns = ["step", "users", "offered_per_s", "requests_per_s", "watched_ok_per_s", "watched_p50_ms"]
+    columns += ["watched_p95_ms"]
     columns += ["watched_p99_ms", "error_ratio", "shed_ratio", *STEP_MACHINE_COLUMNS, "over_limit"]
     widths = {c: max(len(c), *(len(r.get(c) or "") for r in rows)) for c in columns}
     print("\nstep load (watched request: see saturation.json; CPU in cores, loadtests/machine.py)")
@@ -210,11 +244,25 @@ def print_steps(report_dir: Path) -> None:
         data = json.loads(summary.read_text())
         print(f"stopped because: {data['stopped_because']}")
         print(f"verdict: {data['verdict']}")
+        if peak := data.get("peak_step"):
+            busy = f" with the hashing pool {float(peak['pool_busy']):.0%} busy" if peak.get("pool_busy") != "" else ""
+            print(
+                f"highest rate of successful {data['limits']['watched']}: {data['peak_watched_ok_per_s']}/s "
+                f"(step {peak['step']}, {peak['users']} users{busy})"
+            )
         for warning in data.get("warnings", []):
             print(f"warning: {warning}")
-        if last := data.get("last_step_within_limits"):
+        if check := data.get("wrk_cross_check"):
+            ratio = check["profile_over_wrk"]
+            agrees = "within 15 %" if ratio is not None and abs(1 - ratio) <= 0.15 else "NOT within 15 %"
             print(
-                f"last step within limits: {last['users']} users, {last['requests_per_s']} req/s, "
+                f"wrk, {check['connections']} closed-loop connections for {check['seconds']:g} s: "
+                f"{check['logins_ok_per_s']} logins/s; the profile's highest over wrk's: {ratio} ({agrees})"
+            )
+        if last := data.get("last_step_within_limits"):
+            offered = f" offering {last['offered_per_s']}/s" if last.get("offered_per_s") not in (None, "") else ""
+            print(
+                f"last step within limits: {last['users']} users{offered}, {last['requests_per_s']} req/s, "
                 f"{last['watched_ok_per_s']} successful {data['limits']['watched']} per s"
             )
 
@@ -268,7 +316,9 @@ def write_gates(report_dir: Path, results: list[GateResult], table: str) -> None
     (report_dir / "gates.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
 
 
-def command_run(args: argparse.Namespace) -> int:
+def profile_to_run(args: argparse.Namespace) -> Profile:
+    """The profile named on the command line with its overrides; a ProfileError for any
+    combination of options that cannot run, before any load is started."""
     profiles = load_profiles(args.profiles)
     if args.profile not in profiles:
         raise ProfileError(f"no profile {args.profile!r} in {args.profiles}; there are: {', '.join(profiles)}")
@@ -279,9 +329,16 @@ def command_run(args: argparse.Namespace) -> int:
         profile = replace(profile, run_time_seconds=parse_duration(args.run_time))
     if args.users:
         profile = replace(profile, users=args.users)
-    slo = load_slo(args.slo_profile or profile.name, args.slo)  # a broken slo.toml fails before any load
     if not args.start_service and not args.host:
         raise ProfileError("give --host URL (a running service) or --start-service")
+    if args.cross_check_wrk and not (args.start_service and profile.is_step_load and shutil.which("wrk")):
+        raise ProfileError("--cross-check-wrk needs a step-load profile, --start-service and wrk (apt-get install wrk)")
+    return profile
+
+
+def command_run(args: argparse.Namespace) -> int:
+    profile = profile_to_run(args)
+    slo = load_slo(args.slo_profile or profile.name, args.slo)  # a broken slo.toml fails before any load
     report_dir = Path(args.report_dir) if args.report_dir else report_dir_for(profile.name)
     report_dir.mkdir(parents=True, exist_ok=True)
     print(f"profile {profile.name}: {profile.description}\nreports: {report_dir}", flush=True)
@@ -307,6 +364,8 @@ def command_run(args: argparse.Namespace) -> int:
             print("grafana: the run is annotated", flush=True)
         # While the service still runs: what it counted (the hashes the limits saved...).
         metrics = save_service_metrics(host, report_dir) if code == 0 else None
+        if args.cross_check_wrk and code == 0:
+            cross_check_with_wrk(host, env, report_dir, args.cross_check_wrk)
     if metrics is not None:
         since = "this run" if args.start_service else "since the service started"
         print(f"\nservice counters ({since}; all in {report_dir / 'service-metrics.txt'})")
@@ -359,6 +418,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--profiles", type=Path, default=PROFILES_FILE, help=argparse.SUPPRESS)
     run.add_argument("--slo", type=Path, default=SLO_FILE, help="the SLO file (default: loadtests/slo.toml)")
     run.add_argument("--slo-profile", help="judge by another section of the SLO file than the profile's own")
+    run.add_argument(
+        "--cross-check-wrk",
+        type=float,
+        metavar="SECONDS",
+        help="after a step load, log in with wrk (8 closed-loop connections) for SECONDS against the same "
+        "service and compare its logins/s with the profile's highest (needs --start-service and wrk)",
+    )
     run.set_defaults(handler=command_run)
 
     gates = commands.add_parser("gates", help="evaluate the SLO gates of an existing report")

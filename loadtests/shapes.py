@@ -23,58 +23,17 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from locust import LoadTestShape
 from locust.stats import RequestStats, calculate_response_time_percentile, diff_response_time_dicts
 
 from loadtests.machine import MachineSample, MachineStep, MachineWatch, verdict, warnings
 from loadtests.scenarios.names import is_shed
+from loadtests.step_plan import StepPlan
 
 logger = logging.getLogger("loadtests.shape")
-
-
-@dataclass(frozen=True, slots=True)
-class StepPlan:
-    start_users: int = 5
-    step_users: int = 5
-    step_seconds: float = 30.0
-    max_users: int = 100
-    spawn_rate: float = 5.0
-    settle_seconds: float = 5.0
-    stop_shed_ratio: float = 0.05
-    stop_error_ratio: float = 0.01
-    stop_p95_ms: float = 1000.0
-    watch: str = "POST /api/v1/auth/login"
-    report_dir: Path | None = None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> StepPlan:
-        def num(key: str, default: float) -> float:
-            return float(environ.get(f"LOADTEST_{key}", default))
-
-        defaults = cls()
-        report_dir = environ.get("LOADTEST_REPORT_DIR")
-        return cls(
-            start_users=int(num("STEP_START_USERS", defaults.start_users)),
-            step_users=int(num("STEP_USERS", defaults.step_users)),
-            step_seconds=num("STEP_SECONDS", defaults.step_seconds),
-            max_users=int(num("STEP_MAX_USERS", defaults.max_users)),
-            spawn_rate=num("STEP_SPAWN_RATE", defaults.spawn_rate),
-            settle_seconds=num("STEP_SETTLE_SECONDS", defaults.settle_seconds),
-            stop_shed_ratio=num("STOP_SHED_RATIO", defaults.stop_shed_ratio),
-            stop_error_ratio=num("STOP_ERROR_RATIO", defaults.stop_error_ratio),
-            stop_p95_ms=num("STOP_P95_MS", defaults.stop_p95_ms),
-            watch=environ.get("LOADTEST_STOP_P95_REQUEST", defaults.watch),
-            report_dir=Path(report_dir) if report_dir else None,
-        )
-
-    def users(self, step: int) -> int:
-        return self.start_users + step * self.step_users
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +63,7 @@ class Snapshot:
 class StepResult:
     step: int
     users: int
+    offered_per_s: float | str  # a step load by rate: logins/s offered; "" otherwise
     seconds: float
     requests_per_s: float
     watched_ok_per_s: float
@@ -150,6 +110,7 @@ class StepResult:
         return cls(
             step=step,
             users=users,
+            offered_per_s=_or_blank(plan.offered_per_s(users)),
             seconds=round(seconds, 1),
             requests_per_s=round(requests / seconds, 1),
             watched_ok_per_s=round((after.watched_ok - before.watched_ok) / seconds, 1),
@@ -237,6 +198,10 @@ class StepLoad(LoadTestShape):
             "stopped_because": reason,
             # Saturated (the service's capacity) or starved (the machine's), with the evidence.
             "verdict": why or "not saturated: the run ended within every limit",
+            # The saturation point to compare with a closed-loop client's (wrk): the most
+            # successful watched requests per second any step achieved, with its pool use.
+            "peak_watched_ok_per_s": max((r.watched_ok_per_s for r in self.results), default=0.0),
+            "peak_step": asdict(max(self.results, key=lambda r: r.watched_ok_per_s)) if self.results else None,
             "warnings": sorted({r.warnings for r in self.results if r.warnings}),
             "last_step_within_limits": asdict(within[-1]) if within else None,
             "limits": {

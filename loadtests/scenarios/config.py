@@ -11,7 +11,7 @@
 | ``LOADTEST_MFA_PREFIX`` | accounts seeded ``--with-totp`` are ``{prefix}{i:06d}`` | ``loadmfa`` |
 | ``LOADTEST_MFA_COUNT`` | how many were seeded (0: no login uses a second factor) | ``0`` |
 | ``LOADTEST_MFA_SHARE`` | share of LoginStorm's logins made by those accounts, with both steps | ``0.2`` |
-| ``LOADTEST_ARRIVAL_PACING_SECONDS`` | LoginArrivals: one login per user this often (rate: users ÷ it) | ``2`` |
+| ``LOADTEST_ARRIVAL_PACING_SECONDS`` | LoginArrivals: mean gap of a user's Poisson logins (rate: users ÷ it) | ``2`` |
 | ``LOADTEST_WORKERS`` | Locust worker processes (the runner sets it); each takes its own slice of them | ``1`` |
 
 The attack classes (``loadtests/scenarios/attacks.py``) run only when ``LOADTEST_MIX`` names them:

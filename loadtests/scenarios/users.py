@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import random
 import secrets
+import time
 from typing import Any
 
-from locust import between, constant_pacing, tag, task
+from locust import between, tag, task
 
 from loadtests.scenarios import names
 from loadtests.scenarios.accounting import Verdict, back_off, require_fields, settle
@@ -53,21 +54,38 @@ class LoginStorm(ServiceUser):
 
 
 class LoginArrivals(ServiceUser):
-    """Logins that arrive at a fixed rate whatever the service answers: a crowd of
-    independent people, an open loop. Each user starts a login every
-    ``LOADTEST_ARRIVAL_PACING_SECONDS`` (Locust's constant pacing) and never backs off on a
-    shed, so the offered rate is users ÷ pacing for as long as a login takes less than the
-    pacing; Locust users are the pool of logins in flight (as k6's constant arrival rate
-    has its virtual users), and a pool too small for the latency shows as an achieved rate
-    below the offered one. Runs only when the mix names it (the ``overload`` profile)."""
+    """Logins that arrive at a set rate whatever the service answers: a crowd of
+    independent people, an open loop. Each user is a Poisson process of logins with a mean
+    gap of ``LOADTEST_ARRIVAL_PACING_SECONDS`` (exponential gaps, started at a random
+    offset), so N users offer N ÷ pacing logins/s as a Poisson stream, as independent
+    people arrive: constant pacing kept the users in step and sent each second's logins in
+    one burst, a queue the service never sees from real clients. A user never backs off
+    on a shed; it is a login in flight (as k6's arrival-rate executors have virtual users),
+    and a gap shorter than the login it follows starts the next at once, so a pool too
+    small for the latency shows as an achieved rate below the offered one. Runs only when
+    the mix names it (the ``overload`` and ``login-capacity`` profiles)."""
 
     weight = 0
     address_per_request = True  # each arrival is another person
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        pacing = constant_pacing(self.cfg.arrival_pacing_seconds)
-        self.wait_time = lambda: pacing(self)  # type: ignore[method-assign]
+        self._next_arrival = time.monotonic()
+        self.wait_time = self._until_next_arrival  # type: ignore[method-assign]
+
+    def on_start(self) -> None:
+        super().on_start()
+        # Users spawned together would otherwise arrive together first. (Locust patches
+        # time.sleep with gevent's: this user waits, the others run.)
+        time.sleep(random.uniform(0, self.cfg.arrival_pacing_seconds))  # noqa: S311 - not crypto
+        self._next_arrival = time.monotonic()
+
+    def _until_next_arrival(self) -> float:
+        """Seconds to the next arrival of this user's Poisson process (0 if it is due)."""
+        gap = random.expovariate(1 / self.cfg.arrival_pacing_seconds)
+        now = time.monotonic()
+        self._next_arrival = max(self._next_arrival + gap, now)
+        return self._next_arrival - now
 
     @tag("arrivals", "hashing")
     @task

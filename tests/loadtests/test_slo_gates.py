@@ -26,6 +26,7 @@ from loadtests.gates import (
 from loadtests.profiles import ProfileError, load_profiles, parse_duration, parse_profile
 from loadtests.runner import EXIT_BROKEN, EXIT_GATE_FAILED, EXIT_PASSED, locust_command, main
 from loadtests.scenarios.config import ConfigError, LoadTestConfig, parse_mix
+from loadtests.step_plan import StepPlan
 
 HEADER = [
     "Type",
@@ -202,6 +203,30 @@ def test_the_locust_command_line_of_a_profile() -> None:
     distributed = locust_command(profiles["capacity"], "http://127.0.0.1:1", Path("/r"), master_workers=3)
     assert distributed[distributed.index("--expect-workers") + 1] == "3"
     assert "--run-time" not in distributed  # the step shape ends the run itself
+
+
+def test_a_step_load_by_offered_rate_becomes_users_and_pacing() -> None:
+    login_capacity = load_profiles()["login-capacity"]
+    env = login_capacity.locust_env()
+    pacing = float(env["LOADTEST_ARRIVAL_PACING_SECONDS"])
+    # 8, 16 ... 96 logins/s: one user per login/s at a pacing of 1 s.
+    assert int(env["LOADTEST_STEP_START_USERS"]) / pacing == 8
+    assert int(env["LOADTEST_STEP_USERS"]) / pacing == 8
+    assert int(env["LOADTEST_STEP_MAX_USERS"]) / pacing == 96
+    assert env["LOADTEST_MIX"] == "LoginArrivals=1"
+    # The shape reads the offered rate back from the same environment.
+    plan = StepPlan.from_env(env)
+    assert [plan.offered_per_s(plan.users(step)) for step in range(3)] == [8.0, 16.0, 24.0]
+    assert StepPlan.from_env({**env, "LOADTEST_MIX": "LoginStorm=1"}).offered_per_s(8) is None
+    half = parse_profile("x", {"mix": {"LoginArrivals": 1}, "step": {"start_rate": 3, "step_rate": 2, "max_rate": 9,
+                                                                       "pacing_seconds": 2}})  # fmt: skip
+    assert (half.step["LOADTEST_STEP_START_USERS"], half.step["LOADTEST_STEP_MAX_USERS"]) == ("6", "18")
+    with pytest.raises(ProfileError, match="not a whole number"):
+        parse_profile("x", {"step": {"start_rate": 3, "step_rate": 1, "max_rate": 9, "pacing_seconds": 0.5}})
+    with pytest.raises(ProfileError, match="either rates"):
+        parse_profile("x", {"step": {"start_rate": 3, "step_rate": 1, "max_rate": 9, "start_users": 2}})
+    with pytest.raises(ProfileError, match="needs max_rate"):
+        parse_profile("x", {"step": {"start_rate": 3, "step_rate": 1}})
 
 
 def test_profile_and_duration_errors() -> None:
