@@ -158,7 +158,7 @@ class Service:
         self.workdir = workdir
         self.prefix = f"bench{time.time_ns() % 10**6}x"
         self.login_script = write_login_script(
-            workdir / f"login-{self.prefix}.lua", prefix=self.prefix, count=SEEDED, password=PASSWORD
+            workdir / f"login-{self.prefix}.lua", prefix=self.prefix, count=SEEDED, shared_password=PASSWORD
         )
 
     @contextlib.contextmanager

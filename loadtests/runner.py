@@ -203,7 +203,7 @@ def cross_check_with_wrk(host: str, env: Mapping[str, str], report_dir: Path, se
         report_dir / "wrk-login.lua",
         prefix=env["LOADTEST_USER_PREFIX"],
         count=int(env["LOADTEST_USER_COUNT"]),
-        password=env["LOADTEST_PASSWORD"],
+        shared_password=env["LOADTEST_PASSWORD"],
     )
     wait_until_idle(host)  # the step load's last logins still queued for the pool
     result = wrk(f"{host}/api/v1/auth/login", connections=WRK_CONNECTIONS, seconds=seconds, script=script)

@@ -81,7 +81,7 @@ def _get(url: str) -> str:
         return str(response.read().decode())
 
 
-def write_login_script(path: Path, *, prefix: str, count: int, password: str) -> Path:
+def write_login_script(path: Path, *, prefix: str, count: int, shared_password: str) -> Path:
     """A wrk script that logs in as a random one of the seeded accounts
     ``<prefix>000001`` ... per request, as a storm of many users does (one account would
     measure the login throttle's line for one name instead), each from a random address of
@@ -93,7 +93,7 @@ def write_login_script(path: Path, *, prefix: str, count: int, password: str) ->
         "math.randomseed(os.time())\n"
         "request = function()\n"
         '  wrk.headers["X-Forwarded-For"] = string.format("198.18.%d.%d", math.random(0, 255), math.random(1, 254))\n'
-        f'  local body = string.format(\'{{"username":"{prefix}%06d","password":"{password}"}}\','
+        f'  local body = string.format(\'{{"username":"{prefix}%06d","password":"{shared_password}"}}\','
         f" math.random(1, {count}))\n"
         "  return wrk.format(nil, nil, nil, body)\nend\n"
     )
