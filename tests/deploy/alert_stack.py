@@ -226,49 +226,40 @@ async def running_prometheus(
     }
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
-    config_file, log_file = folder / "prometheus.yml", folder / "prometheus.log"
+    config_file = folder / "prometheus.yml"
     _write(config_file, json.dumps(config))  # JSON is YAML
-    with log_file.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            binary,
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={folder / 'tsdb'}",
-            f"--web.listen-address={LOOPBACK}:{port}",
-            "--log.level=warn",
-            stdout=log,
-            stderr=log,
-        )
-    try:
-        url = f"http://{LOOPBACK}:{port}"
-        await _until_up(f"{url}/-/ready", "Prometheus", log_file)
+    flags = (f"--config.file={config_file}", f"--storage.tsdb.path={folder / 'tsdb'}")
+    async with _serving("Prometheus", [binary, *flags], port, folder / "prometheus.log") as url:
         yield url
-    finally:
-        await _stop(process)
 
 
 @contextlib.asynccontextmanager
 async def running_alertmanager(config: Path, folder: Path) -> AsyncIterator[str]:
     """Alertmanager with ``config`` on a free loopback port until the block ends: its URL."""
-    alertmanager_binary = require_tool("prometheus-alertmanager")
-    am_port = free_port()
-    am_log = folder / "alertmanager.log"
-    with _log_file(am_log) as log:
-        alertmanager = await asyncio.create_subprocess_exec(
-            alertmanager_binary,
-            f"--config.file={config}",
-            f"--storage.path={folder / 'alertmanager-data'}",
-            f"--web.listen-address={LOOPBACK}:{am_port}",
-            "--cluster.listen-address=",  # one instance, no gossip port
-            "--log.level=warn",
-            stdout=log,
-            stderr=log,
+    command = [
+        require_tool("prometheus-alertmanager"),
+        f"--config.file={config}",
+        f"--storage.path={folder / 'alertmanager-data'}",
+        "--cluster.listen-address=",  # one instance, no gossip port
+    ]
+    async with _serving("Alertmanager", command, free_port(), folder / "alertmanager.log") as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _serving(what: str, command: list[str], port: int, log_file: Path) -> AsyncIterator[str]:
+    """``command`` listening on ``port`` of the loopback (Prometheus's and Alertmanager's
+    flags), its output in ``log_file``, until the block ends: its URL once /-/ready says so."""
+    with _log_file(log_file) as log:
+        process = await asyncio.create_subprocess_exec(
+            *command, f"--web.listen-address={LOOPBACK}:{port}", "--log.level=warn", stdout=log, stderr=log
         )
     try:
-        am_url = f"http://{LOOPBACK}:{am_port}"
-        await _until_up(f"{am_url}/-/ready", "Alertmanager", am_log)
-        yield am_url
+        url = f"http://{LOOPBACK}:{port}"
+        await _until_up(f"{url}/-/ready", what, log_file)
+        yield url
     finally:
-        await _stop(alertmanager)
+        await _stop(process)
 
 
 @contextlib.asynccontextmanager
