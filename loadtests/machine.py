@@ -222,7 +222,9 @@ def verdict(machine: MachineStep | None, shed_ratio: float) -> str:
         return (
             f"starved of CPU, not saturated: the {busy} of the wall clock, yet the service got only "
             f"{machine.service_cores:.2f} cores for {machine.hash_workers:g} hashing threads ({_cpu_split(machine)}); "
-            f"verifies took {machine.verify_ms} ms. This is the machine's limit, not the service's capacity"
+            f"verifies took {machine.verify_ms} ms. This is the machine's limit, not the service's capacity "
+            f"(the hashing threads run at nice +10, USER_SERVICE_PASSWORDS__THREAD_NICE, so outside a container "
+            f"they yield to every other process)"
         )
     if shed_ratio > 0 or machine.pool_busy >= SATURATED_POOL_BUSY:
         sheds = f", {shed_ratio:.1%} of requests shed" if shed_ratio > 0 else ""
@@ -245,7 +247,8 @@ def warnings(machine: MachineStep) -> list[str]:
     if machine.other_cores is not None and machine.other_cores >= OTHER_SHARE_WARNING * machine.cores:
         found.append(
             f"other processes used {machine.other_cores:.2f} of {machine.cores} cores: the service did not have "
-            "the machine, so this step understates its capacity. Rerun on a quiet machine."
+            "the machine, so this step understates its capacity (its hashing threads, at nice +10, yield to "
+            "them). Rerun on a quiet machine."
         )
     return found
 
