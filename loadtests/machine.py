@@ -213,8 +213,9 @@ def read_service_counters(url: str) -> ServiceCounters | None:
     )
 
 
-def verdict(machine: MachineStep | None, shed_ratio: float) -> str:
-    """Why a step crossed its limit: the service saturated, or it was starved."""
+def verdict(machine: MachineStep | None, shed_ratio: float, *, crossed: bool = True) -> str:
+    """What the last step shows: the service saturated, or starved, or (``crossed`` false:
+    the run ended within its limits) neither."""
     if machine is None or machine.pool_busy is None:
         return "unknown: the service's metrics were not readable (set LOADTEST_SERVICE_METRICS_URL)"
     busy = f"hashing pool busy {machine.pool_busy:.0%}"
@@ -229,6 +230,8 @@ def verdict(machine: MachineStep | None, shed_ratio: float) -> str:
     if shed_ratio > 0 or machine.pool_busy >= SATURATED_POOL_BUSY:
         sheds = f", {shed_ratio:.1%} of requests shed" if shed_ratio > 0 else ""
         return f"saturated: the service's capacity ({busy}{sheds}, {_cpu_split(machine)})"
+    if not crossed:
+        return f"not saturated: the run ended within every limit ({busy}, {_cpu_split(machine)})"
     return (
         f"starved, not saturated: the limit was crossed with the {busy}, so the wait was elsewhere "
         f"({_cpu_split(machine)}); this is not the service's capacity"

@@ -155,7 +155,10 @@ class StepLoad(LoadTestShape):
                 self._summarise(f"step {result.step} ({result.users} users): {result.over_limit}", why)
                 return None
             if plan.users(step) > plan.max_users:
-                self._summarise(f"reached the maximum of {plan.max_users} users within the limits")
+                # Within every limit, yet the pool may have been saturated all the same (a
+                # queue that had not grown past the latency limit in a short step).
+                why = verdict(self.machine_steps[-1], result.shed_ratio, crossed=False)
+                self._summarise(f"reached the maximum of {plan.max_users} users within the limits", why)
                 return None
             self.step, self.snapshot = step, None
         if self.snapshot is None and elapsed - step * plan.step_seconds >= plan.settle_seconds:

@@ -58,6 +58,8 @@ def test_a_step_splits_the_machine_and_judges_saturation_by_the_pool() -> None:
     assert (step.generator_cores, step.service_cores, step.other_cores) == (0.3, 1.7, 0.1)
     assert (step.pool_busy, step.verify_ms) == (0.9, 60.0)
     assert verdict(step, shed_ratio=0.0).startswith("saturated")
+    # A run that ended within its limits on a busy pool was saturated all the same.
+    assert verdict(step, shed_ratio=0.0, crossed=False).startswith("saturated")
     assert warnings(step) == []
     # The same latency limit crossed with the pool a third busy, Locust and other work
     # holding most of the machine: starved, and both warnings say why.
@@ -69,6 +71,7 @@ def test_a_step_splits_the_machine_and_judges_saturation_by_the_pool() -> None:
     assert "other processes used 0.65 of 2 cores" in said
     # Shedding is saturation whatever the busy fraction says.
     assert verdict(idle_pool, shed_ratio=0.02).startswith("saturated")
+    assert verdict(idle_pool, shed_ratio=0.0, crossed=False).startswith("not saturated: the run ended within")
     # The pool "busy" 90 % of the wall clock on 0.3 cores: its threads waited for a CPU
     # (verifies of 600 ms), which is the machine's limit, not the service's.
     waiting = MachineStep.between(sample(0, 0, 0, 0, 0, 0), sample(10, 1, 3, 20, 18, 30))
