@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests.scenarios.config import parse_mix
+from loadtests.scenarios.config import DEFAULT_ARRIVAL_PACING_SECONDS, parse_mix
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class StepPlan:
         defaults = cls()
         report_dir = environ.get("LOADTEST_REPORT_DIR")
         open_loop = (parse_mix(environ.get("LOADTEST_MIX", "")) or {}).keys() == {"LoginArrivals"}
-        pacing = environ.get("LOADTEST_ARRIVAL_PACING_SECONDS", "2") if open_loop else None
+        pacing = environ.get("LOADTEST_ARRIVAL_PACING_SECONDS", DEFAULT_ARRIVAL_PACING_SECONDS) if open_loop else None
         return cls(
             start_users=int(num("STEP_START_USERS", defaults.start_users)),
             step_users=int(num("STEP_USERS", defaults.step_users)),

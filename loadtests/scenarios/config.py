@@ -34,6 +34,10 @@ from dataclasses import dataclass, field
 
 from loadtests.scenarios.addresses import STUFFERS, hosts
 
+# LoginArrivals' mean gap between one user's logins, unless LOADTEST_ARRIVAL_PACING_SECONDS
+# says otherwise (the step plan reads it too, to turn users into logins/s offered).
+DEFAULT_ARRIVAL_PACING_SECONDS = "2"
+
 USER_CLASSES = (
     "LoginStorm",
     "ApiClient",
@@ -106,7 +110,7 @@ class LoadTestConfig:
             mfa_count = int(environ.get("LOADTEST_MFA_COUNT", "0"))
             mfa_share = float(environ.get("LOADTEST_MFA_SHARE", "0.2"))
             workers = int(environ.get("LOADTEST_WORKERS", "1") or "1")
-            pacing = float(environ.get("LOADTEST_ARRIVAL_PACING_SECONDS", "2"))
+            pacing = float(environ.get("LOADTEST_ARRIVAL_PACING_SECONDS", DEFAULT_ARRIVAL_PACING_SECONDS))
         except ValueError as exc:
             raise ConfigError(f"LOADTEST_* numbers: {exc}") from exc
         if count < 1:
