@@ -158,9 +158,7 @@ def build_container(settings: Settings, *, tracer_provider: TracerProvider | Non
 
 def _report_hashing(hasher: PasswordHasher, observability: Observability) -> None:
     """The hashing pool's hooks, connected to metrics and traces."""
-    hasher.observers.append(
-        lambda operation, timing: observability.hash_finished(operation, timing.queue_wait_seconds, timing.run_seconds)
-    )
+    hasher.observers.append(observability.hash_finished)
     hasher.load_observers.append(observability.hash_load)
     hasher.rejection_observers.append(observability.hash_shed)
     observability.hashing_pool(hasher.pool_size, hasher.queue_size)

@@ -12,7 +12,9 @@ records:
   it) or else its own ``process_cpu_seconds_total``;
 - every other process's CPU: the machine's busy time minus both;
 - from the service's metrics (``LOADTEST_SERVICE_METRICS_URL``): the hashing pool's busy
-  fraction (run time of hashes over workers x seconds), the mean verify time, sheds.
+  fraction (run time of hashes over workers x seconds), the mean verify time, the share of
+  it the hashing threads spent on a core (their CPU time over their wall time: argon2 is
+  CPU-bound, so the rest was waiting for a CPU), sheds.
 
 ``verdict`` says whether a step that crossed a limit was the service saturating or the
 service starved, and ``warnings`` says, in words, when the figures are about the generator
@@ -34,9 +36,10 @@ import psutil
 
 # The pool counts as saturated from here: with 2 workers, 85 % busy leaves a queue forming.
 SATURATED_POOL_BUSY = 0.85
-# argon2 is CPU-bound: a pool busy N worker-seconds per second should burn about N cores in
-# the service. Below this share of that, its threads were waiting for a CPU, not hashing
-# (issue 17 saw 768 ms verifies of a 57 ms hash beside two spinning processes).
+# argon2 is CPU-bound: a verify should spend nearly all its wall time on a core. Below this
+# share, its thread was waiting for a CPU, not hashing (issue 17 saw 768 ms verifies of a
+# 57 ms hash beside two spinning processes). On a quiet 2-core machine at saturation the
+# share is about 0.86: the event loop and PostgreSQL take the rest.
 CPU_STARVED_SHARE = 0.6
 # A generator or other work taking this share of the machine makes the figures theirs.
 GENERATOR_SHARE_WARNING = 0.35
@@ -51,6 +54,7 @@ class ServiceCounters:
     hash_run_seconds: float = 0.0
     hash_workers: float = 0.0
     verify_seconds: float = 0.0
+    verify_cpu_seconds: float | None = None
     verifies: float = 0.0
     sheds: float = 0.0
 
@@ -76,10 +80,17 @@ class MachineStep:
     pool_busy: float | None
     verify_ms: float | None
     hash_workers: float = 0.0
+    # The share of the verifies' wall time their threads were on a core; None from a service
+    # that does not count its hashing CPU.
+    verify_on_core: float | None = None
 
     @property
     def cpu_starved(self) -> bool:
         """The hashing threads were "busy" waiting for a CPU rather than hashing."""
+        if self.verify_on_core is not None:
+            return self.verify_on_core < CPU_STARVED_SHARE
+        # Without the service's count: a pool busy N worker-seconds per second should burn
+        # about N cores in the service.
         if self.pool_busy is None or self.service_cores is None or not self.hash_workers:
             return False
         return self.service_cores < CPU_STARVED_SHARE * self.pool_busy * self.hash_workers
@@ -90,7 +101,7 @@ class MachineStep:
         generator = (after.generator_cpu_seconds - before.generator_cpu_seconds) / seconds
         machine = (after.machine_busy_seconds - before.machine_busy_seconds) / seconds
         service_cpu = _delta(before.service_cpu_seconds, after.service_cpu_seconds)
-        pool_busy = verify_ms = None
+        pool_busy = verify_ms = on_core = None
         workers = 0.0
         if before.service is not None and after.service is not None:
             if service_cpu is None:
@@ -100,7 +111,11 @@ class MachineStep:
                 pool_busy = (after.service.hash_run_seconds - before.service.hash_run_seconds) / (workers * seconds)
             verifies = after.service.verifies - before.service.verifies
             if verifies > 0:
-                verify_ms = 1000 * (after.service.verify_seconds - before.service.verify_seconds) / verifies
+                verify_seconds = after.service.verify_seconds - before.service.verify_seconds
+                verify_ms = 1000 * verify_seconds / verifies
+                verify_cpu = _delta(before.service.verify_cpu_seconds, after.service.verify_cpu_seconds)
+                if verify_cpu is not None and verify_seconds > 0:
+                    on_core = min(1.0, verify_cpu / verify_seconds)
         service = service_cpu / seconds if service_cpu is not None else None
         other = max(0.0, machine - generator - service) if service is not None else None
         return cls(
@@ -111,6 +126,7 @@ class MachineStep:
             pool_busy=round(pool_busy, 3) if pool_busy is not None else None,
             verify_ms=round(verify_ms, 1) if verify_ms is not None else None,
             hash_workers=workers,
+            verify_on_core=round(on_core, 3) if on_core is not None else None,
         )
 
 
@@ -197,6 +213,8 @@ def read_service_counters(url: str) -> ServiceCounters | None:
                 values["run"] = values.get("run", 0.0) + sample.value
                 if operation == "verify":
                     values["verify_sum"] = sample.value
+            elif sample.name == "user_service_password_hash_cpu_seconds_total" and operation == "verify":
+                values["verify_cpu"] = sample.value
             elif sample.name == "user_service_password_hash_duration_seconds_count" and operation == "verify":
                 values["verifies"] = sample.value
             elif sample.name == "user_service_password_hash_workers":
@@ -208,6 +226,7 @@ def read_service_counters(url: str) -> ServiceCounters | None:
         hash_run_seconds=values.get("run", 0.0),
         hash_workers=values.get("workers", 0.0),
         verify_seconds=values.get("verify_sum", 0.0),
+        verify_cpu_seconds=values.get("verify_cpu"),
         verifies=values.get("verifies", 0.0),
         sheds=values.get("sheds", 0.0),
     )
@@ -220,16 +239,22 @@ def verdict(machine: MachineStep | None, shed_ratio: float, *, crossed: bool = T
         return "unknown: the service's metrics were not readable (set LOADTEST_SERVICE_METRICS_URL)"
     busy = f"hashing pool busy {machine.pool_busy:.0%}"
     if machine.cpu_starved:
+        if machine.verify_on_core is not None:
+            evidence = f"verifies took {machine.verify_ms} ms{_on_core(machine)} ({_cpu_split(machine)})"
+        else:
+            evidence = (
+                f"the service got only {machine.service_cores} cores for {machine.hash_workers:g} hashing threads "
+                f"({_cpu_split(machine)}); verifies took {machine.verify_ms} ms"
+            )
         return (
-            f"starved of CPU, not saturated: the {busy} of the wall clock, yet the service got only "
-            f"{machine.service_cores:.2f} cores for {machine.hash_workers:g} hashing threads ({_cpu_split(machine)}); "
-            f"verifies took {machine.verify_ms} ms. This is the machine's limit, not the service's capacity "
-            f"(the hashing threads run at nice +10, USER_SERVICE_PASSWORDS__THREAD_NICE, so outside a container "
-            f"they yield to every other process)"
+            f"starved of CPU, not saturated: the {busy} of the wall clock, but {evidence}. This is the machine's "
+            "limit, not the service's capacity (the hashing threads run at nice +10, "
+            "USER_SERVICE_PASSWORDS__THREAD_NICE, so outside a container they yield to every other process)"
         )
     if shed_ratio > 0 or machine.pool_busy >= SATURATED_POOL_BUSY:
         sheds = f", {shed_ratio:.1%} of requests shed" if shed_ratio > 0 else ""
-        return f"saturated: the service's capacity ({busy}{sheds}, {_cpu_split(machine)})"
+        verifies = f", verifies {machine.verify_ms} ms{_on_core(machine)}" if machine.verify_ms is not None else ""
+        return f"saturated: the service's capacity ({busy}{sheds}{verifies}, {_cpu_split(machine)})"
     if not crossed:
         return f"not saturated: the run ended within every limit ({busy}, {_cpu_split(machine)})"
     return (
@@ -263,3 +288,9 @@ def _cpu_split(machine: MachineStep) -> str:
     if machine.other_cores is not None:
         parts.append(f"other processes {machine.other_cores:.2f}")
     return ", ".join(parts) + f" of {machine.cores} cores"
+
+
+def _on_core(machine: MachineStep) -> str:
+    if machine.verify_on_core is None:
+        return ""
+    return f" of which {machine.verify_on_core:.0%} on a core (the rest waiting for a CPU)"

@@ -220,8 +220,9 @@ def cross_check_with_wrk(host: str, env: Mapping[str, str], report_dir: Path, se
 
 
 # Who used the machine in each step: Locust, the service, everything else (in cores), the
-# hashing pool's busy fraction and the mean verify time (loadtests/machine.py).
-STEP_MACHINE_COLUMNS = ("generator_cpu", "service_cpu", "other_cpu", "pool_busy", "verify_ms")
+# hashing pool's busy fraction, the mean verify time and the share of it on a core
+# (loadtests/machine.py).
+STEP_MACHINE_COLUMNS = ("generator_cpu", "service_cpu", "other_cpu", "pool_busy", "verify_ms", "verify_on_core")
 
 
 def print_steps(report_dir: Path) -> None:

@@ -78,6 +78,7 @@ class StepResult:
     other_cpu: float | str
     pool_busy: float | str
     verify_ms: float | str
+    verify_on_core: float | str
     over_limit: str
     warnings: str
 
@@ -124,6 +125,7 @@ class StepResult:
             other_cpu=_or_blank(machine.other_cores if machine else None),
             pool_busy=_or_blank(machine.pool_busy if machine else None),
             verify_ms=_or_blank(machine.verify_ms if machine else None),
+            verify_on_core=_or_blank(machine.verify_on_core if machine else None),
             over_limit="; ".join(filter(None, limits)),
             warnings=" ".join(warnings(machine)) if machine else "",
         )

@@ -167,6 +167,14 @@ class Metrics:
             buckets=QUEUE_WAIT_BUCKETS,
             registry=r,
         )
+        self.hash_cpu = Counter(
+            "user_service_password_hash_cpu_seconds",
+            "CPU time the worker threads got while hashing. Over the duration histogram's sum, "
+            "the share of each hash spent on a core: argon2 needs nothing else, so a share well "
+            "below 1 means the threads waited for a CPU (throttling, other processes, the event loop).",
+            ["operation"],
+            registry=r,
+        )
         self.hash_running = Gauge(
             "user_service_password_hash_running",
             "Hashes running on the pool's worker threads.",
@@ -411,6 +419,7 @@ class Metrics:
             (self.token_refreshes, "result", REFRESH_RESULTS),
             (self.tokens_issued, "kind", ("access", "refresh")),
             (self.hash_rejections, "operation", ("hash", "verify")),
+            (self.hash_cpu, "operation", ("hash", "verify")),
             (self.account_changes, "change", ACCOUNT_CHANGES),
             (self.rate_limited, "route", RATE_LIMITED_ROUTES),
             (self.housekeeping_purged, "kind", HOUSEKEEPING_KINDS),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar.plugins import PluginProtocol
 from opentelemetry import trace
@@ -22,6 +22,9 @@ from app.observability.mail import MailTelemetry
 from app.observability.metrics import Metrics
 from app.observability.tracing import Tracing, build_tracing
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.identity.passwords import HashTiming
 
 
 @dataclass
@@ -41,15 +44,16 @@ class Observability:
             self.metrics.hash_workers.set(workers)
             self.metrics.hash_queue_capacity.set(queue_capacity)
 
-    def hash_finished(self, operation: str, queue_wait_seconds: float, run_seconds: float) -> None:
+    def hash_finished(self, operation: str, timing: HashTiming) -> None:
         """One pooled hash or verify is done; called in the request's context, so its trace
         is the exemplar and the parent of the hash's span."""
         if self.metrics:
             exemplar = current_trace_exemplar() if not self.metrics.multiprocess else None
-            self.metrics.hash_duration.labels(operation=operation).observe(run_seconds, exemplar)
-            self.metrics.hash_queue_wait.labels(operation=operation).observe(queue_wait_seconds, exemplar)
+            self.metrics.hash_duration.labels(operation=operation).observe(timing.run_seconds, exemplar)
+            self.metrics.hash_queue_wait.labels(operation=operation).observe(timing.queue_wait_seconds, exemplar)
+            self.metrics.hash_cpu.labels(operation=operation).inc(timing.cpu_seconds)
         if self.tracing:
-            self.tracing.record_hash(operation, queue_wait_seconds, run_seconds)
+            self.tracing.record_hash(operation, timing)
 
     def hash_load(self, running: int, queued: int) -> None:
         if self.metrics:

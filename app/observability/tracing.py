@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry import propagate, trace
@@ -24,6 +24,9 @@ from opentelemetry.trace import Span
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.observability.logging import redact_query
+
+if TYPE_CHECKING:
+    from app.identity.passwords import HashTiming
 
 # Probes and scrapes every few seconds would drown the traces that matter.
 UNTRACED_PATHS = ["^/metrics$", "^/health/"]
@@ -75,15 +78,20 @@ class Tracing:
         usage = NoOpMeter("user-service").create_up_down_counter("db.client.connections.usage")
         EngineTracer(self.tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
 
-    def record_hash(self, operation: str, queue_wait_seconds: float, run_seconds: float) -> None:
-        """A span for one pooled hash, from submission to result; the wait is an attribute."""
+    def record_hash(self, operation: str, timing: HashTiming) -> None:
+        """A span for one pooled hash, from submission until the request resumed; the
+        parts (waiting for a worker, on the worker, CPU it got, the event loop's delay in
+        resuming) are attributes."""
         end = time.time_ns()
-        started = end - int(run_seconds * 1e9)
-        submitted = started - int(queue_wait_seconds * 1e9)
-        span = self.tracer.start_span(f"password {operation}", start_time=submitted, kind=trace.SpanKind.INTERNAL)
+        elapsed = timing.queue_wait_seconds + timing.run_seconds + timing.resume_seconds
+        span = self.tracer.start_span(
+            f"password {operation}", start_time=end - int(elapsed * 1e9), kind=trace.SpanKind.INTERNAL
+        )
         span.set_attribute("user_service.hash.operation", operation)
-        span.set_attribute("user_service.hash.queue_wait_seconds", queue_wait_seconds)
-        span.set_attribute("user_service.hash.run_seconds", run_seconds)
+        span.set_attribute("user_service.hash.queue_wait_seconds", timing.queue_wait_seconds)
+        span.set_attribute("user_service.hash.run_seconds", timing.run_seconds)
+        span.set_attribute("user_service.hash.cpu_seconds", timing.cpu_seconds)
+        span.set_attribute("user_service.hash.resume_seconds", timing.resume_seconds)
         span.end(end_time=end)
 
     def shutdown(self) -> None:

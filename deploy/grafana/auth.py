@@ -142,6 +142,27 @@ def auth() -> Dashboard:
                 unit="ops",
                 width=8,
             ),
+            Panel(
+                title="Hashing time on a core",
+                description=(
+                    "CPU the hashing threads got over their wall time, per operation. argon2 needs nothing but a "
+                    "core, so this sits near 100 % on an idle pool and about 85 % at saturation on 2 cores (the "
+                    "event loop and the database take the rest). Lower, with the duration rising: the threads "
+                    "waited for a CPU (container CPU throttling, noisy neighbours), not slow hashing."
+                ),
+                targets=(
+                    Target(
+                        f"sum by (operation) (rate(user_service_password_hash_cpu_seconds_total{sel()}{RATE}))\n/\n"
+                        f"sum by (operation) (rate(user_service_password_hash_duration_seconds_sum{sel()}{RATE}))",
+                        "{{operation}}",
+                    ),
+                ),
+                unit="percentunit",
+                minimum=0,
+                maximum=1,
+                width=24,
+                thresholds=(Threshold(None, "red"), Threshold(0.6, "green")),
+            ),
             hashing_saturation(),
             hashing_queue(),
             hashing_rejections(),

@@ -17,7 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtests.machine import MachineSample, MachineStep, ServiceCounters, read_service_counters, verdict, warnings
+from loadtests.machine import (
+    CPU_STARVED_SHARE,
+    MachineSample,
+    MachineStep,
+    ServiceCounters,
+    read_service_counters,
+    verdict,
+    warnings,
+)
 from testkit.server_process import ServerProcess
 from tests.integration.faults import LOGIN, REGISTER, register_body
 from tests.integration.helpers import PASSWORD
@@ -46,8 +54,12 @@ stop_p95_request = "POST /api/v1/auth/login"
 """
 
 
-def sample(at: float, generator: float, service: float, machine: float, run: float, verifies: float) -> MachineSample:
-    counters = ServiceCounters(hash_run_seconds=run, hash_workers=2, verify_seconds=run, verifies=verifies)
+def sample(
+    at: float, generator: float, service: float, machine: float, run: float, verifies: float, cpu: float | None = None
+) -> MachineSample:
+    counters = ServiceCounters(
+        hash_run_seconds=run, hash_workers=2, verify_seconds=run, verify_cpu_seconds=cpu, verifies=verifies
+    )
     return MachineSample(at, generator, service, machine, 2, counters)
 
 
@@ -81,6 +93,26 @@ def test_a_step_splits_the_machine_and_judges_saturation_by_the_pool() -> None:
     assert verdict(None, shed_ratio=0.0).startswith("unknown")
 
 
+def test_the_hashing_threads_own_cpu_count_tells_waiting_from_hashing() -> None:
+    # The service's own count wins over the estimate from its process CPU: 300 verifies
+    # of 60 ms with 51 s of wall time on a core is a saturated pool whose hashes waited
+    # 15 % of the time, as on a quiet 2-core machine where the event loop takes the rest.
+    saturated = MachineStep.between(sample(0, 0, 0, 0, 0, 0, cpu=0), sample(10, 0.3, 1.0, 2, 18, 300, cpu=15.3))
+    assert saturated.verify_on_core == 0.85
+    assert not saturated.cpu_starved
+    said = verdict(saturated, shed_ratio=0.0)
+    assert said.startswith("saturated")
+    assert "verifies 60.0 ms of which 85% on a core" in said
+    # The same wall time with 3 s on a core: the threads waited for a CPU 83 % of the
+    # time, whatever the service's process CPU says (here it looks busy: 1.9 cores).
+    waiting = MachineStep.between(sample(0, 0, 0, 0, 0, 0, cpu=0), sample(10, 0.1, 19, 20, 18, 300, cpu=3))
+    assert waiting.verify_on_core == 0.167
+    assert waiting.cpu_starved
+    said = verdict(waiting, shed_ratio=0.0)
+    assert said.startswith("starved of CPU, not saturated")
+    assert "verifies took 60.0 ms of which 17% on a core (the rest waiting for a CPU)" in said
+
+
 async def test_the_service_counters_are_read_from_a_real_metrics_page(
     server_process: Callable[..., ServerProcess],
 ) -> None:
@@ -93,6 +125,9 @@ async def test_the_service_counters_are_read_from_a_real_metrics_page(
     assert counters.verifies == 3
     assert counters.hash_workers >= 1
     assert counters.hash_run_seconds >= counters.verify_seconds > 0
+    # argon2 on a quiet thread: nearly all of a verify's wall time is CPU, never more.
+    assert counters.verify_cpu_seconds is not None
+    assert 0.5 * counters.verify_seconds < counters.verify_cpu_seconds <= 1.02 * counters.verify_seconds
     assert counters.cpu_seconds is not None
     assert counters.cpu_seconds > 0
 
@@ -140,10 +175,13 @@ def test_the_step_table_shows_the_machine_and_other_load_is_named(clean_database
         assert float(step["service_cpu"]) > 0, step
         assert 0 < float(step["pool_busy"]) <= 1.05, step
         assert float(step["verify_ms"]) > 0, step
-    # Two spinning processes on two cores: the report says the service did not have them.
+    # Two spinning processes on two cores: the report says the service did not have them,
+    # and the hashing threads' own CPU count shows them waiting for a core (nice +10).
     assert any("other processes used" in s["warnings"] for s in steps), steps
+    assert float(steps[-1]["verify_on_core"]) < CPU_STARVED_SHARE, steps
     summary = json.loads((reports / "saturation.json").read_text())
     assert summary["warnings"]
+    assert summary["verdict"].startswith("starved of CPU"), summary
     assert "other processes used" in result.stdout
     assert "generator_cpu" in result.stdout  # the printed table
 

@@ -204,7 +204,34 @@ async def test_observer_hears_each_operation() -> None:
     assert [operation for operation, _ in heard] == ["hash", "verify"]
     for _, timing in heard:
         assert timing.queue_wait_seconds >= 0
-        assert timing.run_seconds >= 0
+        assert timing.resume_seconds >= 0
+        # argon2 is all CPU: on a thread that is not kept waiting, its CPU is its run time.
+        assert 0 < timing.cpu_seconds <= timing.run_seconds * 1.02 + 0.001
+
+
+@pytest.mark.anyio
+async def test_a_hash_kept_off_its_core_shows_run_time_beyond_its_cpu(
+    monkeypatch: pytest.MonkeyPatch, blocked: BlockedHashes
+) -> None:
+    """The run is timed on the worker thread, with the CPU it got: a hash held 0.2 s off
+    the CPU (here by an event, on a machine by other work) shows 0.2 s more run than CPU,
+    so an operator can tell a starved pool from slow hashing."""
+    heard: list[HashTiming] = []
+    observed = PasswordHasher(cheap_settings())
+    await observed.start()
+    blocked.install(monkeypatch)
+    observed.observers.append(lambda _, timing: heard.append(timing))
+    try:
+        hashing = asyncio.create_task(observed.hash(PASSWORD))
+        await wait_until(lambda: blocked.running == 1)
+        await asyncio.sleep(0.2)
+        blocked.release.set()
+        await hashing
+    finally:
+        observed.shutdown()
+    [timing] = heard
+    assert timing.run_seconds >= 0.2
+    assert timing.run_seconds - timing.cpu_seconds >= 0.19
 
 
 # --------------------------------------------------------------------------- capacity
