@@ -96,7 +96,9 @@ def _by_account(policy: str) -> Callable[[Request[Any, Any, Any]], str]:
 def _policy_config(
     policy: str, rate: str, path_prefixes: tuple[str, ...], identifier: Callable[[Request[Any, Any, Any]], str]
 ) -> RateLimitConfig:
-    def applies(request: Request[Any, Any, Any]) -> bool:
+    # A coroutine function on purpose: Litestar runs a plain function given here on a worker
+    # thread (sync_to_thread), which cost every login five thread hand-overs, one per policy.
+    async def applies(request: Request[Any, Any, Any]) -> bool:
         return policy in route_policies(request)
 
     return RateLimitConfig(
