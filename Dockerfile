@@ -108,6 +108,6 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
 # (tini, --init) is needed: the service starts no child processes whose zombies it would
 # have to reap (with USER_SERVICE_SERVER__WORKERS > 1 uvicorn waits for its own workers).
 # Migrations use the same image with another entry point:
-#   --entrypoint litestar <image> --app app.main:create_app database upgrade --no-prompt
+#   --entrypoint litestar <image> --app app.main:create_app schema migrate
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "app"]

@@ -1,5 +1,5 @@
-"""``litestar users ...`` and ``litestar mail ...``: operator commands that need the
-service's own rules."""
+"""``litestar users ...``, ``litestar mail ...`` and ``litestar schema ...``: operator
+commands that need the service's own rules."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from app.accounts.dependencies import account_service
 from app.accounts.seeding import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, seed_users
 from app.accounts.services import Registration
 from app.container import Container, container_of
+from app.db.migrate import SchemaFit, SchemaState, schema_state, upgrade_to_head
 from app.db.models import Role
 from app.errors import DomainError
 from app.identity.calibration import calibrate
@@ -157,3 +158,52 @@ class MailCLIPlugin(CLIPluginProtocol):
                 warn_if_mail_reaches_nobody(container.settings.mail)
             click.echo("delivering the mail outbox until SIGTERM")
             asyncio.run(deliver_mail_until_stopped(container))
+
+
+async def _migrate(container: Container) -> SchemaState:
+    engine = container.database.get_engine()
+    try:
+        return await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _status(container: Container) -> SchemaState:
+    engine = container.database.get_engine()
+    try:
+        return await schema_state(engine)
+    finally:
+        await engine.dispose()
+
+
+class SchemaCLIPlugin(CLIPluginProtocol):
+    def on_cli_init(self, cli: click.Group) -> None:
+        @cli.group(name="schema", help="The database schema against this release's migrations.")
+        def schema() -> None: ...
+
+        @schema.command(name="migrate")
+        def migrate_command(app: Litestar) -> None:
+            """Upgrade to this release's head (the migration Job's command). A schema already
+            ahead of this release, by revisions that only expand it, is left as it is: that
+            is a rollback, and this release serves it. Fails on a schema this release cannot
+            serve (a newer release contracted it)."""
+            state = asyncio.run(_migrate(container_of(app)))
+            _report(state)
+
+        @schema.command(name="status")
+        def status_command(app: Litestar) -> None:
+            """Whether this release can serve the database's schema; exit 1 when it cannot."""
+            _report(asyncio.run(_status(container_of(app))))
+
+
+def _report(state: SchemaState) -> None:
+    database, release = ", ".join(state.database_heads) or "empty", ", ".join(state.code_heads)
+    if state.fit is SchemaFit.CURRENT:
+        click.echo(f"schema at this release's head ({release})")
+    elif state.fit is SchemaFit.AHEAD_COMPATIBLE:
+        click.echo(
+            f"schema ({database}) ahead of this release ({release}); compatible with releases from "
+            f"{state.oldest_compatible} on, so this release serves it unchanged"
+        )
+    else:
+        raise click.ClickException(state.problem or f"schema {database} does not fit this release ({release})")

@@ -21,7 +21,7 @@ from app.accounts.account_tokens import purge_finished_tokens
 from app.accounts.audit import purge_old_events
 from app.accounts.sessions import Purged, forget_known_clients, purge_ended_sessions
 from app.container import Container
-from app.db.migrate import pending_revisions, upgrade_to_head
+from app.db.migrate import SchemaFit, schema_state, upgrade_to_head
 from app.db.models import AuthSession
 from app.identity.memory import keep_hash_memory_mapped
 from app.identity.throttle import LoginThrottle
@@ -42,25 +42,33 @@ ACCOUNT_TOKENS_KEPT = dt.timedelta(days=1)
 
 
 async def _await_current_schema(config: SQLAlchemyAsyncConfig, lifecycle: Lifecycle) -> None:
-    """Mark start-up done once the database answers at the migrations' head revision.
+    """Mark start-up done once the database answers with a schema this release can serve:
+    at its migrations' head, or ahead of it by revisions that only expand it (a rollback
+    after a newer release migrated; app/db/migrate.py).
 
-    Retries rather than exits: the migration job may still be running, or the database
-    may come up after the pod; the startup probe reports what is missing meanwhile.
+    Retries rather than exits: the migration job may still be running, the database may
+    come up after the pod, or a schema too new may be downgraded; the startup probe
+    reports what is missing meanwhile.
     """
     engine = config.get_engine()
     while True:
         try:
-            missing = await pending_revisions(engine)
+            state = await schema_state(engine)
         except Exception as exc:  # noqa: BLE001 - unreachable database: report and retry
             lifecycle.startup_problem = f"database unreachable ({type(exc).__name__})"
         else:
-            if not missing:
+            if state.serves:
+                if state.fit is SchemaFit.AHEAD_COMPATIBLE:
+                    logger.warning(
+                        "schema_ahead_of_release",
+                        database=list(state.database_heads),
+                        release=list(state.code_heads),
+                        oldest_compatible=state.oldest_compatible,
+                    )
                 lifecycle.startup_problem = None
                 lifecycle.started = True
                 return
-            lifecycle.startup_problem = (
-                f"schema not migrated (run `litestar database upgrade`; missing {sorted(missing)})"
-            )
+            lifecycle.startup_problem = state.problem
         logger.warning("startup_waiting", problem=lifecycle.startup_problem)
         await asyncio.sleep(SCHEMA_RETRY_SECONDS)
 

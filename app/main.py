@@ -29,7 +29,7 @@ from app.accounts.recovery_controllers import (
     VerificationRequestController,
 )
 from app.admin.controllers import UsersController
-from app.cli import MailCLIPlugin, UserAdminCLIPlugin
+from app.cli import MailCLIPlugin, SchemaCLIPlugin, UserAdminCLIPlugin
 from app.container import Container, build_container
 from app.lifespan import lifespan_of
 from app.observability.metrics import multiprocess_dir
@@ -142,6 +142,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             SQLAlchemyPlugin(config=container.database),
             UserAdminCLIPlugin(),
             MailCLIPlugin(),
+            SchemaCLIPlugin(),
             *observability.plugins(),
         ],
         # Inside Litestar, in this order, after the outer chain: CORS (from cors_config),

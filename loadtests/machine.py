@@ -56,6 +56,9 @@ class ServiceCounters:
     verify_seconds: float = 0.0
     verify_cpu_seconds: float | None = None
     verifies: float = 0.0
+    # Every job the hashing pool finished: verifies (logins, right or wrong, second-factor
+    # and password checks) and hashes (sign-ups, password changes).
+    hash_jobs: float = 0.0
     sheds: float = 0.0
 
 
@@ -83,6 +86,9 @@ class MachineStep:
     # The share of the verifies' wall time their threads were on a core; None from a service
     # that does not count its hashing CPU.
     verify_on_core: float | None = None
+    # Jobs the hashing pool finished per second: the hashing path's throughput whatever
+    # the mix, to compare with a login-only client's logins/s.
+    hashes_per_s: float | None = None
 
     @property
     def cpu_starved(self) -> bool:
@@ -101,7 +107,7 @@ class MachineStep:
         generator = (after.generator_cpu_seconds - before.generator_cpu_seconds) / seconds
         machine = (after.machine_busy_seconds - before.machine_busy_seconds) / seconds
         service_cpu = _delta(before.service_cpu_seconds, after.service_cpu_seconds)
-        pool_busy = verify_ms = on_core = None
+        pool_busy = verify_ms = on_core = hashes_per_s = None
         workers = 0.0
         if before.service is not None and after.service is not None:
             if service_cpu is None:
@@ -109,6 +115,7 @@ class MachineStep:
             workers = after.service.hash_workers
             if workers > 0:
                 pool_busy = (after.service.hash_run_seconds - before.service.hash_run_seconds) / (workers * seconds)
+            hashes_per_s = (after.service.hash_jobs - before.service.hash_jobs) / seconds
             verifies = after.service.verifies - before.service.verifies
             if verifies > 0:
                 verify_seconds = after.service.verify_seconds - before.service.verify_seconds
@@ -127,6 +134,7 @@ class MachineStep:
             verify_ms=round(verify_ms, 1) if verify_ms is not None else None,
             hash_workers=workers,
             verify_on_core=round(on_core, 3) if on_core is not None else None,
+            hashes_per_s=round(hashes_per_s, 1) if hashes_per_s is not None else None,
         )
 
 
@@ -215,8 +223,10 @@ def read_service_counters(url: str) -> ServiceCounters | None:
                     values["verify_sum"] = sample.value
             elif sample.name == "user_service_password_hash_cpu_seconds_total" and operation == "verify":
                 values["verify_cpu"] = sample.value
-            elif sample.name == "user_service_password_hash_duration_seconds_count" and operation == "verify":
-                values["verifies"] = sample.value
+            elif sample.name == "user_service_password_hash_duration_seconds_count":
+                values["jobs"] = values.get("jobs", 0.0) + sample.value
+                if operation == "verify":
+                    values["verifies"] = sample.value
             elif sample.name == "user_service_password_hash_workers":
                 values["workers"] = sample.value
             elif sample.name == "user_service_password_hash_rejections_total":
@@ -228,6 +238,7 @@ def read_service_counters(url: str) -> ServiceCounters | None:
         verify_seconds=values.get("verify_sum", 0.0),
         verify_cpu_seconds=values.get("verify_cpu"),
         verifies=values.get("verifies", 0.0),
+        hash_jobs=values.get("jobs", 0.0),
         sheds=values.get("sheds", 0.0),
     )
 

@@ -1,7 +1,7 @@
 """``--start-service``: the whole service stack for a load test, so CI needs nothing running.
 
 PostgreSQL (``LOADTEST_DATABASE_URL``, else ``TEST_DATABASE_URL``, else a throwaway server
-like the test suite's), migrated by ``litestar database upgrade``; users seeded by
+like the test suite's), migrated by ``litestar schema migrate``; users seeded by
 ``litestar users seed``; an admin made by ``litestar users create-admin``; then the service
 as production runs it (``python -m app``) on a free port of 127.0.0.1.
 

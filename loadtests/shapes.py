@@ -77,6 +77,7 @@ class StepResult:
     service_cpu: float | str
     other_cpu: float | str
     pool_busy: float | str
+    hashes_per_s: float | str
     verify_ms: float | str
     verify_on_core: float | str
     over_limit: str
@@ -124,6 +125,7 @@ class StepResult:
             service_cpu=_or_blank(machine.service_cores if machine else None),
             other_cpu=_or_blank(machine.other_cores if machine else None),
             pool_busy=_or_blank(machine.pool_busy if machine else None),
+            hashes_per_s=_or_blank(machine.hashes_per_s if machine else None),
             verify_ms=_or_blank(machine.verify_ms if machine else None),
             verify_on_core=_or_blank(machine.verify_on_core if machine else None),
             over_limit="; ".join(filter(None, limits)),
@@ -207,6 +209,12 @@ class StepLoad(LoadTestShape):
             # successful watched requests per second any step achieved, with its pool use.
             "peak_watched_ok_per_s": max((r.watched_ok_per_s for r in self.results), default=0.0),
             "peak_step": asdict(max(self.results, key=lambda r: r.watched_ok_per_s)) if self.results else None,
+            # The hashing path's own saturation point, whatever the mix: the most jobs the
+            # pool finished per second in any step (logins right and wrong, second factors,
+            # sign-ups). A mixed profile's successful logins are only a share of it.
+            "peak_hashes_per_s": max(
+                (float(r.hashes_per_s) for r in self.results if r.hashes_per_s != ""), default=None
+            ),
             "warnings": sorted({r.warnings for r in self.results if r.warnings}),
             "last_step_within_limits": asdict(within[-1]) if within else None,
             "limits": {

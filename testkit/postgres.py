@@ -29,7 +29,7 @@ MIGRATE_TIMEOUT_SECONDS = 120.0
 
 
 class MigrationFailed(RuntimeError):
-    """``litestar database upgrade`` exited non-zero; the message ends with its output."""
+    """``litestar schema migrate`` exited non-zero; the message ends with its output."""
 
 
 def _bindir() -> Path:
@@ -128,7 +128,7 @@ def migrate(
     timeout: float = MIGRATE_TIMEOUT_SECONDS,
 ) -> None:
     """Bring the database at ``url`` to the newest revision with the command production runs,
-    ``litestar database upgrade --no-prompt``; raises MigrationFailed if it fails.
+    ``litestar schema migrate``; raises MigrationFailed if it fails.
 
     ``drop_first`` drops the public schema (every table, whatever revision left it) first:
     only for a disposable database. ``env`` is the command's environment (by default this
@@ -137,7 +137,7 @@ def migrate(
     if drop_first:
         _drop_public_schema(url)
     result = subprocess.run(
-        [*LITESTAR_CLI, "database", "upgrade", "--no-prompt"],
+        [*LITESTAR_CLI, "schema", "migrate"],
         cwd=ROOT,
         env={**(os.environ if env is None else env), "USER_SERVICE_DB__URL": url, "USER_SERVICE_ENVIRONMENT": "test"},
         input="",
@@ -148,7 +148,7 @@ def migrate(
     )
     if result.returncode != 0:
         raise MigrationFailed(
-            f"litestar database upgrade failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            f"litestar schema migrate failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
 
 

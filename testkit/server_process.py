@@ -76,6 +76,15 @@ class ServerProcess:
         return self
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
+        """Run it and wait until its startup probe says it has started."""
+        return self._launch(timeout, probe="/health/startup")
+
+    def start_unchecked(self, timeout: float = 60.0) -> ServerProcess:
+        """Run it and wait only until it answers (its liveness probe): for a test of a
+        process that must not finish starting."""
+        return self._launch(timeout, probe="/health/live")
+
+    def _launch(self, timeout: float, *, probe: str) -> ServerProcess:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 [*self.command_prefix, sys.executable, "-m", "app"],
@@ -89,7 +98,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output}")
             try:
-                if httpx.get(f"{self.base_url}/health/startup", timeout=2).status_code == 200:
+                if httpx.get(f"{self.base_url}{probe}", timeout=2).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

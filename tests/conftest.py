@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import inspect
 import os
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.identity.tokens import generate_private_key_pem
@@ -49,7 +52,7 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def migrated_database(database_url: str) -> str:
-    """The schema comes from the same command production runs: ``litestar database upgrade``,
+    """The schema comes from the same command production runs: ``litestar schema migrate``,
     on an emptied public schema (the test database is disposable)."""
     migrate(database_url, drop_first=True)
     return database_url
@@ -101,7 +104,6 @@ def clean_database(migrated_database: str) -> Iterator[str]:
 
 
 def _truncate(url: str) -> None:
-    import anyio
 
     async def truncate() -> None:
         engine = create_async_engine(url)
@@ -166,3 +168,23 @@ def redis_url(redis_server: str) -> Iterator[str]:
     forget_service_keys(redis_server)
     yield redis_server
     forget_service_keys(redis_server)
+
+
+@pytest.fixture
+def fresh_database(database_url: str) -> Iterator[str]:
+    """A database of its own on the test server, empty, dropped after: for a test that changes
+    the schema (the shared test database stays at this release's head)."""
+    name = f"user_service_own_{secrets.token_hex(4)}"
+    server = make_url(database_url)
+
+    async def admin(statement: str) -> None:
+        engine = create_async_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+        await engine.dispose()
+
+    anyio.run(admin, f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        anyio.run(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -300,3 +300,16 @@ class MfaChallenge(UUIDv7Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+
+class SchemaCompatibility(DefaultBase):
+    """What the schema's head asks of the code reading it, written by every migration run
+    (app/db/migrations/env.py): the oldest code head that still works with it, because
+    every revision above that one only expands the schema. A replica of an older release,
+    which cannot know the newer revisions, reads this at start-up to decide whether it
+    may serve (app/db/migrate.py); without it a rollback after a migration is impossible."""
+
+    __tablename__ = "schema_compatibility"
+
+    head: Mapped[str] = mapped_column(String(32), primary_key=True)
+    oldest_compatible: Mapped[str] = mapped_column(String(32))

@@ -143,6 +143,9 @@ def of_kind(objs: list[Obj], kind: str) -> list[Obj]:
     return [obj for obj in objs if obj["kind"] == kind]
 
 
+COMPONENT = "app.kubernetes.io/component"
+
+
 def one(objs: list[Obj], kind: str, name: str) -> Obj:
     found = [obj for obj in of_kind(objs, kind) if obj["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
@@ -151,6 +154,13 @@ def one(objs: list[Obj], kind: str, name: str) -> Obj:
 
 def server(objs: list[Obj]) -> Obj:
     return one(objs, "Deployment", SERVER)
+
+
+def migration_job(objs: list[Obj]) -> Obj:
+    """The schema migration Job (named per release in prod, so found by its label)."""
+    found = [job for job in of_kind(objs, "Job") if job["metadata"]["labels"].get(COMPONENT) == "migration"]
+    assert len(found) == 1, f"expected one migration Job, found {len(found)}"
+    return found[0]
 
 
 def container(workload: Obj, name: str = SERVER) -> Obj:
@@ -315,7 +325,7 @@ def env_name_problems(objs: list[Obj]) -> list[str]:
     known = settings_env_names() | otel_env_names()
     problems: list[str] = []
     for workload in of_kind(objs, "Deployment") + of_kind(objs, "Job"):
-        if workload["metadata"]["name"] not in {SERVER, "user-service-migrate"}:
+        if workload is not server(objs) and workload["metadata"]["labels"].get(COMPONENT) != "migration":
             continue
         spec = container(workload, pod_spec(workload)["containers"][0]["name"])
         given: list[str] = [e["name"] for e in spec.get("env", [])]
@@ -760,16 +770,22 @@ def reference_problems(objs: list[Obj], external: frozenset[str]) -> list[str]:
 
 def migration_problems(objs: list[Obj]) -> list[str]:
     """The migration Job runs the Alembic upgrade with exactly the server's configuration."""
-    job, deployment = one(objs, "Job", "user-service-migrate"), server(objs)
+    job, deployment = migration_job(objs), server(objs)
     migrate, serve = pod_spec(job)["containers"][0], container(deployment)
     problems: list[str] = []
-    if migrate["command"] != ["litestar", "--app", "app.main:create_app", "database", "upgrade", "--no-prompt"]:
-        problems.append(f"the Job runs {migrate['command']}, not `litestar ... database upgrade --no-prompt`")
+    if migrate["command"] != ["litestar", "--app", "app.main:create_app", "schema", "migrate"]:
+        # `database upgrade` fails on a schema a newer release left (a rollback's Job).
+        problems.append(f"the Job runs {migrate['command']}, not `litestar ... schema migrate`")
     if migrate["image"] != serve["image"]:
         problems.append(f"the Job's image {migrate['image']} is not the server's {serve['image']}")
     server_env = {k: v for k, v in container_env(objs, deployment).items() if k not in SERVER_ONLY_ENV}
     if container_env(objs, job, migrate["name"]) != server_env:
         problems.append("the Job's environment differs from the server's")
+    tag = serve["image"].split("@")[0].rpartition(":")[2]
+    if "/" not in tag and tag != "dev" and job["metadata"]["name"] != f"user-service-migrate-{tag}":
+        # A release (prod): one Job per release, or the next apply meets the last release's
+        # immutable Job. (The dev overlay rebuilds one "dev" tag and keeps a fixed name.)
+        problems.append(f"the migration Job {job['metadata']['name']} is not named after the release {tag}")
     if pod_spec(job).get("restartPolicy") != "Never":
         problems.append("restartPolicy is not Never: a failing upgrade would be retried in place")
     return problems

@@ -215,7 +215,7 @@ def test_service_containers_are_production_read_only_and_keyed(compose: dict[str
         assert svc["tmpfs"] == [TMPFS], name
         assert svc["cap_drop"] == ["ALL"], name
     migrate = service(compose, "migrate")
-    assert migrate["entrypoint"][-3:] == ["database", "upgrade", "--no-prompt"]
+    assert migrate["entrypoint"][-2:] == ["schema", "migrate"]
     assert migrate["entrypoint"][:5] == ["python", "-m", "litestar", "--app", "app.main:create_app"]
 
 

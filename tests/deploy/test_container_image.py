@@ -20,17 +20,12 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.identity.tokens import generate_private_key_pem
 from app.identity.totp import new_key_text
@@ -207,25 +202,6 @@ def test_runtime_stage_has_only_the_environment_and_the_service(image: BuiltImag
 
 
 @pytest.fixture
-def fresh_database(database_url: str) -> Iterator[str]:
-    """A database of its own on the test server, empty (the image migrates it), dropped after."""
-    name = f"user_service_image_{secrets.token_hex(4)}"
-    server = make_url(database_url)
-
-    async def admin(statement: str) -> None:
-        engine = create_async_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-        await engine.dispose()
-
-    anyio.run(admin, f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        anyio.run(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     """Readable by the container's user: the file is bind-mounted as it is on the host."""
     path = tmp_path / "signing.pem"
@@ -285,7 +261,7 @@ def test_image_migrates_and_serves_read_only_as_non_root_and_stops_cleanly(
         started = time.monotonic()
         podman(
             *("run", "--rm", *options, "--entrypoint", "litestar", image.name),
-            *("--app", "app.main:create_app", "database", "upgrade", "--no-prompt"),
+            *("--app", "app.main:create_app", "schema", "migrate"),
         )
         report(request, f"migration container ran in {time.monotonic() - started:.1f} s")
         ready = wait_for(f"{base}/health/ready", 200, name)

@@ -48,7 +48,7 @@ def test_every_reference_resolves(rendered: dict[str, list[Obj]], name: str) -> 
 def test_pods_run_as_the_images_user(rendered: dict[str, list[Obj]]) -> None:
     uid = checks.image_user()
     for name in SERVICE_RENDERINGS:
-        for workload in [checks.server(rendered[name]), checks.one(rendered[name], "Job", "user-service-migrate")]:
+        for workload in [checks.server(rendered[name]), checks.migration_job(rendered[name])]:
             assert checks.pod_spec(workload)["securityContext"]["runAsUser"] == uid, (name, workload["kind"])
 
 
@@ -224,7 +224,7 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
     "root user in the Job": (
         "security",
         "overlays/prod",
-        lambda objs: _pod(objs, "Job", "user-service-migrate")["securityContext"].update(runAsUser=0),
+        lambda objs: checks.pod_spec(checks.migration_job(objs))["securityContext"].update(runAsUser=0),
     ),
     "capabilities kept": (
         "security",
@@ -481,15 +481,22 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "overlays/prod",
         lambda objs: _configmap(objs).update(USER_SERVICE_MAIL__LINK_BASE_URL="http://users.example.com"),
     ),
-    "migration prompts": (
+    "migration that fails on a rollback": (
         "migration",
         "overlays/prod",
-        lambda objs: _pod(objs, "Job", "user-service-migrate")["containers"][0]["command"].remove("--no-prompt"),
+        lambda objs: checks.pod_spec(checks.migration_job(objs))["containers"][0].update(
+            command=["litestar", "--app", "app.main:create_app", "database", "upgrade", "--no-prompt"]
+        ),
+    ),
+    "one migration Job name for every release": (
+        "migration",
+        "overlays/prod",
+        lambda objs: checks.migration_job(objs)["metadata"].update(name="user-service-migrate"),
     ),
     "migration with another configuration": (
         "migration",
         "overlays/prod",
-        lambda objs: _pod(objs, "Job", "user-service-migrate")["containers"][0]["env"].pop(),
+        lambda objs: checks.pod_spec(checks.migration_job(objs))["containers"][0]["env"].pop(),
     ),
     "replicas fighting the autoscaler": (
         "autoscaling",

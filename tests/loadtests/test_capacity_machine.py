@@ -58,7 +58,12 @@ def sample(
     at: float, generator: float, service: float, machine: float, run: float, verifies: float, cpu: float | None = None
 ) -> MachineSample:
     counters = ServiceCounters(
-        hash_run_seconds=run, hash_workers=2, verify_seconds=run, verify_cpu_seconds=cpu, verifies=verifies
+        hash_run_seconds=run,
+        hash_workers=2,
+        verify_seconds=run,
+        verify_cpu_seconds=cpu,
+        verifies=verifies,
+        hash_jobs=verifies * 1.1,  # a sign-up for every ten logins
     )
     return MachineSample(at, generator, service, machine, 2, counters)
 
@@ -69,6 +74,7 @@ def test_a_step_splits_the_machine_and_judges_saturation_by_the_pool() -> None:
     step = MachineStep.between(sample(0, 0, 0, 0, 0, 0), sample(10, 3, 17, 21, 18, 300))
     assert (step.generator_cores, step.service_cores, step.other_cores) == (0.3, 1.7, 0.1)
     assert (step.pool_busy, step.verify_ms) == (0.9, 60.0)
+    assert step.hashes_per_s == 33.0  # the pool's throughput counts the sign-ups' hashes too
     assert verdict(step, shed_ratio=0.0).startswith("saturated")
     # A run that ended within its limits on a busy pool was saturated all the same.
     assert verdict(step, shed_ratio=0.0, crossed=False).startswith("saturated")
@@ -231,8 +237,11 @@ def test_the_capacity_found_by_rate_agrees_with_wrk_or_says_why_not(clean_databa
     assert check["logins_ok_per_s"] > 0, summary
     # 36 logins/s is past what the machine verifies: the run saturates the service and says so.
     assert summary["verdict"].startswith(("saturated", "starved")), summary
-    ratio = check["profile_over_wrk"]
-    assert f"the profile's highest over wrk's: {ratio}" in result.stdout
+    ratio, pool_ratio = check["profile_over_wrk"], check["pool_over_wrk"]
+    assert f"over wrk's: {ratio}" in result.stdout
+    assert f"the hashing pool's highest over wrk's: {pool_ratio}" in result.stdout
     if not summary["warnings"]:
         assert summary["verdict"].startswith("saturated"), summary
         assert 0.85 <= ratio <= 1.15, explain(result)
+        # A login-only profile: the pool's jobs are its logins.
+        assert 0.85 <= pool_ratio <= 1.15, explain(result)

@@ -15,6 +15,7 @@ from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import AsyncEngine, async_engine_from_config
 
 import app.db.models  # noqa: F401  (registers the tables on the metadata)
+from app.db.migrate import record_compatibility
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig
@@ -43,6 +44,8 @@ def do_run_migrations(connection: Connection) -> None:
     _configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
+        # In the same transaction: which releases can read the schema this run leaves.
+        record_compatibility(connection, context.script)
 
 
 async def run_migrations_online() -> None:

@@ -18,6 +18,10 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Whether replicas of the previous release keep working on this schema (app/db/migrate.py).
+# The first schema: there is no earlier release to keep working.
+backward_compatible = False
+
 
 def upgrade() -> None:
     op.create_table(

@@ -33,6 +33,10 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Whether replicas of the previous release keep working on this schema (app/db/migrate.py).
+# A NOT NULL column the previous release never writes: its registrations would fail.
+backward_compatible = False
+
 _USERS = sa.table(
     "users",
     sa.column("id", GUID(length=16)),

@@ -18,6 +18,10 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Whether replicas of the previous release keep working on this schema (app/db/migrate.py).
+# New columns with defaults or nullable: the previous release never names them.
+backward_compatible = True
+
 
 def upgrade() -> None:
     # Additive with server defaults: replicas of the previous release keep working on it.

@@ -21,6 +21,10 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Whether replicas of the previous release keep working on this schema (app/db/migrate.py).
+# A new table only.
+backward_compatible = True
+
 _PENDING = "sent_at IS NULL AND gave_up_at IS NULL"
 
 

@@ -22,6 +22,10 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Whether replicas of the previous release keep working on this schema (app/db/migrate.py).
+# Expand only (see above).
+backward_compatible = True
+
 
 def upgrade() -> None:
     with op.batch_alter_table("auth_sessions") as batch:

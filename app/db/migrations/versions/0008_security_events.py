@@ -21,6 +21,10 @@ down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Whether replicas of the previous release keep working on this schema (app/db/migrate.py).
+# A new table only.
+backward_compatible = True
+
 
 def upgrade() -> None:
     op.create_table(
