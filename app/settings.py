@@ -69,6 +69,14 @@ class DatabaseSettings(BaseModel):
     # How long one SQL statement may run before PostgreSQL cancels it; keeps a stuck
     # query from holding a pooled connection (and a client) forever.
     statement_timeout_ms: int = Field(default=10_000, ge=0)
+    transaction_pooler: bool = Field(
+        default=False,
+        description=(
+            "Connected through a pooler in transaction mode (PgBouncer, CloudNativePG's Pooler): no "
+            "statement cache, uniquely named prepared statements, and no statement_timeout startup "
+            "parameter, which PgBouncer refuses. Set the timeout on the database role instead."
+        ),
+    )
     migrate_on_start: bool | None = Field(
         default=None,
         description="Run Alembic migrations at start-up. Default: only for the embedded SQLite database.",

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.accounts.schemas import UserRead
 from app.accounts.validation import email_key
+from app.db.connections import statement_by_statement
 from app.db.dialects import upsertable_insert
 from app.db.models import AuthSession, Role, User
 from app.errors import AlreadyRegistered, FieldError, UserNotFound, caused_by
@@ -132,8 +133,7 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         statement = _CREDENTIALS.where(condition).limit(1)
         bind = self.session.bind
         if isinstance(bind, AsyncEngine):
-            async with bind.connect() as connection:
-                reader = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            async with statement_by_statement(bind) as reader:
                 row = (await reader.execute(statement)).one_or_none()
         else:
             row = (await self.session.execute(statement)).one_or_none()
@@ -243,8 +243,7 @@ async def read_live_caller(engine: AsyncEngine, user_id: UUID, session_id: UUID)
     authenticate or the session has ended. Read fresh on every request, on a plain
     AUTOCOMMIT connection: a single read needs no ORM session and no BEGIN and ROLLBACK
     round trips around it."""
-    async with engine.connect() as db:
-        reader = await db.execution_options(isolation_level="AUTOCOMMIT")
+    async with statement_by_statement(engine) as reader:
         result = await reader.execute(_CALLER, {"user_id": user_id, "session_id": session_id})
         row: Row[Any] | None = result.one_or_none()
     if row is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -14,6 +15,7 @@ from advanced_alchemy.extensions.litestar import (
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from app.db.connections import TRANSACTION_POOLER
 from app.settings import DatabaseSettings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -22,14 +24,25 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def _engine_config(settings: DatabaseSettings, application_name: str) -> EngineConfig:
     if settings.is_embedded:
         return EngineConfig(echo=settings.echo, hide_parameters=True)
+    server_settings = {"application_name": application_name}
     connect_args: dict[str, Any] = {
-        "server_settings": {
-            "application_name": application_name,
-            "statement_timeout": str(settings.statement_timeout_ms),
-        },
+        "server_settings": server_settings,
         # Fail fast when the server is unreachable instead of hanging a request.
         "timeout": settings.pool_timeout_seconds,
     }
+    if settings.transaction_pooler:
+        # A server connection is ours for one transaction only. asyncpg's statement caches
+        # would name statements prepared on a server connection another client now holds
+        # ("prepared statement ... does not exist", or "already exists" when two clients'
+        # names meet), so nothing is cached and every name is unique. PgBouncer refuses
+        # statement_timeout as a startup parameter ("unsupported startup parameter"): it
+        # is set on the role (ALTER ROLE ... SET statement_timeout) by whoever runs the
+        # database (k8s/overlays/prod/postgres-cluster.yaml).
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = _unique_statement_name
+    else:
+        server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
     return EngineConfig(
         echo=settings.echo,
         # Bound parameters (password hashes, token digests, emails) stay out of SQL logs
@@ -41,7 +54,13 @@ def _engine_config(settings: DatabaseSettings, application_name: str) -> EngineC
         pool_pre_ping=settings.pool_pre_ping,
         pool_recycle=1800,
         connect_args=connect_args,
+        # Read by app/db/connections.py: no AUTOCOMMIT statements behind such a pooler.
+        execution_options={TRANSACTION_POOLER: True} if settings.transaction_pooler else {},
     )
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid4().hex}__"
 
 
 def database_config(settings: DatabaseSettings, application_name: str = "user-service") -> SQLAlchemyAsyncConfig:

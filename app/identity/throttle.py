@@ -47,6 +47,7 @@ from sqlalchemy import and_, bindparam, case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
+from app.db.connections import statement_by_statement
 from app.db.dialects import SUPPORTED, upsertable_insert
 from app.db.models import LoginThrottleEntry
 from app.settings import LoginThrottleSettings
@@ -246,9 +247,9 @@ class DatabaseThrottleStore:
     async def _single_statement(self) -> AsyncIterator[AsyncConnection]:
         """A connection that commits each statement by itself: a statement is atomic on
         its own, and the BEGIN and COMMIT round trips would double the throttle's cost on
-        every login."""
-        async with self._engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        every login (app/db/connections.py: not behind a transaction pooler)."""
+        async with statement_by_statement(self._engine) as conn:
+            yield conn
 
     async def clear(self, key: str) -> None:
         """Forget the failures and the block (checks in flight stay reserved)."""

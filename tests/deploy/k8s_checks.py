@@ -779,7 +779,13 @@ def migration_problems(objs: list[Obj]) -> list[str]:
     if migrate["image"] != serve["image"]:
         problems.append(f"the Job's image {migrate['image']} is not the server's {serve['image']}")
     server_env = {k: v for k, v in container_env(objs, deployment).items() if k not in SERVER_ONLY_ENV}
-    if container_env(objs, job, migrate["name"]) != server_env:
+    job_env = container_env(objs, job, migrate["name"])
+    poolers = {pooler["metadata"]["name"] for pooler in of_kind(objs, "Pooler")}
+    if server_env.get("DB_HOST") in poolers:
+        # The server goes through the pooler; the Job migrates on the primary directly.
+        server_env = {k: v for k, v in server_env.items() if k not in {"DB_HOST", "USER_SERVICE_DB__URL"}}
+        job_env = {k: v for k, v in job_env.items() if k not in {"DB_HOST", "USER_SERVICE_DB__URL"}}
+    if job_env != server_env:
         problems.append("the Job's environment differs from the server's")
     tag = serve["image"].split("@")[0].rpartition(":")[2]
     if "/" not in tag and tag != "dev" and job["metadata"]["name"] != f"user-service-migrate-{tag}":
@@ -812,17 +818,64 @@ def autoscaling_problems(objs: list[Obj]) -> list[str]:
         problems.append("minReplicas < 2: one node going away takes the service down")
     clusters = of_kind(objs, "Cluster")
     if clusters:
-        settings = server_settings(objs)
-        surge = str(deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"])
-        extra = math.ceil(hpa["spec"]["maxReplicas"] * int(surge[:-1]) / 100) if surge.endswith("%") else int(surge)
-        pods = hpa["spec"]["maxReplicas"] + extra
-        needed = pods * (settings.db.pool_size + settings.db.max_overflow) + 1  # + the migration
-        parameters = clusters[0]["spec"].get("postgresql", {}).get("parameters", {})
-        available = int(parameters.get("max_connections", 100)) - int(
-            parameters.get("superuser_reserved_connections", 3)
+        problems += connection_budget_problems(objs, deployment, hpa, clusters[0])
+    return problems
+
+
+# Connections to the primary besides the service's: the migration Job, the exporter, the
+# operator's own (instance manager, replication, backups), generously.
+OTHER_DATABASE_CONNECTIONS = 20
+
+
+def connection_budget_problems(objs: list[Obj], deployment: Obj, hpa: Obj, cluster: Obj) -> list[str]:
+    """Every connection the largest rollout can open is accepted: by the pooler when the
+    server goes through one (client side per instance, server side in total), else by
+    PostgreSQL itself."""
+    settings = server_settings(objs)
+    surge = str(deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"])
+    extra = math.ceil(hpa["spec"]["maxReplicas"] * int(surge[:-1]) / 100) if surge.endswith("%") else int(surge)
+    pods = hpa["spec"]["maxReplicas"] + extra
+    clients = pods * (settings.db.pool_size + settings.db.max_overflow)
+    parameters = cluster["spec"].get("postgresql", {}).get("parameters", {})
+    available = int(parameters.get("max_connections", 100)) - int(parameters.get("superuser_reserved_connections", 3))
+    host = container_env(objs, deployment).get("DB_HOST")
+    poolers = [pooler for pooler in of_kind(objs, "Pooler") if pooler["metadata"]["name"] == host]
+    if not poolers:
+        if clients + OTHER_DATABASE_CONNECTIONS > available:
+            return [f"{pods} pods may open {clients} connections; PostgreSQL accepts {available} besides its own"]
+        return []
+    pooler = poolers[0]["spec"]
+    problems: list[str] = []
+    if pooler["pgbouncer"].get("poolMode") != "transaction" or not settings.db.transaction_pooler:
+        problems.append("the pooler and the service disagree on transaction pooling")
+    pgbouncer = pooler["pgbouncer"].get("parameters", {})
+    # PgBouncer's own defaults: max_client_conn 100, default_pool_size 20.
+    max_client = int(pgbouncer.get("max_client_conn", 100))
+    if clients > max_client:
+        problems.append(f"{pods} pods may open {clients} connections to one pooler instance; it accepts {max_client}")
+    server_side = int(pooler.get("instances", 1)) * (
+        int(pgbouncer.get("default_pool_size", 20)) + int(pgbouncer.get("reserve_pool_size", 0))
+    )
+    if server_side + OTHER_DATABASE_CONNECTIONS > available:
+        problems.append(
+            f"the poolers may open {server_side} connections; PostgreSQL accepts {available} besides its own"
         )
-        if needed > available:
-            problems.append(f"{pods} pods may open {needed} connections; PostgreSQL accepts {available}")
+    return problems
+
+
+def scheduling_problems(objs: list[Obj]) -> list[str]:
+    """Drains finish and a zone's loss leaves a failover target: hard spreads skip nodes a
+    pod cannot land on, and database instances never share a zone."""
+    problems = [
+        f"the hard spread over {constraint['topologyKey']} counts tainted (cordoned) nodes: a drain leaves "
+        "the evicted replica Pending and the next eviction waits behind the PodDisruptionBudget"
+        for constraint in pod_spec(server(objs)).get("topologySpreadConstraints", [])
+        if constraint.get("whenUnsatisfiable") == "DoNotSchedule" and constraint.get("nodeTaintsPolicy") != "Honor"
+    ]
+    for cluster in of_kind(objs, "Cluster"):
+        affinity = cluster["spec"].get("affinity", {})
+        if affinity.get("enablePodAntiAffinity") is False or affinity.get("podAntiAffinityType") != "required":
+            problems.append(f"the database's instances may share a {affinity.get('topologyKey', 'node')}")
     return problems
 
 

@@ -28,6 +28,7 @@ CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
     "shared store": checks.shared_store_problems,
     "migration": checks.migration_problems,
     "autoscaling": checks.autoscaling_problems,
+    "scheduling": checks.scheduling_problems,
     "generated copies": checks.copies_problems,
 }
 
@@ -496,7 +497,37 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
     "migration with another configuration": (
         "migration",
         "overlays/prod",
-        lambda objs: checks.pod_spec(checks.migration_job(objs))["containers"][0]["env"].pop(),
+        # Its database's name gone: it would migrate whatever database the URL then names.
+        lambda objs: checks.pod_spec(checks.migration_job(objs))["containers"][0]["env"].pop(2),
+    ),
+    "hard spread counting cordoned nodes": (
+        "scheduling",
+        "overlays/prod",
+        lambda objs: [c.pop("nodeTaintsPolicy", None) for c in _pod(objs)["topologySpreadConstraints"]],
+    ),
+    "database instances sharing a zone": (
+        "scheduling",
+        "overlays/prod",
+        lambda objs: database_cluster(objs)["spec"]["affinity"].update(podAntiAffinityType="preferred"),
+    ),
+    "pods past the pooler's client connections": (
+        "autoscaling",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Pooler", "user-service-db-pooler")["spec"]["pgbouncer"]["parameters"].update(
+            max_client_conn="100"
+        ),
+    ),
+    "poolers past PostgreSQL's connections": (
+        "autoscaling",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Pooler", "user-service-db-pooler")["spec"].update(instances=5),
+    ),
+    "a session-mode pooler for a service that pools transactions": (
+        "autoscaling",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Pooler", "user-service-db-pooler")["spec"]["pgbouncer"].update(
+            poolMode="session"
+        ),
     ),
     "replicas fighting the autoscaler": (
         "autoscaling",
@@ -537,7 +568,7 @@ def test_reference_check_rejects_a_missing_secret(rendered: dict[str, list[Obj]]
     _env(objs, "USER_SERVICE_DB__URL")["valueFrom"]["secretKeyRef"]["name"] = "user-service-database"
     assert checks.reference_problems(objs, checks.EXTERNAL_SECRETS["overlays/dev"])
     objs = copy.deepcopy(rendered["overlays/prod"])
-    _env(objs, "DB_HOST")["valueFrom"]["secretKeyRef"]["key"] = "hostname"  # not a key CloudNativePG writes
+    _env(objs, "DB_PORT")["valueFrom"]["secretKeyRef"]["key"] = "portnumber"  # not a key CloudNativePG writes
     assert checks.reference_problems(objs, checks.EXTERNAL_SECRETS["overlays/prod"])
     objs = copy.deepcopy(rendered["overlays/dev"])
     del checks.one(objs, "Secret", _env(objs, "USER_SERVICE_DB__URL")["valueFrom"]["secretKeyRef"]["name"])["metadata"][

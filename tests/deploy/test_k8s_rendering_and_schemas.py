@@ -32,7 +32,7 @@ def test_every_kustomization_renders_what_it_should(rendered: dict[str, list[Obj
         "PodDisruptionBudget", "NetworkPolicy", "Job", "ServiceMonitor", "PodMonitor", "PrometheusRule",
     }  # fmt: skip
     assert base <= kinds["base"], base - kinds["base"]
-    assert kinds["overlays/prod"] == base | {"Cluster"}
+    assert kinds["overlays/prod"] == base | {"Cluster", "Pooler"}
     assert kinds["overlays/dev"] == (base - {"HorizontalPodAutoscaler"}) | {"Secret", "StatefulSet"}
     assert checks.one(rendered["overlays/prod"], "Cluster", "user-service-db")["spec"]["instances"] == 3
     assert checks.server(rendered["overlays/dev"])["spec"]["replicas"] == 1
@@ -78,7 +78,7 @@ def test_strict_validation_rejects_an_unknown_field(rendered: dict[str, list[Obj
 
 def test_custom_resources_match_their_crds(rendered: dict[str, list[Obj]]) -> None:
     customs = [o for name in SERVICE_RENDERINGS for o in rendered[name] if _is_custom(o)]
-    assert {o["kind"] for o in customs} == {"ServiceMonitor", "PrometheusRule", "Cluster", "PodMonitor"}
+    assert {o["kind"] for o in customs} == {"ServiceMonitor", "PrometheusRule", "Cluster", "PodMonitor", "Pooler"}
     problems = [f"{o['kind']}: {p}" for o in customs for p in checks.custom_resource_problems(o)]
     assert not problems, "\n".join(problems)
 
