@@ -28,6 +28,9 @@ from deploy.yaml_text import to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service.rules.yml"
+# The database's alerts, for the overlay that runs the database on CloudNativePG.
+DATABASE_RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service-database.rules.yml"
+DATABASE_PROMETHEUS_RULE_FILE = ROOT / "k8s" / "overlays" / "prod" / "prometheusrule-database.yaml"
 K8S_MONITORING = ROOT / "k8s" / "base" / "monitoring"
 PROMETHEUS_RULE_FILE = K8S_MONITORING / "prometheusrule.yaml"
 DASHBOARDS_FILE = K8S_MONITORING / "dashboards.yaml"
@@ -74,6 +77,15 @@ def prometheus_rule() -> dict[str, Any]:
         # The SLO groups as deploy/slo/ renders them (not read back from their file, which
         # this same run may be rewriting), then the hand-written cause alerts.
         "spec": {"groups": [*slo_rule_groups(), *rule_groups()]},
+    }
+
+
+def database_prometheus_rule() -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "user-service-database", "labels": dict(LABELS)},
+        "spec": {"groups": rule_groups(DATABASE_RULES_FILE)},
     }
 
 
@@ -180,6 +192,8 @@ def rendered() -> dict[Path, str]:
     rules = f"deploy/slo/slos.yml and {RULES_FILE.relative_to(ROOT)}"
     return {
         PROMETHEUS_RULE_FILE: _header(rules) + to_yaml([prometheus_rule()]),
+        DATABASE_PROMETHEUS_RULE_FILE: _header(str(DATABASE_RULES_FILE.relative_to(ROOT)))
+        + to_yaml([database_prometheus_rule()]),
         **dashboard_copies(),
         LOCUST_CONFIGMAP_FILE: _header("loadtests/ (locustfile.py and what it imports)")
         + to_yaml([locust_configmap()]),

@@ -24,7 +24,24 @@ PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service.rules.yml"
 # Generated from deploy/slo/slos.yml; Prometheus loads both through its rule_files glob.
 SLO_RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service-slo.rules.yml"
-RULES_FILES = (SLO_RULES_FILE, RULES_FILE)
+# The database's alerts (CloudNativePG's exporter and the Barman Cloud plugin, job
+# user-service-db), rendered into the prod overlay only.
+DATABASE_RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service-database.rules.yml"
+DATABASE_RULE_GROUP = "user-service-database"
+DATABASE_JOB = "user-service-db"
+# The series those alerts read: CloudNativePG's predefined pg_stat_archiver and
+# pg_replication queries (its default-monitoring ConfigMap, prefixed cnpg_) and the Barman
+# Cloud plugin's own metrics (its "Observability" page), on the instances' exporter.
+DATABASE_SERIES = frozenset(
+    {
+        "cnpg_pg_stat_archiver_last_archived_time",
+        "cnpg_pg_stat_archiver_last_failed_time",
+        "cnpg_pg_replication_lag",
+        "barman_cloud_cloudnative_pg_io_last_available_backup_timestamp",
+        "barman_cloud_cloudnative_pg_io_last_failed_backup_timestamp",
+    }
+)
+RULES_FILES = (SLO_RULES_FILE, RULES_FILE, DATABASE_RULES_FILE)
 LOAD_TEST_DASHBOARD = "load-test.json"
 DEPENDENCIES_DASHBOARD = "dependencies.json"
 RULE_TESTS_DIR = PROMETHEUS_DIR / "tests"

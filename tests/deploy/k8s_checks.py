@@ -39,7 +39,7 @@ from app.main import create_app
 from app.settings import DatabaseSettings, Environment, MetricsSettings, Settings, SmtpSecurity, TokenSettings
 from app.system.health import READY_DB_TIMEOUT_SECONDS
 from deploy.grafana.model import DASHBOARDS_DIR, JOB
-from deploy.k8s_artifacts import RULES_FILE
+from deploy.k8s_artifacts import DATABASE_RULES_FILE, RULES_FILE
 from deploy.slo.generate import RULES_FILE as SLO_RULES_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -879,6 +879,37 @@ def scheduling_problems(objs: list[Obj]) -> list[str]:
     return problems
 
 
+BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
+
+
+def backup_problems(objs: list[Obj]) -> list[str]:
+    """A database cluster archives its WAL and takes scheduled base backups to an object
+    store, and the rendering that holds it cannot delete its namespace."""
+    problems: list[str] = []
+    for cluster in of_kind(objs, "Cluster"):
+        name = cluster["metadata"]["name"]
+        archivers = [p for p in cluster["spec"].get("plugins", []) if p.get("name") == BARMAN_PLUGIN]
+        if not archivers or not archivers[0].get("isWALArchiver"):
+            problems.append(f"{name}: no WAL archiving (the Barman Cloud plugin as isWALArchiver)")
+            continue
+        store = archivers[0].get("parameters", {}).get("barmanObjectName")
+        if store not in {o["metadata"]["name"] for o in of_kind(objs, "ObjectStore")}:
+            problems.append(f"{name}: the archiver's object store {store} is not rendered")
+        scheduled = [
+            b
+            for b in of_kind(objs, "ScheduledBackup")
+            if b["spec"]["cluster"]["name"] == name
+            and b["spec"].get("method") == "plugin"
+            and b["spec"].get("pluginConfiguration", {}).get("name") == BARMAN_PLUGIN
+            and not b["spec"].get("suspend")
+        ]
+        if not scheduled:
+            problems.append(f"{name}: no scheduled base backup through the plugin")
+        if of_kind(objs, "Namespace"):
+            problems.append(f"{name}: the rendering holds its namespace, so deleting it deletes the database")
+    return problems
+
+
 # --- custom resources --------------------------------------------------------------------
 
 
@@ -945,6 +976,12 @@ def copies_problems(objs: list[Obj]) -> list[str]:
     rules = [group for path in (SLO_RULES_FILE, RULES_FILE) for group in yaml.safe_load(path.read_text())["groups"]]
     if one(objs, "PrometheusRule", SERVER)["spec"]["groups"] != rules:
         problems.append(f"the PrometheusRule's groups differ from {SLO_RULES_FILE.name} and {RULES_FILE.name}")
+    if of_kind(objs, "Cluster"):
+        # The database on CloudNativePG comes with its alerts (archiving, backups, lag).
+        database = [r for r in of_kind(objs, "PrometheusRule") if r["metadata"]["name"] == "user-service-database"]
+        expected = yaml.safe_load(DATABASE_RULES_FILE.read_text())["groups"]
+        if not database or database[0]["spec"]["groups"] != expected:
+            problems.append(f"the database's PrometheusRule is missing or differs from {DATABASE_RULES_FILE.name}")
     copies: dict[str, Any] = {}
     for configmap in of_kind(objs, "ConfigMap"):
         if configmap["metadata"].get("labels", {}).get("grafana_dashboard") == "1":

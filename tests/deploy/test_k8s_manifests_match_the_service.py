@@ -29,6 +29,7 @@ CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
     "migration": checks.migration_problems,
     "autoscaling": checks.autoscaling_problems,
     "scheduling": checks.scheduling_problems,
+    "backups": checks.backup_problems,
     "generated copies": checks.copies_problems,
 }
 
@@ -528,6 +529,31 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         lambda objs: checks.one(objs, "Pooler", "user-service-db-pooler")["spec"]["pgbouncer"].update(
             poolMode="session"
         ),
+    ),
+    "WAL not archived": (
+        "backups",
+        "overlays/prod",
+        lambda objs: database_cluster(objs)["spec"].pop("plugins"),
+    ),
+    "base backups suspended": (
+        "backups",
+        "overlays/prod",
+        lambda objs: checks.of_kind(objs, "ScheduledBackup")[0]["spec"].update(suspend=True),
+    ),
+    "archiving to a store that is not there": (
+        "backups",
+        "overlays/prod",
+        lambda objs: checks.of_kind(objs, "ObjectStore")[0]["metadata"].update(name="elsewhere"),
+    ),
+    "the namespace deleted with the database": (
+        "backups",
+        "overlays/prod",
+        lambda objs: objs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "user-service"}}),
+    ),
+    "the database without its alerts": (
+        "generated copies",
+        "overlays/prod",
+        lambda objs: objs.remove(checks.one(objs, "PrometheusRule", "user-service-database")),
     ),
     "replicas fighting the autoscaler": (
         "autoscaling",

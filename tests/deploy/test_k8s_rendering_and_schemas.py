@@ -12,13 +12,14 @@ from pathlib import Path
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from deploy.grafana.dependencies import CNPG
 from tests.deploy import k8s_checks as checks
 from tests.deploy.k8s_checks import Obj
 from tests.deploy.k8s_rendered import RENDERINGS, SERVICE_RENDERINGS, database_cluster, first_rule, scrape_endpoint
 
-CUSTOM_GROUPS = ("monitoring.coreos.com", "postgresql.cnpg.io")
+CUSTOM_GROUPS = ("monitoring.coreos.com", "postgresql.cnpg.io", "barmancloud.cnpg.io")
 
 
 def _is_custom(obj: Obj) -> bool:
@@ -28,12 +29,13 @@ def _is_custom(obj: Obj) -> bool:
 def test_every_kustomization_renders_what_it_should(rendered: dict[str, list[Obj]]) -> None:
     kinds = {name: {o["kind"] for o in objs} for name, objs in rendered.items()}
     base = {
-        "Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service", "Ingress", "HorizontalPodAutoscaler",
+        "ServiceAccount", "ConfigMap", "Deployment", "Service", "Ingress", "HorizontalPodAutoscaler",
         "PodDisruptionBudget", "NetworkPolicy", "Job", "ServiceMonitor", "PodMonitor", "PrometheusRule",
     }  # fmt: skip
     assert base <= kinds["base"], base - kinds["base"]
-    assert kinds["overlays/prod"] == base | {"Cluster", "Pooler"}
-    assert kinds["overlays/dev"] == (base - {"HorizontalPodAutoscaler"}) | {"Secret", "StatefulSet"}
+    # The namespace is not in prod's kustomization: deleting the overlay must not delete it.
+    assert kinds["overlays/prod"] == base | {"Cluster", "Pooler", "ObjectStore", "ScheduledBackup"}
+    assert kinds["overlays/dev"] == (base - {"HorizontalPodAutoscaler"}) | {"Namespace", "Secret", "StatefulSet"}
     assert checks.one(rendered["overlays/prod"], "Cluster", "user-service-db")["spec"]["instances"] == 3
     assert checks.server(rendered["overlays/dev"])["spec"]["replicas"] == 1
     # Every service rendering carries the shared store and the metrics Service.
@@ -78,9 +80,37 @@ def test_strict_validation_rejects_an_unknown_field(rendered: dict[str, list[Obj
 
 def test_custom_resources_match_their_crds(rendered: dict[str, list[Obj]]) -> None:
     customs = [o for name in SERVICE_RENDERINGS for o in rendered[name] if _is_custom(o)]
-    assert {o["kind"] for o in customs} == {"ServiceMonitor", "PrometheusRule", "Cluster", "PodMonitor", "Pooler"}
+    assert {o["kind"] for o in customs} == {
+        "ServiceMonitor",
+        "PrometheusRule",
+        "Cluster",
+        "PodMonitor",
+        "Pooler",
+        "ObjectStore",
+        "ScheduledBackup",
+    }
     problems = [f"{o['kind']}: {p}" for o in customs for p in checks.custom_resource_problems(o)]
     assert not problems, "\n".join(problems)
+
+
+RESTORE_DRILL = checks.ROOT / "k8s" / "restore" / "cluster-from-backup.yaml"
+
+
+def test_the_restore_drills_cluster_matches_its_crd_and_the_backups() -> None:
+    """docs/restore-drill.md's manifest: a valid Cluster that recovers from the production
+    cluster's archive (same store, same server name) and archives under a name of its own."""
+    restored = yaml.safe_load(RESTORE_DRILL.read_text())
+    assert checks.custom_resource_problems(restored) == []
+    prod = yaml.safe_load_all((checks.ROOT / "k8s" / "overlays" / "prod" / "postgres-cluster.yaml").read_text())
+    [production] = [o for o in prod if o["kind"] == "Cluster"]
+    archive = production["spec"]["plugins"][0]["parameters"]["barmanObjectName"]
+    [source] = restored["spec"]["externalClusters"]
+    assert restored["spec"]["bootstrap"]["recovery"]["source"] == source["name"]
+    assert source["plugin"]["parameters"] == {"barmanObjectName": archive, "serverName": production["metadata"]["name"]}
+    own = restored["spec"]["plugins"][0]["parameters"]
+    assert own["barmanObjectName"] == archive
+    assert own["serverName"] not in {production["metadata"]["name"], None}
+    assert restored["metadata"]["name"] != production["metadata"]["name"]
 
 
 def pod_monitor(objs: list[Obj], name: str) -> Obj:
