@@ -210,9 +210,38 @@ def test_release_publishes_only_what_ci_passed() -> None:
     assert "workflow_call" in ci["on"]
 
 
+def test_release_publishes_a_tag_on_main_after_the_scan_and_moves_latest_only_for_the_highest_release() -> None:
+    publish = load_workflow(RELEASE.read_text())["jobs"]["publish"]
+    steps = publish["steps"]
+    checkout = steps[0]
+    assert checkout["with"]["fetch-depth"] == 0, "the tag's ancestry and the other tags are needed"
+    on_main = next(step for step in steps if "merge-base --is-ancestor" in str(step.get("run", "")))
+    assert on_main["if"] == "github.event_name == 'push'"
+    assert '"$REVISION" origin/main' in on_main["run"]
+    names = next(step for step in steps if step.get("id") == "names")
+    # latest: a final version only, and only the highest final tag.
+    assert "final='^[0-9]+\\.[0-9]+\\.[0-9]+$'" in names["run"]
+    assert '"$version" =~ $final' in names["run"]
+    assert "sort -V | tail -n 1" in names["run"]
+    meta = next(step for step in steps if step.get("id") == "meta")
+    assert "latest=${{ steps.names.outputs.latest }}" in meta["with"]["flavor"]
+    # The scan comes before the only step that pushes.
+    scan = next(i for i, step in enumerate(steps) if "scripts/scan trivy-image" in str(step.get("run", "")))
+    pushes = [i for i, step in enumerate(steps) if step.get("with", {}).get("push") is True]
+    assert pushes, "nothing pushes?"
+    assert scan < min(pushes)
+    scanned = steps[scan - 2]
+    assert scanned["with"]["load"] is True
+    assert scanned["with"]["tags"] == steps[scan]["env"]["SCAN_IMAGE"]
+
+
 def test_release_builds_both_platforms_with_sbom_provenance_and_a_keyless_signature() -> None:
     steps = load_workflow(RELEASE.read_text())["jobs"]["publish"]["steps"]
-    build = next(step for step in steps if str(step.get("uses", "")).startswith("docker/build-push-action@"))
+    build = next(
+        step
+        for step in steps
+        if str(step.get("uses", "")).startswith("docker/build-push-action@") and step["with"].get("push") is True
+    )
     assert build["with"]["platforms"] == "linux/amd64,linux/arm64"
     assert build["with"]["sbom"] is True
     assert build["with"]["provenance"] == "mode=max"
