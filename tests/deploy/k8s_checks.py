@@ -560,6 +560,37 @@ def ingress_problems(objs: list[Obj]) -> list[str]:
     return problems
 
 
+# Gateway API path match types and the Ingress pathType each behaves as.
+_GATEWAY_PATH_TYPES = {"PathPrefix": "Prefix", "Exact": "Exact", "RegularExpression": "ImplementationSpecific"}
+
+
+def httproute_problems(objs: list[Obj]) -> list[str]:
+    """Each HTTPRoute, like the Ingress: never /metrics, every path leads to a route of the
+    service, and every backend is the server."""
+    routes = app_routes()
+    problems: list[str] = []
+    for route in of_kind(objs, "HTTPRoute"):
+        for rule in route["spec"].get("rules", []):
+            for match in rule.get("matches", [{}]):
+                gateway_path = match.get("path", {"type": "PathPrefix", "value": "/"})
+                kind = gateway_path.get("type", "PathPrefix")
+                path = {"path": gateway_path.get("value", "/"), "pathType": _GATEWAY_PATH_TYPES.get(kind, kind)}
+                regex = kind == "RegularExpression"
+                problems += [
+                    f"HTTPRoute path {path['path']} ({kind}) routes {private}"
+                    for private in ("/metrics", "/metrics/")
+                    if _ingress_reaches(path, private, regex)
+                ]
+                if not any(_ingress_reaches(path, _route_prefix(r), regex) for r in routes):
+                    problems.append(f"HTTPRoute path {path['path']} leads to no route of the service")
+            problems += [
+                f"HTTPRoute backend {backend.get('name')} is not the server"
+                for backend in rule.get("backendRefs", [])
+                if backend.get("name") != SERVER or backend.get("kind", "Service") != "Service"
+            ]
+    return problems
+
+
 def _peer_namespace(peer: Obj) -> str | None:
     selector = peer.get("namespaceSelector")
     if selector is None or "ipBlock" in peer:
