@@ -560,3 +560,37 @@ def test_secrets_script_makes_a_certificate_and_a_signing_key_once(tmp_path: Pat
     assert (folder / "jwt-signing.pem").read_bytes() != first["jwt-signing.pem"]
     # Never the TOTP secrets' key: every enrolment would become undecryptable.
     assert (folder / "mfa.key").read_bytes() == first["mfa.key"]
+
+
+# Long-running services without a healthcheck, each with its reason (docker-compose.yml says
+# the same beside the service).
+WITHOUT_HEALTHCHECK = {
+    "otel-collector": "a distroless image: no shell, no HTTP client, no probe subcommand",
+    "tempo": "no probe command verified in the pinned image",
+    "locust-worker": "serves nothing to probe; the master counts its workers",
+}
+ROTATED_LOG = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
+
+
+def test_every_service_rotates_its_log_and_has_a_memory_limit(compose: dict[str, Any]) -> None:
+    """A single machine is production here: no container may fill the disk with its log or
+    take the machine's memory from the others."""
+    for name, svc in compose["services"].items():
+        assert svc.get("logging") == ROTATED_LOG, name
+        assert svc.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory"), name
+
+
+def test_every_long_running_service_has_a_healthcheck_or_a_reason(compose: dict[str, Any]) -> None:
+    long_running = {name: svc for name, svc in compose["services"].items() if svc.get("restart") != "no"}
+    assert set(WITHOUT_HEALTHCHECK) <= set(long_running)
+    for name, svc in long_running.items():
+        if name in WITHOUT_HEALTHCHECK:
+            assert "healthcheck" not in svc, f"{name} has a healthcheck now: drop it from WITHOUT_HEALTHCHECK"
+            continue
+        test = svc.get("healthcheck", {}).get("test")
+        assert test, f"{name} has no healthcheck"
+        assert test[0] in {"CMD", "CMD-SHELL"}, name
+    # Probes ask the port each service listens on.
+    assert "127.0.0.1:9090/-/ready" in " ".join(service(compose, "prometheus")["healthcheck"]["test"])
+    assert "127.0.0.1:9093/-/ready" in " ".join(service(compose, "alertmanager")["healthcheck"]["test"])
+    assert "/nginx-health" in " ".join(service(compose, "nginx")["healthcheck"]["test"])

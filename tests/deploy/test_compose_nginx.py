@@ -91,6 +91,7 @@ def nginx_site(folder: Path, upstream_port: int, text: str | None = None) -> Ngi
         "server app:8000;": f"server 127.0.0.1:{upstream_port};",
         " /run/secrets/": f" {site.secrets}/",
         "listen 443 ": f"listen 127.0.0.1:{site.https_port} ",
+        "listen 80 default_server;": f"listen 127.0.0.1:{site.http_port} default_server;",
         "listen 80;": f"listen 127.0.0.1:{site.http_port};",
     }
     # In this order: the paths put in for the later ones may themselves be under /tmp.
@@ -227,8 +228,11 @@ async def curl(site: NginxSite, path: str, write_out: str, *args: str) -> tuple[
             str(site.certificate),
             "--write-out",
             "%{stderr}" + write_out,
+            # By the site's name (its SNI), on the loopback address nginx listens on here.
+            "--resolve",
+            f"localhost:{site.https_port}:127.0.0.1",
             *args,
-            f"https://127.0.0.1:{site.https_port}{path}",
+            f"https://localhost:{site.https_port}{path}",
         ],
         check=False,
     )
@@ -278,7 +282,7 @@ async def test_nginx_in_front_of_the_real_service(settings: Settings, nginx_fold
 
 async def check_nginx(site: NginxSite, seen: list[SeenRequest]) -> None:
     tls = ssl.create_default_context(cafile=str(site.certificate))
-    async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{site.https_port}", verify=tls, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=f"https://localhost:{site.https_port}", verify=tls, timeout=30) as client:
         # TLS with the generated certificate (verified: its SAN names 127.0.0.1), and HTTP/2.
         live = await client.get("/health/live", headers={"X-Forwarded-For": "203.0.113.7", "X-Request-ID": "t-1"})
         assert live.status_code == 200, live.text
@@ -311,8 +315,11 @@ async def check_nginx(site: NginxSite, seen: list[SeenRequest]) -> None:
             assert b"# TYPE" not in body, path
         reached = [r.path for r in seen if re.sub("/+", "/", r.path).rstrip("/") == "/metrics"]
         assert not reached, "a /metrics request reached the app"
-        # Nor anything else the service does not offer to clients.
+        # Nor anything else the service does not offer to clients, the API description included.
         assert (await client.get("/internal")).status_code == 404
+        before = len(seen)
+        assert (await client.get("/schema/openapi.json")).status_code == 404
+        assert len(seen) == before, "/schema reached the app"
 
         # Bodies: up to the app's own limit they pass, beyond it nginx refuses them itself.
         limit = HttpSettings().max_body_bytes
@@ -348,5 +355,20 @@ async def check_nginx(site: NginxSite, seen: list[SeenRequest]) -> None:
     # Plain HTTP only redirects, keeping the method (308).
     async with httpx.AsyncClient(timeout=30) as plain:
         redirect = await plain.get(f"http://127.0.0.1:{site.http_port}/health/live?x=1")
+        # The container's health check, from the loopback: nginx answers it itself.
+        assert (await plain.get(f"http://127.0.0.1:{site.http_port}/nginx-health")).status_code == 204
+        # Any other host name: the connection is closed without an answer.
+        with pytest.raises(httpx.RemoteProtocolError):
+            await plain.get(f"http://127.0.0.1:{site.http_port}/health/live", headers={"Host": "attacker.example"})
     assert redirect.status_code == 308
     assert redirect.headers["location"] == "https://127.0.0.1/health/live?x=1"
+    # HTTPS for another name, or for the bare address (no SNI): the handshake is refused,
+    # before any certificate is shown.
+    for url, resolve in (
+        (f"https://attacker.example:{site.https_port}/health/live", f"attacker.example:{site.https_port}:127.0.0.1"),
+        (f"https://127.0.0.1:{site.https_port}/health/live", None),
+    ):
+        refused = await anyio.run_process(
+            [require("curl"), "--silent", "--insecure", *(("--resolve", resolve) if resolve else ()), url], check=False
+        )
+        assert refused.returncode == 35, f"{url}: curl exit {refused.returncode} (35: TLS handshake refused)"
