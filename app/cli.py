@@ -51,6 +51,9 @@ async def deliver_mail_until_stopped(container: Container) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Said once SIGTERM is handled, not before: a SIGTERM right after this line must stop
+    # the worker cleanly, not kill the process (a race the suite once lost under load).
+    click.echo("delivering the mail outbox until SIGTERM")
     try:
         await container.outbox_worker().run(stop)
     finally:
@@ -156,7 +159,6 @@ class MailCLIPlugin(CLIPluginProtocol):
                 start_http_server(metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104 - scraped by Prometheus  # nosec B104
             if container.settings.environment is Environment.PRODUCTION:
                 warn_if_mail_reaches_nobody(container.settings.mail)
-            click.echo("delivering the mail outbox until SIGTERM")
             asyncio.run(deliver_mail_until_stopped(container))
 
 

@@ -144,6 +144,7 @@ def of_kind(objs: list[Obj], kind: str) -> list[Obj]:
 
 
 COMPONENT = "app.kubernetes.io/component"
+POSTGRES_PORT = 5432
 
 
 def one(objs: list[Obj], kind: str, name: str) -> Obj:
@@ -177,6 +178,11 @@ def pod_spec(workload: Obj) -> Obj:
 
 def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
+
+
+def selected_labels(policy: Obj) -> dict[str, str]:
+    """The labels a NetworkPolicy's podSelector requires ({}: every pod of the namespace)."""
+    return dict(policy["spec"]["podSelector"].get("matchLabels", {}))
 
 
 def configmap_data(objs: list[Obj], name: str) -> dict[str, str]:
@@ -620,7 +626,7 @@ def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = I
     named = {p["name"]: p["containerPort"] for p in container(deployment).get("ports", [])} if deployment else {}
     http_ports = {"http", named.get("http", "http")}
     metrics_ports = {"metrics", named.get("metrics", "metrics")}
-    policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(p["spec"]["podSelector"]["matchLabels"], labels)]
+    policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(selected_labels(p), labels)]
     problems: list[str] = [] if policies else ["no NetworkPolicy selects the server's pods"]
     smtp_port = _configured_smtp_port(objs, deployment)
     allowed_egress = EGRESS_PORTS | SMTP_RELAY_PORTS | smtp_port
@@ -667,6 +673,73 @@ def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = I
         # Mail waits in the outbox until the relay is reachable: a missing rule is no error
         # anywhere, only mail that never arrives (and UserServiceMailOutboxStuck 15 min later).
         problems += [f"egress to the SMTP relay's port {port} is not allowed" for port, _ in smtp_port - egress]
+    return problems
+
+
+def database_network_problems(objs: list[Obj]) -> list[str]:
+    """With the database in the namespace (CloudNativePG), ingress is denied by default, the
+    instances accept PostgreSQL from the pooler and the migration Job but never from the
+    server's pods, the pooler accepts the server's pods, and the server's PostgreSQL egress
+    goes to those pods only."""
+    clusters, poolers = of_kind(objs, "Cluster"), of_kind(objs, "Pooler")
+    if not clusters:
+        return []
+    policies = of_kind(objs, "NetworkPolicy")
+    problems: list[str] = []
+    if not any(_denies_all_ingress(p) for p in policies):
+        problems.append("no default-deny ingress policy: a pod no policy selects accepts anyone")
+    server_labels = server(objs)["spec"]["template"]["metadata"]["labels"]
+    targets: list[dict[str, str]] = []
+    for cluster in clusters:
+        selected = {"cnpg.io/cluster": cluster["metadata"]["name"]}
+        targets.append(selected)
+        peers = _admitted_pods(policies, selected, problems)
+        if peers is None:
+            problems.append(f"no NetworkPolicy in front of the database {cluster['metadata']['name']}")
+        elif any(selects(peer, server_labels) for peer in peers):
+            problems.append("the server's pods reach the database directly, past the pooler")
+    for pooler in poolers:
+        selected = {"cnpg.io/poolerName": pooler["metadata"]["name"]}
+        targets.append(selected)
+        peers = _admitted_pods(policies, selected, problems)
+        if peers is None:
+            problems.append(f"no NetworkPolicy in front of the pooler {pooler['metadata']['name']}")
+        elif not any(selects(peer, server_labels) for peer in peers):
+            problems.append("the pooler does not admit the server's pods")
+    problems += _postgres_egress_problems(policies, server_labels, targets)
+    return problems
+
+
+def _denies_all_ingress(policy: Obj) -> bool:
+    spec = policy["spec"]
+    return bool(spec["podSelector"] == {} and "Ingress" in spec.get("policyTypes", []) and not spec.get("ingress"))
+
+
+def _admitted_pods(policies: list[Obj], selected: dict[str, str], problems: list[str]) -> list[dict[str, str]] | None:
+    """The pod labels that the policies selecting exactly ``selected`` admit (peers in this
+    namespace); None when no policy selects those pods."""
+    chosen = [p for p in policies if selected_labels(p) == selected]
+    if not chosen:
+        return None
+    rules = [rule for p in chosen for rule in p["spec"].get("ingress", [])]
+    if any(not rule.get("from") for rule in rules):
+        problems.append(f"a rule in front of {selected} has no `from`: it admits everyone")
+    peers = [peer for rule in rules for peer in rule.get("from", []) if "namespaceSelector" not in peer]
+    return [dict(peer.get("podSelector", {}).get("matchLabels", {})) for peer in peers]
+
+
+def _postgres_egress_problems(
+    policies: list[Obj], server_labels: Mapping[str, str], targets: list[dict[str, str]]
+) -> list[str]:
+    problems: list[str] = []
+    for policy in policies:
+        if not selects(selected_labels(policy), server_labels):
+            continue
+        for rule in policy["spec"].get("egress", []):
+            if any(p.get("port") == POSTGRES_PORT for p in rule.get("ports", [])):
+                peers = rule.get("to", [])
+                if not peers or any(peer.get("podSelector", {}).get("matchLabels") not in targets for peer in peers):
+                    problems.append(f"{policy['metadata']['name']}: PostgreSQL egress to {peers or 'any address'}")
     return problems
 
 
@@ -1118,12 +1191,14 @@ def _store_policy_problems(objs: list[Obj], store: Obj, deployment: Obj, store_p
         for p in c.get("ports", [])
         for value in (p.get("name"), p["containerPort"])
     }
-    policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(p["spec"]["podSelector"]["matchLabels"], labels)]
+    policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(selected_labels(p), labels)]
     problems = [] if policies else ["no NetworkPolicy selects the store's pods"]
+    # Together (a namespace's default deny may add to the store's own policy).
+    types = {kind for policy in policies for kind in policy["spec"].get("policyTypes", [])}
+    if policies and not {"Ingress", "Egress"} <= types:
+        problems.append("the store's policies must restrict both Ingress and Egress")
     for policy in policies:
         name = policy["metadata"]["name"]
-        if not {"Ingress", "Egress"} <= set(policy["spec"].get("policyTypes", [])):
-            problems.append(f"{name}: both Ingress and Egress must be restricted")
         if policy["spec"].get("egress"):
             problems.append(f"{name}: Redis may call out ({policy['spec']['egress']})")
         for rule in policy["spec"].get("ingress", []):
@@ -1141,7 +1216,7 @@ def _store_policy_problems(objs: list[Obj], store: Obj, deployment: Obj, store_p
     server_egress = {
         p.get("port")
         for policy in of_kind(objs, "NetworkPolicy")
-        if selects(policy["spec"]["podSelector"]["matchLabels"], server_labels)
+        if selects(selected_labels(policy), server_labels)
         for rule in policy["spec"].get("egress", [])
         for p in rule.get("ports", [])
     }

@@ -30,6 +30,7 @@ CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
     "autoscaling": checks.autoscaling_problems,
     "scheduling": checks.scheduling_problems,
     "backups": checks.backup_problems,
+    "database network": checks.database_network_problems,
     "generated copies": checks.copies_problems,
 }
 
@@ -554,6 +555,23 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "generated copies",
         "overlays/prod",
         lambda objs: objs.remove(checks.one(objs, "PrometheusRule", "user-service-database")),
+    ),
+    "no default deny": (
+        "database network",
+        "overlays/prod",
+        lambda objs: objs.remove(checks.one(objs, "NetworkPolicy", "default-deny-ingress")),
+    ),
+    "the server straight to the database": (
+        "database network",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "NetworkPolicy", "user-service-db")["spec"]["ingress"][1]["from"].append(
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "user-service"}}}
+        ),
+    ),
+    "PostgreSQL egress to any address": (
+        "database network",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "NetworkPolicy", "user-service")["spec"]["egress"][1].pop("to"),
     ),
     "replicas fighting the autoscaler": (
         "autoscaling",
