@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -13,6 +14,7 @@ import click
 from litestar import Litestar
 from litestar.plugins import CLIPluginProtocol
 from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.accounts.dependencies import account_service
 from app.accounts.seeding import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, seed_users
@@ -162,18 +164,11 @@ class MailCLIPlugin(CLIPluginProtocol):
             asyncio.run(deliver_mail_until_stopped(container))
 
 
-async def _migrate(container: Container) -> SchemaState:
+async def _on_database(container: Container, step: Callable[[AsyncEngine], Awaitable[SchemaState]]) -> SchemaState:
+    """One schema step on the service's engine, closed afterwards (the CLI's loop ends)."""
     engine = container.database.get_engine()
     try:
-        return await upgrade_to_head(engine)
-    finally:
-        await engine.dispose()
-
-
-async def _status(container: Container) -> SchemaState:
-    engine = container.database.get_engine()
-    try:
-        return await schema_state(engine)
+        return await step(engine)
     finally:
         await engine.dispose()
 
@@ -189,13 +184,12 @@ class SchemaCLIPlugin(CLIPluginProtocol):
             ahead of this release, by revisions that only expand it, is left as it is: that
             is a rollback, and this release serves it. Fails on a schema this release cannot
             serve (a newer release contracted it)."""
-            state = asyncio.run(_migrate(container_of(app)))
-            _report(state)
+            _report(asyncio.run(_on_database(container_of(app), upgrade_to_head)))
 
         @schema.command(name="status")
         def status_command(app: Litestar) -> None:
             """Whether this release can serve the database's schema; exit 1 when it cannot."""
-            _report(asyncio.run(_status(container_of(app))))
+            _report(asyncio.run(_on_database(container_of(app), schema_state)))
 
 
 def _report(state: SchemaState) -> None:

@@ -44,7 +44,7 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 from sqlalchemy import and_, bindparam, case, delete, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
 from app.db.connections import statement_by_statement
@@ -215,7 +215,9 @@ class DatabaseThrottleStore:
             "lease_end": now + dt.timedelta(seconds=self._settings.check_lease_seconds),
             "grant": token,
         }
-        async with self._single_statement() as conn:
+        # Each statement commits by itself (app/db/connections.py): it is atomic on its own,
+        # and BEGIN and COMMIT round trips would double the throttle's cost on every login.
+        async with statement_by_statement(self._engine) as conn:
             row = (await conn.execute(self._reserve, values)).one()
         granted = row.grant_token == token
         retry_after = 0 if granted else _seconds_until(row.blocked_until, now)
@@ -225,7 +227,7 @@ class DatabaseThrottleStore:
         if outcome is Outcome.FAILED:
             return await self._settle_failure(key, now)
         # The common case, a successful login, in one statement (the delete).
-        async with self._single_statement() as conn:
+        async with statement_by_statement(self._engine) as conn:
             if not (await conn.execute(self._forget[outcome], {"subject": key, "at": now})).rowcount:
                 await conn.execute(self._release[outcome], {"subject": key})
         return CountedFailure(failures=0, block_seconds=0)
@@ -242,14 +244,6 @@ class DatabaseThrottleStore:
                 # In the same transaction (the row is locked): the next reservation sees it.
                 await conn.execute(self._block, {"subject": key, "block_end": block_until})
         return CountedFailure(failures=failures, block_seconds=delay)
-
-    @asynccontextmanager
-    async def _single_statement(self) -> AsyncIterator[AsyncConnection]:
-        """A connection that commits each statement by itself: a statement is atomic on
-        its own, and the BEGIN and COMMIT round trips would double the throttle's cost on
-        every login (app/db/connections.py: not behind a transaction pooler)."""
-        async with statement_by_statement(self._engine) as conn:
-            yield conn
 
     async def clear(self, key: str) -> None:
         """Forget the failures and the block (checks in flight stay reserved)."""

@@ -543,6 +543,19 @@ def _route_prefix(route: str) -> str:
     return route.split("{", 1)[0]
 
 
+def _path_problems(kind: str, path: Obj, match: str | None, regex: bool, routes: frozenset[str]) -> list[str]:
+    """One routed path (an Ingress path, or a Gateway match read as one): never /metrics,
+    and it leads to a route of the service."""
+    problems = [
+        f"{kind} path {path.get('path')} ({match}) routes {private}"
+        for private in ("/metrics", "/metrics/")
+        if _ingress_reaches(path, private, regex)
+    ]
+    if not any(_ingress_reaches(path, _route_prefix(route), regex) for route in routes):
+        problems.append(f"{kind} path {path.get('path')} leads to no route of the service")
+    return problems
+
+
 def ingress_problems(objs: list[Obj]) -> list[str]:
     """The Ingress never routes /metrics, and each of its paths leads to a real route."""
     routes = app_routes()
@@ -553,13 +566,7 @@ def ingress_problems(objs: list[Obj]) -> list[str]:
             problems.append("the Ingress has a defaultBackend: every path, /metrics included, is public")
         for rule in ingress["spec"].get("rules", []):
             for path in rule.get("http", {}).get("paths", []):
-                problems += [
-                    f"Ingress path {path.get('path')} ({path.get('pathType')}) routes {private}"
-                    for private in ("/metrics", "/metrics/")
-                    if _ingress_reaches(path, private, regex)
-                ]
-                if not any(_ingress_reaches(path, _route_prefix(route), regex) for route in routes):
-                    problems.append(f"Ingress path {path.get('path')} leads to no route of the service")
+                problems += _path_problems("Ingress", path, path.get("pathType"), regex, routes)
                 backend = path["backend"].get("service", {})
                 if backend.get("name") != SERVER:
                     problems.append(f"Ingress path {path.get('path')} goes to {backend.get('name')}")
@@ -582,13 +589,7 @@ def httproute_problems(objs: list[Obj]) -> list[str]:
                 kind = gateway_path.get("type", "PathPrefix")
                 path = {"path": gateway_path.get("value", "/"), "pathType": _GATEWAY_PATH_TYPES.get(kind, kind)}
                 regex = kind == "RegularExpression"
-                problems += [
-                    f"HTTPRoute path {path['path']} ({kind}) routes {private}"
-                    for private in ("/metrics", "/metrics/")
-                    if _ingress_reaches(path, private, regex)
-                ]
-                if not any(_ingress_reaches(path, _route_prefix(r), regex) for r in routes):
-                    problems.append(f"HTTPRoute path {path['path']} leads to no route of the service")
+                problems += _path_problems("HTTPRoute", path, kind, regex, routes)
             problems += [
                 f"HTTPRoute backend {backend.get('name')} is not the server"
                 for backend in rule.get("backendRefs", [])
