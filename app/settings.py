@@ -52,6 +52,20 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class DatabaseSslMode(StrEnum):
+    """libpq's sslmode values that mean something to asyncpg (allow is prefer's mirror image)."""
+
+    DISABLE = "disable"
+    PREFER = "prefer"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+    @property
+    def verifies(self) -> bool:
+        return self in (DatabaseSslMode.VERIFY_CA, DatabaseSslMode.VERIFY_FULL)
+
+
 class DatabaseSettings(BaseModel):
     url: str = Field(
         default=EMBEDDED_DATABASE_URL,
@@ -77,11 +91,35 @@ class DatabaseSettings(BaseModel):
             "parameter, which PgBouncer refuses. Set the timeout on the database role instead."
         ),
     )
+    ssl_mode: DatabaseSslMode | None = Field(
+        default=None,
+        description=(
+            "TLS to PostgreSQL, as libpq's sslmode: verify-full checks the server's certificate against "
+            "ssl_root_cert and its name against the URL's host. Unset: asyncpg's default (PGSSLMODE, else "
+            "prefer: encrypted when the server offers it, unverified)."
+        ),
+    )
+    ssl_root_cert: Path | None = Field(
+        default=None,
+        description=(
+            "The CA certificates (PEM) verify-ca and verify-full trust, e.g. CloudNativePG's <cluster>-ca "
+            "secret's ca.crt. Unset: the system's trust store."
+        ),
+    )
     migrate_on_start: bool | None = Field(
         default=None,
         description="Run Alembic migrations at start-up. Default: only for the embedded SQLite database.",
     )
     echo: bool = False
+
+    @model_validator(mode="after")
+    def _root_cert_only_where_verified(self) -> DatabaseSettings:
+        # A CA file that nothing reads would look like verification while there is none.
+        if self.ssl_root_cert is not None and (self.ssl_mode is None or not self.ssl_mode.verifies):
+            raise ValueError(
+                "USER_SERVICE_DB__SSL_ROOT_CERT is only read with USER_SERVICE_DB__SSL_MODE=verify-ca or verify-full"
+            )
+        return self
 
     @property
     def is_embedded(self) -> bool:

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from testkit.ports import free_port
+from testkit.tls import LoopbackCertificate
 from testkit.server_process import LITESTAR_CLI, ROOT
 
 DATABASE = "user_service_test"
@@ -52,8 +53,11 @@ def _bindir() -> Path:
 
 
 @contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """Start a server in a temporary folder; yield its asyncpg URL; stop and delete it."""
+def throwaway_postgres(tls: LoopbackCertificate | None = None) -> Iterator[str]:
+    """Start a server in a temporary folder; yield its asyncpg URL; stop and delete it.
+
+    With ``tls`` the server presents that certificate and accepts TCP connections over TLS
+    only (pg_hba.conf: hostssl), so a client that connected did use TLS."""
     bindir = _bindir()
     as_root = os.geteuid() == 0
     prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
@@ -82,6 +86,7 @@ def throwaway_postgres() -> Iterator[str]:
             [
                 *(f"-p {port}", f"-k {workdir}", "-c listen_addresses=127.0.0.1", "-c max_connections=200"),
                 *("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"),
+                *(_tls_options(tls, data) if tls is not None else ()),
             ]
         )
         run(
@@ -113,6 +118,20 @@ def throwaway_postgres() -> Iterator[str]:
         with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
             run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _tls_options(tls: LoopbackCertificate, data: Path) -> tuple[str, ...]:
+    """Server options for TLS with ``tls``'s certificate, copied into the data folder: the
+    server insists that its key belongs to its own user and is readable by nobody else."""
+    for name, source in (("server.crt", tls.cert_file), ("server.key", tls.key_file)):
+        target = data / name
+        shutil.copyfile(source, target)
+        target.chmod(0o600)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(target, owner.pw_uid, owner.pw_gid)
+    (data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+    return ("-c ssl=on", "-c ssl_cert_file=server.crt", "-c ssl_key_file=server.key")
 
 
 def existing_or_throwaway(url: str | None) -> contextlib.AbstractContextManager[str]:

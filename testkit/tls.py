@@ -31,8 +31,9 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def loopback_certificate(directory: Path) -> LoopbackCertificate:
-    """A CA (written to ``ca.pem``) and a certificate it signed for 127.0.0.1 and localhost."""
+def loopback_certificate(directory: Path, *, dns_names: tuple[str, ...] = ("localhost",)) -> LoopbackCertificate:
+    """A CA (written to ``ca.pem``) and a certificate it signed for 127.0.0.1 and
+    ``dns_names``."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -71,7 +72,9 @@ def loopback_certificate(directory: Path) -> LoopbackCertificate:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *(x509.DNSName(name) for name in dns_names)]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

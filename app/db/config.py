@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -16,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from app.db.connections import TRANSACTION_POOLER
-from app.settings import DatabaseSettings
+from app.settings import DatabaseSettings, DatabaseSslMode
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -30,6 +31,8 @@ def _engine_config(settings: DatabaseSettings, application_name: str) -> EngineC
         # Fail fast when the server is unreachable instead of hanging a request.
         "timeout": settings.pool_timeout_seconds,
     }
+    if settings.ssl_mode is not None:
+        connect_args["ssl"] = _ssl_argument(settings.ssl_mode, settings.ssl_root_cert)
     if settings.transaction_pooler:
         # A server connection is ours for one transaction only. asyncpg's statement caches
         # would name statements prepared on a server connection another client now holds
@@ -57,6 +60,24 @@ def _engine_config(settings: DatabaseSettings, application_name: str) -> EngineC
         # Read by app/db/connections.py: no AUTOCOMMIT statements behind such a pooler.
         execution_options={TRANSACTION_POOLER: True} if settings.transaction_pooler else {},
     )
+
+
+def _ssl_argument(mode: DatabaseSslMode, root_cert: Path | None) -> str | bool | ssl.SSLContext:
+    """asyncpg's ``ssl`` argument for libpq's ``mode``. The verifying modes get a context of
+    our own: asyncpg would read the CA only from PGSSLROOTCERT or ~/.postgresql, and a
+    setting that lives beside the URL is harder to forget than a second variable."""
+    if mode is DatabaseSslMode.DISABLE:
+        return False
+    if not mode.verifies:
+        return mode.value
+    try:
+        context = ssl.create_default_context(cafile=str(root_cert) if root_cert is not None else None)
+    except (OSError, ssl.SSLError) as error:
+        # Read when the engine is built, at start: the pod fails with the setting's name.
+        raise ValueError(f"USER_SERVICE_DB__SSL_ROOT_CERT: cannot load {root_cert}: {error}") from error
+    # verify-ca: the chain must lead to the CA, whatever name the certificate carries.
+    context.check_hostname = mode is DatabaseSslMode.VERIFY_FULL
+    return context
 
 
 def _unique_statement_name() -> str:

@@ -73,6 +73,8 @@ SERVER_ONLY_ENV = frozenset({"REDIS_PASSWORD", "USER_SERVICE_REDIS_URL", *SMTP_C
 CNPG_APP_SECRET_KEYS = frozenset(
     {"username", "user", "password", "dbname", "host", "port", "pgpass", "uri", "jdbc-uri", "fqdn-uri", "fqdn-jdbc-uri"}
 )
+# ... and for its CA (the one that signs the server's certificate unless you bring yours).
+CNPG_CA_SECRET_KEYS = frozenset({"ca.crt", "ca.key"})
 # Secrets each rendering leaves to the operator of the cluster (docs/deploy-kubernetes.md).
 EXTERNAL_SECRETS = {
     "base": frozenset(
@@ -93,6 +95,8 @@ EXTERNAL_SECRETS = {
             "user-service-tls",
             "user-service-redis",
             "user-service-smtp",
+            # The runtime role's password (postgres-cluster.yaml, managed.roles).
+            "user-service-db-runtime",
         }
     ),
     "loadtest": frozenset({"locust"}),
@@ -689,6 +693,8 @@ def database_network_problems(objs: list[Obj]) -> list[str]:
     problems: list[str] = []
     if not any(_denies_all_ingress(p) for p in policies):
         problems.append("no default-deny ingress policy: a pod no policy selects accepts anyone")
+    if not any(_denies_all_egress(p) for p in policies):
+        problems.append("no default-deny egress policy: a pod no policy selects may connect anywhere")
     server_labels = server(objs)["spec"]["template"]["metadata"]["labels"]
     targets: list[dict[str, str]] = []
     for cluster in clusters:
@@ -708,12 +714,116 @@ def database_network_problems(objs: list[Obj]) -> list[str]:
         elif not any(selects(peer, server_labels) for peer in peers):
             problems.append("the pooler does not admit the server's pods")
     problems += _postgres_egress_problems(policies, server_labels, targets)
+    problems += _database_egress_problems(policies, clusters, poolers)
     return problems
+
+
+def _database_egress_problems(policies: list[Obj], clusters: list[Obj], poolers: list[Obj]) -> list[str]:
+    """Under a default-deny egress the instances still resolve names and reach each other
+    (replication on 5432, the instance manager on 8000), and the pooler the instances."""
+    problems: list[str] = []
+    for cluster in clusters:
+        instances = {"cnpg.io/cluster": cluster["metadata"]["name"]}
+        sources = [(instances, f"the database {cluster['metadata']['name']}")] + [
+            ({"cnpg.io/poolerName": pooler["metadata"]["name"]}, f"the pooler {pooler['metadata']['name']}")
+            for pooler in poolers
+            if pooler["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
+        ]
+        for source, name in sources:
+            if not _egress_reaches(policies, source, {"k8s-app": "kube-dns"}, 53, namespace="kube-system"):
+                problems.append(f"{name} cannot resolve names (no egress to kube-dns on 53)")
+            ports = (POSTGRES_PORT, 8000) if source == instances else (POSTGRES_PORT,)
+            for port in ports:
+                if not _egress_reaches(policies, source, instances, port):
+                    problems.append(f"{name} cannot reach the database's instances on {port}")
+    return problems
+
+
+def _egress_reaches(
+    policies: list[Obj], source: Mapping[str, str], target: Mapping[str, str], port: int, namespace: str | None = None
+) -> bool:
+    """Whether a policy selecting exactly ``source`` lets it out to pods labelled ``target``
+    (in ``namespace``, or this one) on ``port``; a rule without `to` reaches every pod."""
+    for policy in policies:
+        if selected_labels(policy) != dict(source):
+            continue
+        for rule in policy["spec"].get("egress", []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") == port for p in ports):
+                continue
+            if not rule.get("to"):
+                return True
+            for peer in rule["to"]:
+                peer_namespace = _peer_namespace(peer) if "namespaceSelector" in peer else None
+                if peer_namespace == namespace and selects(peer.get("podSelector", {}).get("matchLabels", {}), target):
+                    return True
+    return False
+
+
+def database_identity_problems(objs: list[Obj]) -> list[str]:
+    """With the database in the namespace (CloudNativePG): the server logs in as a managed
+    runtime role whose password Secret it reads, never as the owner (whose credentials are
+    the operator's `<cluster>-app` Secret, for the migration Job only); both verify the
+    server's certificate (verify-full) against the CA from the operator's `<cluster>-ca`
+    Secret, mounted where USER_SERVICE_DB__SSL_ROOT_CERT points."""
+    clusters = of_kind(objs, "Cluster")
+    if not clusters:
+        return []
+    problems: list[str] = []
+    cluster = clusters[0]
+    name = cluster["metadata"]["name"]
+    owner = cluster["spec"]["bootstrap"]["initdb"]["owner"]
+    roles = {role["name"]: role for role in cluster["spec"].get("managed", {}).get("roles", [])}
+    for workload, wanted in ((server(objs), "runtime"), (migration_job(objs), "owner")):
+        label = workload["metadata"]["name"]
+        entries = {entry["name"]: entry for entry in container(workload, container_names(workload)[0]).get("env", [])}
+        secret = entries.get("DB_USER", {}).get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+        password = entries.get("DB_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+        if secret != password:
+            problems.append(f"{label}: user from {secret}, password from {password}")
+        if wanted == "owner" and secret != f"{name}-app":
+            problems.append(f"{label}: migrates as {secret}, not the owner {owner} ({name}-app)")
+        if wanted == "runtime":
+            runtime = [r for r in roles.values() if r.get("passwordSecret", {}).get("name") == secret]
+            if secret == f"{name}-app" or not runtime:
+                problems.append(f"{label}: logs in with {secret}, which is not a managed role's: it can change the schema")
+            elif runtime[0]["name"] == owner or runtime[0].get("superuser") or runtime[0].get("createrole"):
+                problems.append(f"{label}: its role {runtime[0]['name']} has more than row rights")
+        env = container_env(objs, workload, container_names(workload)[0])
+        if env.get("USER_SERVICE_DB__SSL_MODE") != "verify-full":
+            problems.append(f"{label}: USER_SERVICE_DB__SSL_MODE is {env.get('USER_SERVICE_DB__SSL_MODE')}, not verify-full")
+        problems += _ca_mount_problems(workload, env.get("USER_SERVICE_DB__SSL_ROOT_CERT"), f"{name}-ca")
+    return problems
+
+
+def container_names(workload: Obj) -> list[str]:
+    return [c["name"] for c in pod_spec(workload)["containers"]]
+
+
+def _ca_mount_problems(workload: Obj, root_cert: str | None, ca_secret: str) -> list[str]:
+    label = workload["metadata"]["name"]
+    if root_cert is None:
+        return [f"{label}: no USER_SERVICE_DB__SSL_ROOT_CERT, so the system's CAs vouch for the database"]
+    volumes = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
+    for mount in container(workload, container_names(workload)[0]).get("volumeMounts", []):
+        directory = mount["mountPath"].rstrip("/") + "/"
+        if root_cert.startswith(directory):
+            source = volumes[mount["name"]].get("secret", {})
+            keys = {item["path"]: item["key"] for item in source.get("items", [])}
+            if source.get("secretName") != ca_secret or keys.get(root_cert[len(directory) :]) != "ca.crt":
+                return [f"{label}: {root_cert} is not {ca_secret}'s ca.crt"]
+            return []
+    return [f"{label}: nothing mounted at {root_cert}"]
 
 
 def _denies_all_ingress(policy: Obj) -> bool:
     spec = policy["spec"]
     return bool(spec["podSelector"] == {} and "Ingress" in spec.get("policyTypes", []) and not spec.get("ingress"))
+
+
+def _denies_all_egress(policy: Obj) -> bool:
+    spec = policy["spec"]
+    return bool(spec["podSelector"] == {} and "Egress" in spec.get("policyTypes", []) and not spec.get("egress"))
 
 
 def _admitted_pods(policies: list[Obj], selected: dict[str, str], problems: list[str]) -> list[dict[str, str]] | None:
@@ -829,7 +939,12 @@ def _references(obj: Obj) -> Iterator[tuple[str, str, str | None]]:
         return
     pod = pod_spec(obj)
     volumes = pod.get("volumes", [])
-    yield from (("Secret", v["secret"]["secretName"], None) for v in volumes if "secret" in v)
+    yield from (
+        ("Secret", v["secret"]["secretName"], item["key"] if item else None)
+        for v in volumes
+        if "secret" in v
+        for item in v["secret"].get("items", [None])
+    )
     yield from (
         ("ConfigMap", v["configMap"]["name"], item and item["key"])
         for v in volumes
@@ -867,6 +982,9 @@ def reference_problems(objs: list[Obj], external: frozenset[str]) -> list[str]:
                     problems.append(f"{where}: {kind} {name} has no key {key}")
             elif kind == "Secret" and name.endswith("-app") and name.removesuffix("-app") in clusters:
                 if key is not None and key not in CNPG_APP_SECRET_KEYS:
+                    problems.append(f"{where}: CloudNativePG's secret {name} has no key {key}")
+            elif kind == "Secret" and name.endswith("-ca") and name.removesuffix("-ca") in clusters:
+                if key is not None and key not in CNPG_CA_SECRET_KEYS:
                     problems.append(f"{where}: CloudNativePG's secret {name} has no key {key}")
             elif not (kind == "Secret" and name in external):
                 problems.append(f"{where}: {kind} {name} does not exist")

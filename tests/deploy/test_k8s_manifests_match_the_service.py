@@ -31,6 +31,7 @@ CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
     "scheduling": checks.scheduling_problems,
     "backups": checks.backup_problems,
     "database network": checks.database_network_problems,
+    "database identity": checks.database_identity_problems,
     "generated copies": checks.copies_problems,
 }
 
@@ -567,6 +568,51 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         lambda objs: checks.one(objs, "NetworkPolicy", "user-service-db")["spec"]["ingress"][1]["from"].append(
             {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "user-service"}}}
         ),
+    ),
+    "no default deny for egress": (
+        "database network",
+        "overlays/prod",
+        lambda objs: objs.remove(checks.one(objs, "NetworkPolicy", "default-deny-egress")),
+    ),
+    "instances cut off from each other": (
+        "database network",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "NetworkPolicy", "user-service-db")["spec"]["egress"].pop(1),
+    ),
+    "a pooler that cannot reach the database": (
+        "database network",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "NetworkPolicy", "user-service-db-pooler")["spec"]["egress"][1]["to"][0][
+            "podSelector"
+        ]["matchLabels"].update({"cnpg.io/cluster": "another-db"}),
+    ),
+    "the server as the database owner": (
+        "database identity",
+        "overlays/prod",
+        lambda objs: [
+            entry["valueFrom"]["secretKeyRef"].update(name="user-service-db-app")
+            for entry in checks.container(checks.server(objs))["env"]
+            if entry["name"] in ("DB_USER", "DB_PASSWORD")
+        ],
+    ),
+    "a runtime role that may create roles": (
+        "database identity",
+        "overlays/prod",
+        lambda objs: database_cluster(objs)["spec"]["managed"]["roles"][0].update(createrole=True),
+    ),
+    "TLS without verifying the name": (
+        "database identity",
+        "overlays/prod",
+        lambda objs: _configmap(objs).update(USER_SERVICE_DB__SSL_MODE="verify-ca"),
+    ),
+    "the CA from the wrong secret": (
+        "database identity",
+        "overlays/prod",
+        lambda objs: [
+            volume["secret"].update(secretName="user-service-db-server")
+            for volume in checks.pod_spec(checks.migration_job(objs))["volumes"]
+            if volume["name"] == "database-ca"
+        ],
     ),
     "PostgreSQL egress to any address": (
         "database network",

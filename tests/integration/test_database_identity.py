@@ -1,0 +1,216 @@
+"""Who the service is to PostgreSQL, and how it knows it reached the right server (issue 19,
+point 5), on a real PostgreSQL of its own that speaks TLS only.
+
+- TLS: ``USER_SERVICE_DB__SSL_MODE=verify-full`` with ``USER_SERVICE_DB__SSL_ROOT_CERT``
+  refuses a server whose certificate another CA signed, or that does not carry the host's
+  name; verify-ca checks the chain only.
+- Roles: the SQL that production's CloudNativePG cluster runs at bootstrap
+  (k8s/overlays/prod/postgres-cluster.yaml, read from the manifest itself) makes an owner
+  that migrates and a runtime role that serves every flow but cannot change the schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import asyncpg
+import httpx
+import pytest
+import yaml
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from app.db.config import database_config
+from app.settings import DatabaseSettings, DatabaseSslMode
+from testkit.postgres import migrate, throwaway_postgres
+from testkit.server_process import ROOT, ServerProcess
+from testkit.tls import LoopbackCertificate, loopback_certificate
+from tests.integration.faults import LOGIN, REGISTER, register_body
+from tests.integration.helpers import PASSWORD
+
+CLUSTER_MANIFEST = ROOT / "k8s" / "overlays" / "prod" / "postgres-cluster.yaml"
+OWNER = "user_service"
+RUNTIME = "user_service_app"
+DATABASE = "user_service"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCertificate:
+    # For the address 127.0.0.1 only: "localhost" reaches the same server under a name the
+    # certificate does not carry.
+    return loopback_certificate(tmp_path_factory.mktemp("db-tls"), dns_names=())
+
+
+@pytest.fixture(scope="module")
+def tls_server(certificate: LoopbackCertificate) -> Iterator[str]:
+    """A server accepting TCP over TLS only; its superuser's URL."""
+    with throwaway_postgres(tls=certificate) as url:
+        yield url
+
+
+def _verifying(url: str, mode: DatabaseSslMode, ca_file: Path, host: str = "127.0.0.1") -> DatabaseSettings:
+    return DatabaseSettings(
+        url=make_url(url).set(host=host).render_as_string(hide_password=False), ssl_mode=mode, ssl_root_cert=ca_file
+    )
+
+
+async def _server_version(settings: DatabaseSettings) -> str:
+    engine = database_config(settings).get_engine()
+    try:
+        async with engine.connect() as connection:
+            return str((await connection.execute(text("SHOW server_version"))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def test_verify_full_connects_to_the_server_its_ca_signed(tls_server: str, certificate: LoopbackCertificate) -> None:
+    assert await _server_version(_verifying(tls_server, DatabaseSslMode.VERIFY_FULL, certificate.ca_file))
+
+
+async def test_verify_full_refuses_a_certificate_another_ca_signed(tls_server: str, tmp_path: Path) -> None:
+    stranger = loopback_certificate(tmp_path / "other-ca")
+    with pytest.raises(Exception, match="certificate verify failed"):
+        await _server_version(_verifying(tls_server, DatabaseSslMode.VERIFY_FULL, stranger.ca_file))
+
+
+async def test_verify_full_refuses_a_host_name_the_certificate_does_not_carry(
+    tls_server: str, certificate: LoopbackCertificate
+) -> None:
+    with pytest.raises(Exception, match="localhost"):
+        await _server_version(_verifying(tls_server, DatabaseSslMode.VERIFY_FULL, certificate.ca_file, "localhost"))
+    # verify-ca checks the chain and not the name: the same connection succeeds.
+    assert await _server_version(_verifying(tls_server, DatabaseSslMode.VERIFY_CA, certificate.ca_file, "localhost"))
+
+
+def test_a_root_certificate_without_a_verifying_mode_is_refused(certificate: LoopbackCertificate) -> None:
+    with pytest.raises(ValueError, match="only read with USER_SERVICE_DB__SSL_MODE=verify-ca or verify-full"):
+        DatabaseSettings(url="postgresql+asyncpg://u@h/d", ssl_mode=DatabaseSslMode.REQUIRE, ssl_root_cert=certificate.ca_file)
+
+
+def test_an_unreadable_root_certificate_is_named(tmp_path: Path) -> None:
+    settings = DatabaseSettings(
+        url="postgresql+asyncpg://u@h/d", ssl_mode=DatabaseSslMode.VERIFY_FULL, ssl_root_cert=tmp_path / "missing.crt"
+    )
+    with pytest.raises(ValueError, match="USER_SERVICE_DB__SSL_ROOT_CERT: cannot load .*missing.crt"):
+        database_config(settings)
+
+
+# --- roles -------------------------------------------------------------------------------
+
+
+def _bootstrap_sql() -> list[str]:
+    cluster = yaml.safe_load(CLUSTER_MANIFEST.read_text())
+    statements: list[str] = cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"]
+    return statements
+
+
+@pytest.fixture(scope="module")
+def production_roles(tls_server: str, certificate: LoopbackCertificate) -> tuple[str, str]:
+    """The database as CloudNativePG bootstraps it (owner, database, postInitApplicationSQL,
+    then the managed role's login), migrated by the owner over verified TLS as the
+    migration Job does; the owner's and the runtime role's URLs."""
+    superuser = make_url(tls_server)
+
+    async def bootstrap() -> None:
+        connection = await asyncpg.connect(host=superuser.host, port=superuser.port, user="postgres", database="postgres")
+        try:
+            await connection.execute(f"CREATE ROLE {OWNER} LOGIN")
+            await connection.execute(f"CREATE DATABASE {DATABASE} OWNER {OWNER}")
+        finally:
+            await connection.close()
+        connection = await asyncpg.connect(host=superuser.host, port=superuser.port, user="postgres", database=DATABASE)
+        try:
+            for statement in _bootstrap_sql():
+                await connection.execute(statement)
+            # What `managed.roles` adds to the role the SQL created (the password is the
+            # Secret's; this server trusts 127.0.0.1).
+            await connection.execute(f"ALTER ROLE {RUNTIME} LOGIN NOINHERIT CONNECTION LIMIT 150")
+        finally:
+            await connection.close()
+
+    anyio.run(bootstrap)
+    owner = superuser.set(username=OWNER, database=DATABASE).render_as_string(hide_password=False)
+    runtime = superuser.set(username=RUNTIME, database=DATABASE).render_as_string(hide_password=False)
+    migrate(owner, env={**os.environ, **_verify_full(certificate)})
+    return owner, runtime
+
+
+def _verify_full(certificate: LoopbackCertificate) -> dict[str, str]:
+    return {"USER_SERVICE_DB__SSL_MODE": "verify-full", "USER_SERVICE_DB__SSL_ROOT_CERT": str(certificate.ca_file)}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE TABLE intruder (id integer)",
+        "DROP TABLE users",
+        "ALTER TABLE users ADD COLUMN intruder text",
+        "TRUNCATE users",
+        "CREATE INDEX intruder ON users (username)",
+    ],
+)
+async def test_the_runtime_role_cannot_change_the_schema(production_roles: tuple[str, str], statement: str) -> None:
+    runtime = make_url(production_roles[1])
+    connection = await asyncpg.connect(host=runtime.host, port=runtime.port, user=RUNTIME, database=DATABASE)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def test_the_timeout_is_the_runtime_roles_and_not_the_owners(production_roles: tuple[str, str]) -> None:
+    timeouts = []
+    for url in production_roles:
+        parts = make_url(url)
+        connection = await asyncpg.connect(host=parts.host, port=parts.port, user=parts.username, database=DATABASE)
+        try:
+            timeouts.append(await connection.fetchval("SHOW statement_timeout"))
+        finally:
+            await connection.close()
+    assert timeouts == ["0", "10s"]
+
+
+def test_the_service_serves_as_the_runtime_role_over_verified_tls(
+    production_roles: tuple[str, str], certificate: LoopbackCertificate, signing_key_file: Path, tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        database_url=production_roles[1],
+        signing_key_file=signing_key_file,
+        log_file=tmp_path / "server.log",
+        **_verify_full(certificate),
+    ).start()
+    try:
+        anyio.run(_account_lives, server.base_url)
+        assert httpx.get(f"{server.base_url}/health/ready", timeout=10).status_code == 200
+    finally:
+        server.stop()
+    assert "permission denied" not in server.output
+
+
+async def _account_lives(base_url: str) -> None:
+    """What a user does in a session, each step's writes on tables the owner created."""
+
+    async def life(client: httpx.AsyncClient, n: int) -> None:
+        name = f"runtime{n}"
+        registered = await client.post(REGISTER, json=register_body(name))
+        assert registered.status_code == 201, registered.text
+        login = await client.post(LOGIN, json={"username": name, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        tokens = login.json()
+        bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+        me = await client.get("/api/v1/users/me", headers=bearer)
+        assert me.status_code == 200, me.text
+        sessions = await client.get("/api/v1/users/me/sessions", headers=bearer)
+        assert sessions.status_code == 200, sessions.text
+        refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        assert refreshed.status_code == 200, refreshed.text
+        logout = await client.post("/api/v1/auth/logout", json={"refresh_token": refreshed.json()["refresh_token"]})
+        assert logout.status_code == 204, logout.text
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        await asyncio.gather(*(life(client, n) for n in range(4)))
