@@ -12,11 +12,16 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from app.settings import Settings
 from app.web.connections import GuardedHttpToolsProtocol
+
+# uvicorn's exit status for a server that never started (its run() uses the same).
+STARTUP_FAILURE = 3
 
 
 def prepare_metrics_dir(settings: Settings) -> None:
@@ -27,14 +32,12 @@ def prepare_metrics_dir(settings: Settings) -> None:
     os.makedirs(directory, exist_ok=True)
 
 
-def main() -> None:
-    settings = Settings()
-    prepare_metrics_dir(settings)
-    uvicorn.run(
+def uvicorn_config(settings: Settings, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
         "app.main:create_app",
         factory=True,
         host=settings.server.host,
-        port=settings.server.port,
+        port=port,
         workers=settings.server.workers,
         loop=settings.server.event_loop,
         # uvicorn accepts a protocol class here; a partial of one carries our two limits.
@@ -51,6 +54,25 @@ def main() -> None:
         proxy_headers=False,
         server_header=False,
     )
+
+
+def main() -> None:
+    settings = Settings()
+    prepare_metrics_dir(settings)
+    config = uvicorn_config(settings, settings.server.port)
+    # uvicorn binds one port by itself; with the proxy's port beside it, both sockets are
+    # bound here and every worker serves both (which port a request came in on is in its
+    # scope: app/web/client_address.py).
+    sockets = [config.bind_socket()]
+    if settings.server.proxy_port is not None:
+        sockets.append(uvicorn_config(settings, settings.server.proxy_port).bind_socket())
+    server = uvicorn.Server(config)
+    if config.workers > 1:
+        Multiprocess(config, sockets=sockets).run()
+        return
+    server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

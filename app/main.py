@@ -135,7 +135,11 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     return UserServiceApp(
         container=container,
         outer=outer_chain(
-            settings.http, observability.http, pages_path=PAGES_PATH, edge_shedding=_edge_shedding(container)
+            settings.http,
+            observability.http,
+            pages_path=PAGES_PATH,
+            edge_shedding=_edge_shedding(container),
+            proxy_port=settings.server.proxy_port,
         ),
         route_handlers=route_handlers,
         plugins=[

@@ -487,6 +487,18 @@ class ServerSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    proxy_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "A second port, for the reverse proxy only: X-Forwarded-For and X-Forwarded-Proto are then "
+            "believed only on this port (and only from USER_SERVICE_HTTP__TRUSTED_PROXIES), never on `port`, "
+            "where clients that bypass the proxy (in-cluster callers) are counted under their own address "
+            "whatever they send. Let only the proxy reach it (Kubernetes: the NetworkPolicy). "
+            "Served by `python -m app`."
+        ),
+    )
     # One process per pod is recommended (README, "Process model"); more workers switch
     # the metrics to prometheus-client's multiprocess mode.
     workers: int = Field(default=1, ge=1)
@@ -553,6 +565,24 @@ class Settings(BaseSettings):
             raise ValueError(
                 "USER_SERVICE_METRICS__PORT must differ from USER_SERVICE_SERVER__PORT "
                 "(unset it to serve /metrics on the service port)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _proxy_port_of_its_own(self) -> Settings:
+        proxy_port = self.server.proxy_port
+        if proxy_port is None:
+            return self
+        if proxy_port in (self.server.port, self.metrics.port):
+            raise ValueError(
+                "USER_SERVICE_SERVER__PROXY_PORT must differ from USER_SERVICE_SERVER__PORT and "
+                "USER_SERVICE_METRICS__PORT"
+            )
+        if not self.http.trusted_proxies:
+            # A proxy port whose headers nobody's are believed would serve the proxy's own
+            # address as every client's, and the rate limits would hold everyone back at once.
+            raise ValueError(
+                "USER_SERVICE_SERVER__PROXY_PORT needs USER_SERVICE_HTTP__TRUSTED_PROXIES: the proxy's addresses"
             )
         return self
 

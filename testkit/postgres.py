@@ -22,8 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from testkit.ports import free_port
-from testkit.tls import LoopbackCertificate
 from testkit.server_process import LITESTAR_CLI, ROOT
+from testkit.tls import LoopbackCertificate
 
 DATABASE = "user_service_test"
 MIGRATE_TIMEOUT_SECONDS = 120.0

@@ -39,14 +39,22 @@ from app.web.limits import limit_header_bytes
 Layer = Callable[[ASGIApp], ASGIApp]
 
 
-def outer_chain(http: HttpSettings, telemetry: HttpTelemetry, *, pages_path: str, edge_shedding: Layer) -> Layer:
+def outer_chain(
+    http: HttpSettings,
+    telemetry: HttpTelemetry,
+    *,
+    pages_path: str,
+    edge_shedding: Layer,
+    proxy_port: int | None = None,
+) -> Layer:
     """The layers above, in order, as one function from Litestar to the HTTP entry.
-    ``pages_path``: where the HTML pages live, which get a policy of their own."""
+    ``pages_path``: where the HTML pages live, which get a policy of their own;
+    ``proxy_port``: the only port whose forwarding headers count, when set."""
     layers: list[Layer] = [
         # Outermost: work left for after the response runs outside everything that times
         # or traces the request (app/web/after_response.py).
         running_work_after_response,
-        lambda app: behind_trusted_proxies(app, http.trusted_proxies),
+        lambda app: behind_trusted_proxies(app, http.trusted_proxies, proxy_port),
         with_request_id,
         telemetry.around,
         lambda app: with_response_headers(app, hsts_seconds=http.hsts_seconds, pages_path=pages_path),

@@ -377,6 +377,7 @@ def settings_problems(objs: list[Obj]) -> list[str]:
     ports = {p.get("name"): p["containerPort"] for p in container(server(objs)).get("ports", [])}
     if ports.get("http") != settings.server.port:
         problems.append(f"container port http is {ports.get('http')}, the server listens on {settings.server.port}")
+    problems += _proxy_port_problems(settings, ports)
     listener = settings.metrics_listener
     if listener is None:
         problems.append("USER_SERVICE_METRICS__PORT is unset: /metrics would be on the service port")
@@ -391,6 +392,16 @@ def settings_problems(objs: list[Obj]) -> list[str]:
     if settings.redis_url is None:
         problems.append("USER_SERVICE_REDIS_URL is unset: every replica would count the rate limits alone")
     return problems
+
+
+def _proxy_port_problems(settings: Settings, ports: Mapping[str, int]) -> list[str]:
+    if settings.server.proxy_port is None:
+        return [
+            "USER_SERVICE_SERVER__PROXY_PORT is unset: X-Forwarded-For would count from any caller in a trusted range"
+        ]
+    if ports.get("proxied") != settings.server.proxy_port:
+        return [f"container port proxied is {ports.get('proxied')}, the proxy's port is {settings.server.proxy_port}"]
+    return []
 
 
 def pod_fit_problems(objs: list[Obj]) -> list[str]:
@@ -574,7 +585,22 @@ def ingress_problems(objs: list[Obj]) -> list[str]:
                 backend = path["backend"].get("service", {})
                 if backend.get("name") != SERVER:
                     problems.append(f"Ingress path {path.get('path')} goes to {backend.get('name')}")
+                elif not _proxied_service_port(objs, backend.get("port", {})):
+                    problems.append(
+                        f"Ingress path {path.get('path')} goes to port {backend.get('port')}, not the proxied one: "
+                        "the service would see the controller as every client"
+                    )
     return problems
+
+
+def _proxied_service_port(objs: list[Obj], port: Obj) -> bool:
+    """Whether ``port`` (an Ingress backend's {name} or {number}) is the server Service's
+    port to the containers' proxied port."""
+    return any(
+        candidate.get("targetPort") == "proxied"
+        and (candidate.get("name") == port.get("name") or candidate["port"] == port.get("number"))
+        for candidate in one(objs, "Service", SERVER)["spec"]["ports"]
+    )
 
 
 # Gateway API path match types and the Ingress pathType each behaves as.
@@ -598,6 +624,11 @@ def httproute_problems(objs: list[Obj]) -> list[str]:
                 f"HTTPRoute backend {backend.get('name')} is not the server"
                 for backend in rule.get("backendRefs", [])
                 if backend.get("name") != SERVER or backend.get("kind", "Service") != "Service"
+            ]
+            problems += [
+                f"HTTPRoute backend port {backend.get('port')} is not the proxied one"
+                for backend in rule.get("backendRefs", [])
+                if not _proxied_service_port(objs, {"number": backend.get("port")})
             ]
     return problems
 
@@ -623,13 +654,14 @@ def _configured_smtp_port(objs: list[Obj], deployment: Obj | None) -> set[tuple[
 
 
 def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = INGRESS_NAMESPACES) -> list[str]:
-    """Only the named namespaces reach the server's pods, only on the http port; the pods
+    """Only the named namespaces reach the server's pods, the proxies only on the proxied
+    port (where X-Forwarded-For is believed) and Prometheus only on the metrics port; the pods
     call out only to DNS, PostgreSQL, Redis, the collector and the SMTP relay, and may reach
     the collector and the relay on the ports the settings name."""
     deployment = server(objs) if of_kind(objs, "Deployment") else None
     labels = deployment["spec"]["template"]["metadata"]["labels"] if deployment else {"app.kubernetes.io/name": SERVER}
     named = {p["name"]: p["containerPort"] for p in container(deployment).get("ports", [])} if deployment else {}
-    http_ports = {"http", named.get("http", "http")}
+    proxied_ports = {"proxied", named.get("proxied", "proxied")}
     metrics_ports = {"metrics", named.get("metrics", "metrics")}
     policies = [p for p in of_kind(objs, "NetworkPolicy") if selects(selected_labels(p), labels)]
     problems: list[str] = [] if policies else ["no NetworkPolicy selects the server's pods"]
@@ -648,11 +680,11 @@ def network_policy_problems(objs: list[Obj], allowed_sources: frozenset[str] = I
                 for peer in peers
                 if _peer_namespace(peer) not in allowed_sources or not peer.get("podSelector", {}).get("matchLabels")
             ]
-            # Prometheus reaches the metrics port and nothing else; everyone else the http port.
+            # Prometheus reaches the metrics port and nothing else; the proxies the proxied port.
             scrapers = {_peer_namespace(peer) for peer in peers} <= METRICS_NAMESPACES and bool(peers)
-            ports = metrics_ports if scrapers else http_ports
+            ports = metrics_ports if scrapers else proxied_ports
             if not rule.get("ports") or any(p.get("port") not in ports for p in rule["ports"]):
-                which = "the metrics port" if scrapers else "the http port"
+                which = "the metrics port" if scrapers else "the proxied port"
                 problems.append(
                     f"{name}: ingress from {sorted(map(str, {_peer_namespace(p) for p in peers}))} "
                     f"on ports {rule.get('ports')}, not only {which}"
@@ -733,9 +765,11 @@ def _database_egress_problems(policies: list[Obj], clusters: list[Obj], poolers:
             if not _egress_reaches(policies, source, {"k8s-app": "kube-dns"}, 53, namespace="kube-system"):
                 problems.append(f"{name} cannot resolve names (no egress to kube-dns on 53)")
             ports = (POSTGRES_PORT, 8000) if source == instances else (POSTGRES_PORT,)
-            for port in ports:
-                if not _egress_reaches(policies, source, instances, port):
-                    problems.append(f"{name} cannot reach the database's instances on {port}")
+            problems += [
+                f"{name} cannot reach the database's instances on {port}"
+                for port in ports
+                if not _egress_reaches(policies, source, instances, port)
+            ]
     return problems
 
 
@@ -786,12 +820,16 @@ def database_identity_problems(objs: list[Obj]) -> list[str]:
         if wanted == "runtime":
             runtime = [r for r in roles.values() if r.get("passwordSecret", {}).get("name") == secret]
             if secret == f"{name}-app" or not runtime:
-                problems.append(f"{label}: logs in with {secret}, which is not a managed role's: it can change the schema")
+                problems.append(
+                    f"{label}: logs in with {secret}, which is not a managed role's: it can change the schema"
+                )
             elif runtime[0]["name"] == owner or runtime[0].get("superuser") or runtime[0].get("createrole"):
                 problems.append(f"{label}: its role {runtime[0]['name']} has more than row rights")
         env = container_env(objs, workload, container_names(workload)[0])
         if env.get("USER_SERVICE_DB__SSL_MODE") != "verify-full":
-            problems.append(f"{label}: USER_SERVICE_DB__SSL_MODE is {env.get('USER_SERVICE_DB__SSL_MODE')}, not verify-full")
+            problems.append(
+                f"{label}: USER_SERVICE_DB__SSL_MODE is {env.get('USER_SERVICE_DB__SSL_MODE')}, not verify-full"
+            )
         problems += _ca_mount_problems(workload, env.get("USER_SERVICE_DB__SSL_ROOT_CERT"), f"{name}-ca")
     return problems
 

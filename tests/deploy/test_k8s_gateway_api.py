@@ -51,9 +51,12 @@ def test_the_route_replaces_the_ingress_path_for_path(with_gateway: list[Obj], r
     }
     assert route_paths == ingress_paths
     assert httproute["spec"]["hostnames"] == [host for rule in ingress["spec"]["rules"] for host in [rule["host"]]]
-    # The backend's port is the Service's http port, by number (the Gateway API has no names).
+    # The backend's port is the Service's proxied port (where the service believes the
+    # Gateway's X-Forwarded-For), by number: the Gateway API has no port names.
     service_port = next(
-        p["port"] for p in checks.one(with_gateway, "Service", "user-service")["spec"]["ports"] if p["name"] == "http"
+        p["port"]
+        for p in checks.one(with_gateway, "Service", "user-service")["spec"]["ports"]
+        if p["name"] == "proxied"
     )
     assert {b["port"] for rule in httproute["spec"]["rules"] for b in rule["backendRefs"]} == {service_port}
     assert checks.httproute_problems(with_gateway) == []
@@ -78,6 +81,12 @@ def test_the_route_check_rejects_a_route_to_what_is_not_public(
     objs = copy.deepcopy(with_gateway)
     route(objs)["spec"]["rules"][0]["matches"].append({"path": breakage})
     assert any(complaint in problem for problem in checks.httproute_problems(objs))
+
+
+def test_the_route_check_rejects_a_backend_on_the_callers_port(with_gateway: list[Obj]) -> None:
+    objs = copy.deepcopy(with_gateway)
+    route(objs)["spec"]["rules"][0]["backendRefs"][0]["port"] = 80
+    assert checks.httproute_problems(objs) == ["HTTPRoute backend port 80 is not the proxied one"]
 
 
 def test_the_crd_check_rejects_a_misspelt_route(with_gateway: list[Obj]) -> None:

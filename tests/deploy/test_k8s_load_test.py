@@ -64,7 +64,9 @@ def test_prometheus_scrapes_the_masters_figures(rendered: dict[str, list[Obj]]) 
 
 def test_locust_targets_the_service_and_its_master(rendered: dict[str, list[Obj]]) -> None:
     service = checks.one(rendered["base"], "Service", "user-service")
-    (port,) = service["spec"]["ports"]
+    # The proxied port: the workers stand in for the ingress controller, whose
+    # X-Forwarded-For (the simulated client addresses) the service believes only there.
+    (port,) = [p for p in service["spec"]["ports"] if p["targetPort"] == "proxied"]
     master_service = checks.one(rendered["loadtest"], "Service", "locust-master")
     containers = _locust_containers(rendered["loadtest"])
     expected = f"--host=http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:{port['port']}"

@@ -68,6 +68,12 @@ def _configmap(objs: list[Obj]) -> dict[str, str]:
     return data
 
 
+def _port(objs: list[Obj], name: str) -> Obj:
+    (port,) = [p for p in _server_container(objs)["ports"] if p["name"] == name]
+    found: Obj = port
+    return found
+
+
 def _env(objs: list[Obj], name: str) -> Obj:
     (entry,) = [e for e in _server_container(objs)["env"] if e["name"] == name]
     found: Obj = entry
@@ -90,7 +96,7 @@ def _ingress_paths(objs: list[Obj]) -> list[Obj]:
 
 
 def _route(path: str, kind: str) -> Obj:
-    backend = {"service": {"name": "user-service", "port": {"name": "http"}}}
+    backend = {"service": {"name": "user-service", "port": {"name": "proxied"}}}
     return {"path": path, "pathType": kind, "backend": backend}
 
 
@@ -167,10 +173,32 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "overlays/dev",
         lambda objs: _configmap(objs).update(USER_SERVICE_METRICS__HOST="127.0.0.1"),
     ),
+    "no port of the proxy's own": (
+        "settings",
+        "overlays/prod",
+        lambda objs: _configmap(objs).pop("USER_SERVICE_SERVER__PROXY_PORT"),
+    ),
+    "the proxy's container port not the listener's": (
+        "settings",
+        "overlays/prod",
+        lambda objs: _port(objs, "proxied").update(containerPort=8002),
+    ),
+    "the Ingress to the callers' port": (
+        "ingress",
+        "overlays/prod",
+        lambda objs: _ingress_paths(objs)[0]["backend"]["service"].update(port={"name": "http"}),
+    ),
+    "the ingress controller on the callers' port": (
+        "network policy",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "NetworkPolicy", "user-service")["spec"]["ingress"][0].update(
+            ports=[{"port": "http", "protocol": "TCP"}]
+        ),
+    ),
     "metrics container port not the listener's": (
         "settings",
         "overlays/prod",
-        lambda objs: _server_container(objs)["ports"][1].update(containerPort=9100),
+        lambda objs: _port(objs, "metrics").update(containerPort=9100),
     ),
     "no shared store": (
         "settings",

@@ -36,6 +36,7 @@ def for_podman(objs: list[Obj], database_url: str, key_dir: Path, port: int, met
     pod["hostNetwork"] = True
     configmap["data"]["USER_SERVICE_SERVER__PORT"] = str(port)
     configmap["data"]["USER_SERVICE_METRICS__PORT"] = str(metrics_port)  # 9090 may be taken on the host
+    configmap["data"]["USER_SERVICE_SERVER__PROXY_PORT"] = str(free_port())  # and 8001
     spec.pop("ports")
     for probe in checks.PROBES:
         spec[probe]["httpGet"]["port"] = port

@@ -15,8 +15,10 @@ from app.settings import (
     HttpSettings,
     LoginThrottleSettings,
     MailSettings,
+    MetricsSettings,
     PasswordSettings,
     RateLimitSettings,
+    ServerSettings,
     Settings,
     SmtpSecurity,
     TokenSettings,
@@ -356,3 +358,24 @@ def test_a_shed_is_never_held_longer_than_its_retry_after() -> None:
     with pytest.raises(ValidationError, match="shed_delay_seconds"):
         PasswordSettings(retry_after_seconds=1, shed_delay_seconds=1.5)
     assert PasswordSettings(retry_after_seconds=2, shed_delay_seconds=1.5).shed_delay_seconds == 1.5
+
+
+@pytest.mark.parametrize("clash", ["port", "metrics"])
+def test_the_proxy_port_must_be_a_port_of_its_own(clash: str) -> None:
+    server = ServerSettings(port=8000, proxy_port=8000 if clash == "port" else 8001)
+    metrics = MetricsSettings(port=8001 if clash == "metrics" else None)
+    with pytest.raises(ValidationError, match="USER_SERVICE_SERVER__PROXY_PORT must differ"):
+        Settings(_env_file=None, server=server, metrics=metrics, http=HttpSettings(trusted_proxies=["10.0.0.0/8"]))
+
+
+def test_a_proxy_port_names_the_proxies_it_trusts() -> None:
+    with pytest.raises(
+        ValidationError, match="USER_SERVICE_SERVER__PROXY_PORT needs USER_SERVICE_HTTP__TRUSTED_PROXIES"
+    ):
+        Settings(_env_file=None, server=ServerSettings(proxy_port=8001))
+    assert (
+        Settings(
+            _env_file=None, server=ServerSettings(proxy_port=8001), http=HttpSettings(trusted_proxies=["10.0.0.0/8"])
+        ).server.proxy_port
+        == 8001
+    )
