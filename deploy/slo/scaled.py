@@ -4,8 +4,9 @@ alert logic in seconds:
     uv run python -m deploy.slo.scaled --time-scale 60 --out DIR
 
 writes DIR/user-service-slo.rules.yml (rendered from the spec with every window and
-``for:`` divided by the scale) and DIR/user-service.rules.yml (the hand-written cause
-alerts with every range selector, subquery, ``offset`` and ``for:`` divided the same way).
+``for:`` divided by the scale), DIR/user-service.rules.yml and
+DIR/user-service-probes.rules.yml (the hand-written alerts with every range selector,
+subquery, ``offset`` and ``for:`` divided the same way).
 Rule names and labels keep their production windows, so routes, inhibitions and
 dashboards work on the scaled rules unchanged. A duration that would fall under one
 second becomes one second; a range this cannot scale (``1h30m``, ``500ms``) is an error.
@@ -31,7 +32,11 @@ from deploy.slo.generate import ROOT, rules_text
 from deploy.slo.rules import RULES_NAME, scaled
 from deploy.yaml_text import to_yaml_document
 
-CAUSE_RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service.rules.yml"
+# The hand-written rules: the cause alerts, and the outside-in probe's.
+CAUSE_RULES_FILES = (
+    ROOT / "deploy" / "prometheus" / "rules" / "user-service.rules.yml",
+    ROOT / "deploy" / "prometheus" / "rules" / "user-service-probes.rules.yml",
+)
 
 _RANGE = re.compile(r"\[(\d+[smhd])(?::(\d+[smhd])?)?\]")
 # Any range or subquery at all: what _RANGE cannot scale (1h30m, 500ms, 1w) is an error,
@@ -81,13 +86,16 @@ def write(out: Path, time_scale: float) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     slo = out / RULES_NAME
     slo.write_text(rules_text(time_scale))
-    causes = out / CAUSE_RULES_FILE.name
-    document = yaml.safe_load(CAUSE_RULES_FILE.read_text())
-    causes.write_text(
-        f"# TIME-SCALED copy of {CAUSE_RULES_FILE.relative_to(ROOT)} for tests (every window and for: "
-        f"divided by {time_scale:g}). Not for production.\n" + to_yaml_document(scale_rules(document, time_scale))
-    )
-    return [slo, causes]
+    written = [slo]
+    for source in CAUSE_RULES_FILES:
+        copy = out / source.name
+        document = yaml.safe_load(source.read_text())
+        copy.write_text(
+            f"# TIME-SCALED copy of {source.relative_to(ROOT)} for tests (every window and for: "
+            f"divided by {time_scale:g}). Not for production.\n" + to_yaml_document(scale_rules(document, time_scale))
+        )
+        written.append(copy)
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,10 @@ for the page.
 - Prometheus (Debian's ``prometheus``) scrapes the service every second and evaluates
   every rule of the service, time-scaled by ``TIME_SCALE`` (deploy/slo/scaled.py: windows
   and ``for:`` divided, names and labels unchanged), every second.
+- A blackbox exporter (Debian's ``prometheus-blackbox-exporter``, with
+  deploy/blackbox/blackbox.yml) probes the service from outside every second, as job
+  user-service-probe. It asks ``/health/ready``: here there is no ingress to take an
+  unready process out of rotation, and that answer is what the ingress's would follow.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from testkit.ports import free_port
 from tests.deploy.artifacts import ROOT, dashboard_queries, require_tool, substitute_variables
 
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+BLACKBOX_CONFIG = ROOT / "deploy" / "blackbox" / "blackbox.yml"
+PROBE_JOB = "user-service-probe"
+PROBED_PATH = "/health/ready"
 LOOPBACK = "127.0.0.1"
 # An hour of production is a minute here: 5m -> 5 s, 1h -> 1 min, "for: 2m" -> 2 s.
 TIME_SCALE = 60
@@ -213,10 +220,15 @@ async def until_every_panel_has_data(prometheus: str, dashboard: str, within: fl
 
 @contextlib.asynccontextmanager
 async def running_prometheus(
-    folder: Path, jobs: Mapping[str, str], rule_files: Sequence[Path] = (), alertmanager: str | None = None
+    folder: Path,
+    jobs: Mapping[str, str],
+    rule_files: Sequence[Path] = (),
+    alertmanager: str | None = None,
+    probes: Mapping[str, str] | None = None,
 ) -> AsyncIterator[str]:
     """Prometheus on a free loopback port scraping each job's target every second and
-    evaluating ``rule_files`` every second; yields its URL."""
+    evaluating ``rule_files`` every second; yields its URL. ``probes``: the blackbox
+    exporter's address and the URL it probes, scraped as job user-service-probe."""
     binary = require_tool("prometheus")
     port = free_port()
     config: dict[str, Any] = {
@@ -224,6 +236,8 @@ async def running_prometheus(
         "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [t]}]} for job, t in jobs.items()],
     }
+    if probes:
+        config["scrape_configs"].append(probe_scrape_config(probes["exporter"], probes["url"]))
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     config_file = folder / "prometheus.yml"
@@ -231,6 +245,31 @@ async def running_prometheus(
     flags = (f"--config.file={config_file}", f"--storage.tsdb.path={folder / 'tsdb'}")
     async with _serving("Prometheus", [binary, *flags], port, folder / "prometheus.log") as url:
         yield url
+
+
+def probe_scrape_config(exporter: str, url: str) -> dict[str, Any]:
+    """The usual blackbox scrape: the exporter's /probe with the URL as its target, the URL
+    as the series' instance (what k8s/base/monitoring/probe.yaml makes the operator write)."""
+    return {
+        "job_name": PROBE_JOB,
+        "metrics_path": "/probe",
+        "params": {"module": ["http_2xx"]},
+        "static_configs": [{"targets": [url]}],
+        "relabel_configs": [
+            {"source_labels": ["__address__"], "target_label": "__param_target"},
+            {"source_labels": ["__param_target"], "target_label": "instance"},
+            {"target_label": "__address__", "replacement": exporter},
+        ],
+    }
+
+
+@contextlib.asynccontextmanager
+async def running_blackbox_exporter(folder: Path) -> AsyncIterator[str]:
+    """Debian's blackbox exporter with the shipped module, until the block ends: its address."""
+    command = [require_tool("prometheus-blackbox-exporter"), f"--config.file={BLACKBOX_CONFIG}"]
+    port = free_port()
+    async with _serving("blackbox exporter", command, port, folder / "blackbox.log"):
+        yield f"{LOOPBACK}:{port}"
 
 
 @contextlib.asynccontextmanager
@@ -264,13 +303,15 @@ async def _serving(what: str, command: list[str], port: int, log_file: Path) -> 
 
 @contextlib.asynccontextmanager
 async def alert_stack(folder: Path, target: str | None, *, with_rules: bool = True) -> AsyncIterator[AlertStack]:
-    """Alertmanager and Prometheus (scraping ``target``, if any, as job user-service, and
-    evaluating the time-scaled rules unless ``with_rules`` is false) on free ports."""
+    """Alertmanager, a blackbox exporter and Prometheus (scraping ``target``, if any, as job
+    user-service and probing it from outside, and evaluating the time-scaled rules unless
+    ``with_rules`` is false) on free ports."""
     with Sink().running() as sink:
         am_config = alertmanager_config_for_test(folder, sink)  # creates the folder
         rules = scaled.write(folder / "rules", TIME_SCALE) if with_rules else []
         jobs = {"user-service": target} if target else {}
-        async with running_alertmanager(am_config, folder) as am_url:
+        async with running_alertmanager(am_config, folder) as am_url, running_blackbox_exporter(folder) as blackbox:
             address = am_url.removeprefix("http://")
-            async with running_prometheus(folder, jobs, rules, alertmanager=address) as prom_url:
+            probes = {"exporter": blackbox, "url": f"http://{target}{PROBED_PATH}"} if target else None
+            async with running_prometheus(folder, jobs, rules, alertmanager=address, probes=probes) as prom_url:
                 yield AlertStack(prom_url, am_url, sink)

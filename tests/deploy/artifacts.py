@@ -41,7 +41,19 @@ DATABASE_SERIES = frozenset(
         "barman_cloud_cloudnative_pg_io_last_failed_backup_timestamp",
     }
 )
-RULES_FILES = (SLO_RULES_FILE, RULES_FILE, DATABASE_RULES_FILE)
+# The outside-in probe's alerts (a blackbox exporter's answers, job user-service-probe).
+PROBE_RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service-probes.rules.yml"
+PROBE_RULE_GROUP = "user-service-probes"
+PROBE_JOB = "user-service-probe"
+# What the blackbox exporter reports for each probe (its prober/http.go and probe metrics).
+PROBE_SERIES = frozenset({"probe_success", "probe_ssl_earliest_cert_expiry"})
+RULES_FILES = (SLO_RULES_FILE, RULES_FILE, PROBE_RULES_FILE, DATABASE_RULES_FILE)
+# Rule groups that read another job's series than the service's: the job every selector
+# names and the series they may read beside the service's catalogue.
+FOREIGN_RULE_GROUPS = {
+    DATABASE_RULE_GROUP: (DATABASE_JOB, DATABASE_SERIES),
+    PROBE_RULE_GROUP: (PROBE_JOB, PROBE_SERIES),
+}
 LOAD_TEST_DASHBOARD = "load-test.json"
 DEPENDENCIES_DASHBOARD = "dependencies.json"
 RULE_TESTS_DIR = PROMETHEUS_DIR / "tests"

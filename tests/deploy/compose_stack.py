@@ -23,6 +23,7 @@ NGINX_CONFIG = ROOT / "deploy" / "nginx" / "nginx.conf"
 COLLECTOR_CONFIG = ROOT / "deploy" / "otel-collector" / "config.yaml"
 TEMPO_CONFIG = ROOT / "deploy" / "tempo" / "tempo.yaml"
 PROMETHEUS_COMPOSE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.compose.yml"
+BLACKBOX_COMPOSE_CONFIG = ROOT / "deploy" / "blackbox" / "blackbox.compose.yml"
 GRAFANA_LOCAL_DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "user-service.yml"
 GRAFANA_COMPOSE_DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning-compose" / "datasources" / "user-service.yml"
 SECRETS_SCRIPT = ROOT / "deploy" / "compose-secrets.sh"
@@ -36,13 +37,13 @@ LOCUST_CONTAINERFILE = ROOT / "deploy" / "locust" / "Containerfile"
 # Every service, the load profile's included.
 SERVICES = {
     *("postgres", "migrate", "app", "nginx", "mailpit", "otel-collector", "tempo", "prometheus", "grafana"),
-    *("alertmanager", "postgres-exporter"),
+    *("alertmanager", "postgres-exporter", "blackbox-exporter"),
 }
 LOAD_SERVICES = {"loadtest-seed", "locust-master", "locust-worker"}
 # Pinned by version only: no digest for these could be verified (never invent one).
 TAG_ONLY_IMAGES = {
     *("otel/opentelemetry-collector", "locustio/locust", "axllent/mailpit"),
-    *("prom/alertmanager", "quay.io/prometheuscommunity/postgres-exporter"),
+    *("prom/alertmanager", "quay.io/prometheuscommunity/postgres-exporter", "quay.io/prometheus/blackbox-exporter"),
 }
 # The service's own containers: every process that may write a mail.
 SERVICE_CONTAINERS = ("app", "migrate", "loadtest-seed")

@@ -39,7 +39,7 @@ from app.main import create_app
 from app.settings import DatabaseSettings, Environment, MetricsSettings, Settings, SmtpSecurity, TokenSettings
 from app.system.health import READY_DB_TIMEOUT_SECONDS
 from deploy.grafana.model import DASHBOARDS_DIR, JOB
-from deploy.k8s_artifacts import DATABASE_RULES_FILE, RULES_FILE
+from deploy.k8s_artifacts import DATABASE_RULES_FILE, PROBE_RULES_FILE, RULES_FILE
 from deploy.slo.generate import RULES_FILE as SLO_RULES_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -601,6 +601,64 @@ def _proxied_service_port(objs: list[Obj], port: Obj) -> bool:
         and (candidate.get("name") == port.get("name") or candidate["port"] == port.get("number"))
         for candidate in one(objs, "Service", SERVER)["spec"]["ports"]
     )
+
+
+# The job the outside-in probe's rules select (deploy/prometheus/rules/user-service-probes.rules.yml),
+# and the blackbox module they expect (the stock one: 200 only is its default too).
+PROBE_JOB = "user-service-probe"
+PROBE_MODULE = "http_2xx"
+
+
+def outside_probe_problems(objs: list[Obj]) -> list[str]:
+    """The outside-in Probe asks, as job user-service-probe, over HTTPS, a host the Ingress
+    (or the HTTPRoute) serves, at a path it routes: otherwise it probes something clients
+    never use, and the outage it exists for pages nobody."""
+    probes = of_kind(objs, "Probe")
+    if not probes:
+        return ["no Probe: an outage that takes every pod out of the load balancer pages nobody"]
+    problems: list[str] = []
+    ingress_paths = [
+        (
+            rule.get("host"),
+            path,
+            ingress["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/use-regex") == "true",
+        )
+        for ingress in of_kind(objs, "Ingress")
+        for rule in ingress["spec"].get("rules", [])
+        for path in rule.get("http", {}).get("paths", [])
+    ]
+    ingress_paths += [
+        (
+            host,
+            {
+                "path": match.get("path", {}).get("value", "/"),
+                "pathType": _GATEWAY_PATH_TYPES.get(match.get("path", {}).get("type", "PathPrefix"), "Prefix"),
+            },
+            False,
+        )
+        for route in of_kind(objs, "HTTPRoute")
+        for host in route["spec"].get("hostnames", [])
+        for rule in route["spec"].get("rules", [])
+        for match in rule.get("matches", [{}])
+    ]
+    for probe in probes:
+        spec = probe["spec"]
+        if spec.get("jobName") != PROBE_JOB:
+            problems.append(
+                f"Probe {probe['metadata']['name']}: job {spec.get('jobName')}, the rules select {PROBE_JOB}"
+            )
+        if spec.get("module") != PROBE_MODULE:
+            problems.append(f"Probe {probe['metadata']['name']}: module {spec.get('module')}, not {PROBE_MODULE}")
+        for url in spec.get("targets", {}).get("staticConfig", {}).get("static", []):
+            target = urlsplit(url)
+            if target.scheme != "https":
+                problems.append(f"Probe target {url}: not HTTPS, so the certificate's expiry is never seen")
+            if not any(
+                host == target.hostname and _ingress_reaches(path, target.path, regex)
+                for host, path, regex in ingress_paths
+            ):
+                problems.append(f"Probe target {url}: no Ingress or HTTPRoute routes that host and path")
+    return problems
 
 
 # Gateway API path match types and the Ingress pathType each behaves as.
@@ -1234,9 +1292,10 @@ def custom_resource_problems(obj: Obj) -> list[str]:
 def copies_problems(objs: list[Obj]) -> list[str]:
     """The PrometheusRule and the dashboard ConfigMaps hold exactly what deploy/ holds."""
     problems: list[str] = []
-    rules = [group for path in (SLO_RULES_FILE, RULES_FILE) for group in yaml.safe_load(path.read_text())["groups"]]
+    sources = (SLO_RULES_FILE, RULES_FILE, PROBE_RULES_FILE)
+    rules = [group for path in sources for group in yaml.safe_load(path.read_text())["groups"]]
     if one(objs, "PrometheusRule", SERVER)["spec"]["groups"] != rules:
-        problems.append(f"the PrometheusRule's groups differ from {SLO_RULES_FILE.name} and {RULES_FILE.name}")
+        problems.append(f"the PrometheusRule's groups differ from {', '.join(path.name for path in sources)}")
     if of_kind(objs, "Cluster"):
         # The database on CloudNativePG comes with its alerts (archiving, backups, lag).
         database = [r for r in of_kind(objs, "PrometheusRule") if r["metadata"]["name"] == "user-service-database"]

@@ -25,7 +25,7 @@ def amtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_amtool_accepts_the_config() -> None:
     result = amtool("check-config", str(ALERTMANAGER_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 inhibit rules" in result.stdout
+    assert "3 inhibit rules" in result.stdout
 
 
 def test_secrets_are_read_from_files_never_written_in_the_config() -> None:
@@ -70,7 +70,10 @@ def _alert(labels: dict[str, str]) -> dict[str, object]:
 
 
 def _key(labels: dict[str, str]) -> str:
-    return f"{labels['alertname']} {labels.get('burn_rate', labels.get('instance', ''))}".strip()
+    tier = labels.get("burn_rate", labels.get("instance", ""))
+    if labels["alertname"] == "UserServiceCertificateExpiry":
+        tier = labels["severity"]
+    return f"{labels['alertname']} {tier}".strip()
 
 
 @pytest.mark.slow
@@ -81,15 +84,32 @@ async def test_a_page_holds_back_the_tickets_of_the_same_slo_and_nothing_else(tm
     other_slo = {"alertname": "UserServiceLoginLatencyBudgetBurn", "slo": "login-latency", "severity": "ticket"}
     everyone_down = {"alertname": "UserServiceDown", "severity": "page"}
     one_down = {"alertname": "UserServiceTargetDown", "severity": "ticket", "instance": "a:8000"}
+    from_outside = {"alertname": "UserServiceProbeFailing", "severity": "page", "job": "user-service-probe"}
+    not_ready = {"alertname": "UserServiceNotReady", "severity": "page"}
+    expiring = {"alertname": "UserServiceCertificateExpiry", "severity": "page", "job": "user-service-probe"}
+    renewal = {"alertname": "UserServiceCertificateExpiry", "severity": "ticket", "job": "user-service-probe"}
     # No rules: only the alerts posted here (an empty Prometheus would raise TargetMissing).
     async with alert_stack(tmp_path, target=None, with_rules=False) as stack:
         async with httpx.AsyncClient(base_url=stack.alertmanager_url) as client:
-            sent = [_alert(labels) for labels in (page, ticket, other_slo, everyone_down, one_down)]
+            sent = [
+                _alert(labels)
+                for labels in (
+                    page,
+                    ticket,
+                    other_slo,
+                    everyone_down,
+                    one_down,
+                    from_outside,
+                    not_ready,
+                    expiring,
+                    renewal,
+                )
+            ]
             assert (await client.post("/api/v2/alerts", json=sent)).status_code == 200
         states: dict[str, str] = {}
         for _ in range(40):  # inhibitions are computed as the alerts arrive; give it 10 s
             states = {_key(a["labels"]): a["status"]["state"] for a in await stack.alerts()}
-            if states.get(f"{burn} 3") == "suppressed" and states.get("UserServiceTargetDown a:8000") == "suppressed":
+            if list(states.values()).count("suppressed") == 4:
                 break
             await asyncio.sleep(0.25)
         assert states == {
@@ -98,4 +118,8 @@ async def test_a_page_holds_back_the_tickets_of_the_same_slo_and_nothing_else(tm
             "UserServiceLoginLatencyBudgetBurn": "active",
             "UserServiceDown": "active",
             "UserServiceTargetDown a:8000": "suppressed",
+            "UserServiceProbeFailing": "active",
+            "UserServiceNotReady": "suppressed",
+            "UserServiceCertificateExpiry page": "active",
+            "UserServiceCertificateExpiry ticket": "suppressed",
         }

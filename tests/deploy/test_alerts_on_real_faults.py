@@ -129,6 +129,40 @@ async def test_a_database_cut_pages_for_availability_and_resolves_after_recovery
             report("database back -> 14.4x page resolved", resolved)
 
 
+async def test_a_database_outage_nobody_calls_through_still_pages(
+    server_process: Callable[..., ServerProcess], clean_database: str, tmp_path: Path
+) -> None:
+    """Issue 20's blind spot: the database goes away and no client request reaches the
+    process (in Kubernetes the ingress stops sending any once readiness fails everywhere),
+    so the availability SLI has no events and /metrics still answers. The probe from
+    outside and the prober's own readiness requests page anyway, and the page reaches the
+    pager; the SLO alert stays silent, as it must without events."""
+    with proxied_server(server_process, clean_database, USER_SERVICE_DB__POOL_TIMEOUT_SECONDS="2", **UNTHROTTLED) as (
+        server,
+        proxy,
+    ):
+        async with alert_stack(tmp_path / "stack", target_of(server)) as stack:
+            await quiet_start(stack)
+            proxy.cut()
+            cut = time.monotonic()
+            await stack.wait_for("UserServiceProbeFailing", ARRIVES_WITHIN, severity="page")
+            report("database cut, no traffic -> UserServiceProbeFailing page", time.monotonic() - cut)
+            await stack.wait_for("UserServiceNotReady", ARRIVES_WITHIN, severity="page")
+            report("database cut, no traffic -> UserServiceNotReady page", time.monotonic() - cut)
+            while not [n for n in stack.sink.received if n.path == "/pagerduty"]:
+                assert time.monotonic() - cut < 2 * ARRIVES_WITHIN, f"no page sent: {stack.sink.received}"
+                await asyncio.sleep(0.25)
+            event = next(n for n in stack.sink.received if n.path == "/pagerduty")
+            assert event.body["event_action"] == "trigger"
+            assert await stack.matching("UserServiceAvailabilityBudgetBurn", {}) == []
+            assert await stack.matching("UserServiceDown", {}) == []
+            proxy.restore()
+            resolved = await stack.wait_until_gone("UserServiceProbeFailing", RESOLVES_WITHIN)
+            report("database back -> UserServiceProbeFailing resolved", resolved)
+            resolved = await stack.wait_until_gone("UserServiceNotReady", RESOLVES_WITHIN)
+            report("database back -> UserServiceNotReady resolved", resolved)
+
+
 async def test_a_login_storm_past_capacity_sheds_and_opens_the_shedding_ticket(
     server_process: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ Grafana's provisioning. Each check is also shown failing on a deliberately broke
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -16,10 +17,11 @@ import pytest
 import yaml
 
 from testkit.smtp_server import smtp_server
-from tests.deploy.alert_stack import ALERTMANAGER_CONFIG, running_alertmanager
-from tests.deploy.artifacts import DASHBOARDS_DIR, PROMETHEUS_CONFIG
+from tests.deploy.alert_stack import ALERTMANAGER_CONFIG, BLACKBOX_CONFIG, running_alertmanager
+from tests.deploy.artifacts import DASHBOARDS_DIR, PROMETHEUS_CONFIG, ROOT
 from tests.deploy.compose_stack import (
     ALERTMANAGER_COMPOSE_CONFIG,
+    BLACKBOX_COMPOSE_CONFIG,
     COLLECTOR_CONFIG,
     GRAFANA_COMPOSE_DATASOURCES,
     GRAFANA_LOCAL_DATASOURCES,
@@ -76,18 +78,44 @@ def test_compose_prometheus_is_the_local_one_with_the_compose_targets(compose: d
         "user-service": [{"targets": [f"app:{port}"]}],
         "postgres": [{"targets": ["postgres-exporter:9187"]}],
         "locust": [{"targets": [f"locust-master:{locust['LOADTEST_METRICS_PORT']}"]}],
+        # The public path through nginx, by a name on nginx's certificate.
+        "user-service-probe": [{"targets": ["https://nginx/.well-known/jwks.json"]}],
     }
+    assert jobs["user-service-probe"]["relabel_configs"][-1]["replacement"] == "blackbox-exporter:9115"
     assert composed["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]
     # Prometheus reaches each target: a network in common.
-    for name, target in (("app", "app"), ("postgres-exporter", "postgres"), ("locust-master", "locust")):
+    for name, target in (
+        ("app", "app"),
+        ("postgres-exporter", "postgres"),
+        ("locust-master", "locust"),
+        ("blackbox-exporter", "user-service-probe"),
+    ):
         assert set(service(compose, name)["networks"]) & set(service(compose, "prometheus")["networks"]), target
     # Compose has no Redis (one replica): local use scrapes redis_exporter, compose does not.
     local["scrape_configs"] = [job for job in local["scrape_configs"] if job["job_name"] != "redis"]
     for document in (local, composed):
         for job in document["scrape_configs"]:
             job["static_configs"] = "targets"
+            if job["job_name"] == "user-service-probe":
+                job["relabel_configs"][-1]["replacement"] = "the exporter"
         document["alerting"] = "alertmanagers"
     assert composed == local
+
+
+def test_the_compose_probe_verifies_nginx_certificate_with_the_shipped_module(compose: dict[str, Any]) -> None:
+    shipped, composed = load_yaml(BLACKBOX_CONFIG), load_yaml(BLACKBOX_COMPOSE_CONFIG)
+    exporter = service(compose, "blackbox-exporter")
+    assert mount_source(exporter, "/etc/blackbox/blackbox.yml") == BLACKBOX_COMPOSE_CONFIG
+    ca_file = composed["modules"]["http_2xx"]["http"].pop("tls_config")["ca_file"]
+    assert composed == shipped
+    # The CA is nginx's own certificate (self-signed), mounted as compose mounts secrets.
+    assert ca_file == "/run/secrets/tls_certificate"
+    assert "tls_certificate" in exporter["secrets"]
+    assert "tls_certificate" in service(compose, "nginx")["secrets"]
+    assert set(exporter["networks"]) & set(service(compose, "nginx")["networks"])
+    # nginx answers to that name (its certificate carries it: deploy/compose-secrets.sh).
+    assert re.search(r"server_name [^;]*\bnginx\b", (ROOT / "deploy" / "nginx" / "nginx.conf").read_text())
+    assert "DNS:nginx" in (ROOT / "deploy" / "compose-secrets.sh").read_text()
 
 
 def test_compose_alertmanager_routes_as_the_shipped_one_and_mails_mailpit(compose: dict[str, Any]) -> None:

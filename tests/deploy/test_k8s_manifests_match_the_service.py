@@ -22,6 +22,7 @@ CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
     "security": checks.security_problems,
     "service": checks.service_problems,
     "ingress": checks.ingress_problems,
+    "outside probe": checks.outside_probe_problems,
     "network policy": checks.network_policy_problems,
     "mail": checks.mail_problems,
     "service monitor": checks.service_monitor_problems,
@@ -172,6 +173,25 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], object]]] = {
         "settings",
         "overlays/dev",
         lambda objs: _configmap(objs).update(USER_SERVICE_METRICS__HOST="127.0.0.1"),
+    ),
+    "a probe under another job": (
+        "outside probe",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Probe", "user-service")["spec"].update(jobName="probe/user-service"),
+    ),
+    "a probe of a host nobody routes": (
+        "outside probe",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Probe", "user-service")["spec"]["targets"]["staticConfig"].update(
+            static=["https://users.example.org/.well-known/jwks.json"]
+        ),
+    ),
+    "a probe of a path the edge does not route": (
+        "outside probe",
+        "overlays/prod",
+        lambda objs: checks.one(objs, "Probe", "user-service")["spec"]["targets"]["staticConfig"].update(
+            static=["https://users.example.com/health/ready"]
+        ),
     ),
     "no port of the proxy's own": (
         "settings",

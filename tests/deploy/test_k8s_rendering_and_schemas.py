@@ -30,7 +30,7 @@ def test_every_kustomization_renders_what_it_should(rendered: dict[str, list[Obj
     kinds = {name: {o["kind"] for o in objs} for name, objs in rendered.items()}
     base = {
         "ServiceAccount", "ConfigMap", "Deployment", "Service", "Ingress", "HorizontalPodAutoscaler",
-        "PodDisruptionBudget", "NetworkPolicy", "Job", "ServiceMonitor", "PodMonitor", "PrometheusRule",
+        "PodDisruptionBudget", "NetworkPolicy", "Job", "ServiceMonitor", "PodMonitor", "PrometheusRule", "Probe",
     }  # fmt: skip
     assert base <= kinds["base"], base - kinds["base"]
     # The namespace is not in prod's kustomization: deleting the overlay must not delete it.
@@ -83,6 +83,7 @@ def test_custom_resources_match_their_crds(rendered: dict[str, list[Obj]]) -> No
     assert {o["kind"] for o in customs} == {
         "ServiceMonitor",
         "PrometheusRule",
+        "Probe",
         "Cluster",
         "PodMonitor",
         "Pooler",
@@ -124,6 +125,10 @@ CRD_BREAKAGES: dict[str, tuple[str, Callable[[list[Obj]], object]]] = {
     "instances not a number": ("Cluster", lambda objs: database_cluster(objs)["spec"].update(instances="three")),
     "unknown Cluster field": ("Cluster", lambda objs: database_cluster(objs)["spec"].update(backups={})),
     "misspelt metadata": ("Cluster", lambda objs: database_cluster(objs)["metadata"].update(lables={})),
+    "misspelt probe target list": (
+        "Probe",
+        lambda objs: checks.one(objs, "Probe", "user-service")["spec"]["targets"]["staticConfig"].update(statics=[]),
+    ),
     "misspelt pod endpoint field": (
         "PodMonitor",
         lambda objs: pod_monitor(objs, "user-service-db")["spec"]["podMetricsEndpoints"][0].update(portt="metrics"),

@@ -11,9 +11,7 @@ import subprocess
 import pytest
 
 from tests.deploy.artifacts import (
-    DATABASE_JOB,
-    DATABASE_RULE_GROUP,
-    DATABASE_SERIES,
+    FOREIGN_RULE_GROUPS,
     PROMETHEUS_CONFIG,
     PROMETHEUS_SYNTHETIC,
     ROOT,
@@ -114,7 +112,7 @@ def test_rules_read_only_exported_metrics_and_recording_rules() -> None:
         f"{rule.record or rule.alert}: {name}"
         for rule in load_rules()
         for name in metric_names(rule.expr)
-        if not (rule.group == DATABASE_RULE_GROUP and name in DATABASE_SERIES)
+        if not (rule.group in FOREIGN_RULE_GROUPS and name in FOREIGN_RULE_GROUPS[rule.group][1])
     }
     unknown = {entry for entry in unknown if entry.rsplit(": ", 1)[1] not in allowed}
     assert not unknown, "metrics not in docs/observability.md:\n" + "\n".join(sorted(unknown))
@@ -122,13 +120,14 @@ def test_rules_read_only_exported_metrics_and_recording_rules() -> None:
 
 def test_rules_select_the_user_service_job() -> None:
     """Every series selector in every rule names job="user-service" (a rule without it would
-    mix in other services' series of the same name); the database's rules name its job."""
+    mix in other services' series of the same name); the database's and the outside-in
+    probe's rules name their own jobs."""
     selector = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
     offenders = [
         f"{rule.record or rule.alert}: {match.group(0)}"
         for rule in load_rules()
         for match in selector.finditer(rule.expr)
-        if f'job="{DATABASE_JOB if rule.group == DATABASE_RULE_GROUP else "user-service"}"' not in match.group(2)
+        if f'job="{FOREIGN_RULE_GROUPS.get(rule.group, ("user-service",))[0]}"' not in match.group(2)
     ]
     assert not offenders, "\n".join(offenders)
 
