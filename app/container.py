@@ -150,10 +150,16 @@ def build_container(settings: Settings, *, tracer_provider: TracerProvider | Non
         rate_limit_store=rate_limit_store,
         redis=redis,
         shared_store_health=health,
-        lifecycle=Lifecycle(),
+        lifecycle=_watched_lifecycle(observability),
         mail_transport=build_transport(settings.mail),
         mfa_box=SecretBox.from_settings(settings.mfa),
     )
+
+
+def _watched_lifecycle(observability: Observability) -> Lifecycle:
+    lifecycle = Lifecycle()
+    lifecycle.readiness_observers.append(observability.readiness_changed)
+    return lifecycle
 
 
 def _report_hashing(hasher: PasswordHasher, observability: Observability) -> None:

@@ -39,6 +39,7 @@ MAIL_DELIVERY_AGE_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 36
 # name just tried belongs to an account (issue 12, finding 7). The reason stays in the
 # login_failed log event, which only operators read.
 LOGIN_RESULTS = ("success", "failed", "shed", "throttled")
+READINESS_STATES = ("ready", "not_ready")
 # The routes with a per-address rate limit (the "route" label of rate_limited).
 RATE_LIMITED_ROUTES = (
     "login",
@@ -372,6 +373,15 @@ class Metrics:
             else None
         )
 
+        # Counted by the process that answered the probe, so it works across workers
+        # (each counts its own flips) and at any probe period.
+        self.readiness_transitions = Counter(
+            "user_service_readiness_transitions_total",
+            "Readiness answers that differed from the process's previous one, by the new state.",
+            ["to"],
+            registry=r,
+        )
+
         # --- Database pool ----------------------------------------------------------------
         self.db_pool_in_use = Gauge(
             "user_service_db_pool_connections_in_use",
@@ -427,6 +437,7 @@ class Metrics:
             (self.mail_deliveries, "result", MAIL_DELIVERY_RESULTS),
             (self.shared_store_errors, "store", SHARED_STORE_USERS),
             (self.mfa_enrolments, "result", MFA_ENROLMENT_RESULTS),
+            (self.readiness_transitions, "to", READINESS_STATES),
         ]
         for counter, label, values in known:
             for label_value in values:

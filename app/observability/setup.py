@@ -64,6 +64,10 @@ class Observability:
         if self.metrics:
             self.metrics.hash_rejections.labels(operation=operation).inc()
 
+    def readiness_changed(self, ready: bool) -> None:
+        if self.metrics:
+            self.metrics.readiness_transitions.labels(to="ready" if ready else "not_ready").inc()
+
     def watch_engine(self, engine: AsyncEngine) -> None:
         if self.tracing:
             self.tracing.instrument_engine(engine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Controller, Response, get
@@ -24,6 +25,19 @@ class Lifecycle:
         self.started = False
         self.draining = False
         self.startup_problem: str | None = "starting"
+        # The previous readiness answer of this process, and who hears when the next one
+        # differs (the transitions counter: a probe that flips every period looks steady
+        # to any sampling of the answers, never to a count of the flips).
+        self.last_ready: bool | None = None
+        self.readiness_observers: list[Callable[[bool], None]] = []
+
+    def answered_ready(self, ready: bool) -> None:
+        """Record one readiness answer; tell the observers when it differs from the last."""
+        changed = self.last_ready is not None and ready != self.last_ready
+        self.last_ready = ready
+        if changed:
+            for observer in self.readiness_observers:
+                observer(ready)
 
 
 async def database_problem(engine: AsyncEngine) -> str | None:
@@ -69,7 +83,9 @@ class HealthController(Controller):
         checks["draining"] = "fail: shutting down" if lifecycle.draining else "ok"
         problem = await database_problem(db_engine)
         checks["database"] = "ok" if problem is None else f"fail: {problem}"
-        if all(value == "ok" for value in checks.values()):
+        ready = all(value == "ok" for value in checks.values())
+        lifecycle.answered_ready(ready)
+        if ready:
             return Response({"status": "ok", "checks": checks})
         failed = ", ".join(name for name, value in checks.items() if value != "ok")
         response = problem_response(
