@@ -111,7 +111,7 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
             stack.push_async_callback(metrics_listener.close)
         background_tasks = [
             _await_current_schema(db_config, lifecycle),
-            observability.sample_db_pool(db_config.get_engine()),
+            observability.sample_db_pool(db_config.get_engine(), settings.db.pool_size + settings.db.max_overflow),
             _housekeeping(container),
         ]
         if observability.metrics is not None:

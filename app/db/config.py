@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from app.db.connections import TRANSACTION_POOLER
+from app.db.pool import MeasuredQueuePool
 from app.settings import DatabaseSettings, DatabaseSslMode
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -56,6 +57,8 @@ def _engine_config(settings: DatabaseSettings, application_name: str) -> EngineC
         pool_timeout=settings.pool_timeout_seconds,
         pool_pre_ping=settings.pool_pre_ping,
         pool_recycle=1800,
+        # asyncio's queue pool, with every checkout's wait measured (app/db/pool.py).
+        poolclass=MeasuredQueuePool,
         connect_args=connect_args,
         # Read by app/db/connections.py: no AUTOCOMMIT statements behind such a pooler.
         execution_options={TRANSACTION_POOLER: True} if settings.transaction_pooler else {},

@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.pool import MeasuredQueuePool
 from app.observability.events import SecurityEvents
 from app.observability.http import HttpTelemetry
 from app.observability.logging import configure_logging
@@ -71,18 +72,28 @@ class Observability:
     def watch_engine(self, engine: AsyncEngine) -> None:
         if self.tracing:
             self.tracing.instrument_engine(engine)
+        if isinstance(engine.pool, MeasuredQueuePool):
+            engine.pool.checkout_observers.append(self.db_checkout)
 
-    async def sample_db_pool(self, engine: AsyncEngine) -> None:
-        """Keep the pool gauges current (they must be plain gauges to work across workers)."""
+    def db_checkout(self, waited_seconds: float, timed_out: bool) -> None:
+        if self.metrics:
+            if timed_out:
+                self.metrics.db_connection_timeouts.inc()
+            else:
+                self.metrics.db_connection_wait.observe(waited_seconds)
+
+    async def sample_db_pool(self, engine: AsyncEngine, capacity: int) -> None:
+        """Keep the pool gauges current (they must be plain gauges to work across workers).
+        ``capacity``: the most connections the pool may open (size + overflow)."""
         if self.metrics is None:
             return
-        pool: Any = engine.pool
+        self.metrics.db_pool_max.set(capacity)
         while True:
+            # engine.pool, not a reference kept from before: dispose() replaces the pool.
+            pool: Any = engine.pool
             with contextlib.suppress(AttributeError, TypeError):
                 self.metrics.db_pool_in_use.set(pool.checkedout())
                 self.metrics.db_pool_idle.set(pool.checkedin())
-                self.metrics.db_pool_max.set(pool.size() + max(0, getattr(pool, "_max_overflow", 0)))
-                self.metrics.db_pool_waiting.set(_pool_waiters(pool))
             await asyncio.sleep(self.pool_sample_seconds)
 
     def shutdown(self) -> None:
@@ -95,14 +106,6 @@ class Observability:
 def current_trace_exemplar() -> dict[str, str] | None:
     context = trace.get_current_span().get_span_context()
     return {"trace_id": trace.format_trace_id(context.trace_id)} if context.is_valid else None
-
-
-def _pool_waiters(pool: Any) -> int:
-    # SQLAlchemy exposes no public "waiting" count; its async queue wraps an asyncio.Queue,
-    # whose pending getters are exactly the checkouts waiting for a connection.
-    queue = getattr(getattr(pool, "_pool", None), "_queue", None)
-    getters = getattr(queue, "_getters", ())
-    return sum(1 for waiter in getters if not waiter.done())
 
 
 def build_observability(settings: Settings, *, version: str, tracer_provider: TracerProvider | None) -> Observability:

@@ -17,6 +17,8 @@ POSTGRES = 'job="postgres"'
 CNPG = 'job="user-service-db"'
 REDIS = 'job="redis"'
 RATE = "[$__rate_interval]"
+# Checkouts answered within 50 ms: from a warm pool, or opening a connection.
+FAST_CHECKOUT = sel('le="0.05"')
 
 EXPORTER_SERIES = frozenset(
     {
@@ -72,13 +74,24 @@ def postgres_row() -> Row:
                 ),
             ),
             Panel(
-                title="Requests waiting for a pool connection (service)",
+                title="Pool connection wait (service)",
                 description=(
-                    "Requests of the service waiting for a database connection, per instance. Waiting while the "
-                    "database has few active backends points at the pool's size; waiting while it is busy, at "
-                    "the database."
+                    "The service's checkouts waiting over 50 ms for a database connection, per second and "
+                    "instance, and those that gave up. Waiting while the database has few active backends "
+                    "points at the pool's size; waiting while it is busy, at the database."
                 ),
-                targets=(Target(f"sum by (instance) (user_service_db_pool_waiting{sel()})", "{{instance}}"),),
+                targets=(
+                    Target(
+                        f"sum by (instance) (rate(db_client_connection_wait_time_seconds_count{sel()}{RATE}))\n"
+                        "- sum by (instance) "
+                        f"(rate(db_client_connection_wait_time_seconds_bucket{FAST_CHECKOUT}{RATE}))",
+                        "{{instance}} waited > 50 ms",
+                    ),
+                    Target(
+                        or_zero(f"sum by (instance) (rate(db_client_connection_timeouts_total{sel()}{RATE}))"),
+                        "{{instance}} gave up",
+                    ),
+                ),
             ),
             Panel(
                 title="Transactions per second",
