@@ -5,6 +5,7 @@ process, with the database cut and restored under it three times."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections.abc import Callable
@@ -49,7 +50,7 @@ def test_every_change_of_the_readiness_answer_is_counted_and_nothing_else(
             proxy.restore()
             until(200)
         flips = {"ready": 0, "not_ready": 0}
-        for before, after in zip(answers, answers[1:], strict=False):
+        for before, after in itertools.pairwise(answers):
             if before != after:
                 flips["ready" if after == 200 else "not_ready"] += 1
         assert flips["not_ready"] >= 3
