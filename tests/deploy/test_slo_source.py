@@ -82,7 +82,7 @@ def rule_by_name(document: dict[str, Any], name: str, **labels: str) -> dict[str
 
 
 def test_time_scaled_rules_keep_names_and_labels_and_shorten_every_window(tmp_path: Path) -> None:
-    slo_file, causes_file = scaled.write(tmp_path, 60)
+    slo_file, causes_file, probes_file = scaled.write(tmp_path, 60)
     production = yaml.safe_load(RULES_FILE.read_text())
     fast = yaml.safe_load(slo_file.read_text())
     availability = SPEC.by_name("availability")
@@ -97,8 +97,12 @@ def test_time_scaled_rules_keep_names_and_labels_and_shorten_every_window(tmp_pa
     assert "[2m]" not in readiness["expr"]
     down = rule_by_name(causes, "UserServiceDown")
     assert seconds(down["for"]) < 60
+    # The guard's count is the scaled window's: rate over [1m] times 60 s.
+    assert ") * 60 >= 5" in page["expr"]
+    probe_failing = rule_by_name(yaml.safe_load(probes_file.read_text()), "UserServiceProbeFailing")
+    assert "[2s]" in probe_failing["expr"]
     result = subprocess.run(
-        [require_tool("promtool"), "check", "rules", str(slo_file), str(causes_file)],
+        [require_tool("promtool"), "check", "rules", str(slo_file), str(causes_file), str(probes_file)],
         capture_output=True,
         text=True,
         timeout=60,
