@@ -116,6 +116,7 @@ async def lifespan(container: Container) -> AsyncGenerator[None, None]:
         ]
         if observability.metrics is not None:
             background_tasks.append(_count_sessions(container))
+            background_tasks.append(observability.sample_event_loop_lag())
         if redis is not None and container.shared_store_health is not None:
             # Keeps user_service_shared_store_up true while no request uses Redis, and ends
             # an outage's fallback as soon as Redis answers again.

@@ -47,6 +47,9 @@ MAIL_DELIVERY_AGE_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 36
 # login_failed log event, which only operators read.
 LOGIN_RESULTS = ("success", "failed", "shed", "throttled")
 READINESS_STATES = ("ready", "not_ready")
+# An idle loop wakes within a fraction of a millisecond; a request's synchronous stretch is
+# a few; beyond 100 ms every request on the process waited that long.
+EVENT_LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # A warm pool hands a connection out in microseconds and a new one takes a few
 # milliseconds; beyond 50 ms the checkout waited for another request to give one back. Up
 # to the pool's timeout (5 s by default).
@@ -384,6 +387,31 @@ class Metrics:
             else None
         )
 
+        self._add_runtime_metrics(r)
+
+        self._start_known_series_at_zero()
+
+        self.build_info = Gauge(
+            "user_service_build_info",
+            "Always 1; the labels name the running build.",
+            ["version", "commit"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.build_info.labels(version=service_version, commit=commit).set(1)
+
+    def _add_runtime_metrics(self, r: CollectorRegistry) -> None:
+        """The process's own health: its event loop, its readiness, its database pool."""
+        # How late the event loop runs a timer that asked for a fixed sleep: the wait every
+        # request on the loop shares (a blocking call, a long synchronous stretch, or no core
+        # for the loop). Sampled twice a second (app/observability/setup.py).
+        self.event_loop_lag = Histogram(
+            "user_service_event_loop_lag_seconds",
+            "How much later than asked the event loop woke a sleeping timer.",
+            buckets=EVENT_LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+
         # Counted by the process that answered the probe, so it works across workers
         # (each counts its own flips) and at any probe period.
         self.readiness_transitions = Counter(
@@ -426,17 +454,6 @@ class Metrics:
             "Checkouts that gave up waiting for a database connection (USER_SERVICE_DB__POOL_TIMEOUT_SECONDS).",
             registry=r,
         )
-
-        self._start_known_series_at_zero()
-
-        self.build_info = Gauge(
-            "user_service_build_info",
-            "Always 1; the labels name the running build.",
-            ["version", "commit"],
-            multiprocess_mode="max",
-            registry=r,
-        )
-        self.build_info.labels(version=service_version, commit=commit).set(1)
 
     def _start_known_series_at_zero(self) -> None:
         # A labelled counter has no series until its first increment, so rate() over the
