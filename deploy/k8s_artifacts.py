@@ -6,7 +6,8 @@ kustomize refuses files outside a kustomization's folder, so ``k8s/`` cannot poi
 
 - ``k8s/base/monitoring/prometheusrule.yaml``: a PrometheusRule whose ``spec.groups`` are
   the SLO groups generated from ``deploy/slo/slos.yml`` and the groups of
-  ``deploy/prometheus/rules/user-service.rules.yml`` and ``user-service-probes.rules.yml``;
+  ``deploy/prometheus/rules/user-service.rules.yml``, ``user-service-probes.rules.yml`` and
+  ``user-service-kubernetes.rules.yml``;
 - ``k8s/base/monitoring/dashboards.yaml``: one ConfigMap per Grafana dashboard, labelled
   for the Grafana sidecar;
 - ``k8s/loadtest/locustfiles.yaml`` and ``locustfiles-volume.yaml``: the Locust scenarios
@@ -30,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service.rules.yml"
 # The outside-in probe's alerts (k8s/base/monitoring/probe.yaml makes the probes).
 PROBE_RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service-probes.rules.yml"
+# The containers' alerts (kube-state-metrics and cAdvisor series): Kubernetes only.
+KUBERNETES_RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service-kubernetes.rules.yml"
 # The database's alerts, for the overlay that runs the database on CloudNativePG.
 DATABASE_RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "user-service-database.rules.yml"
 DATABASE_PROMETHEUS_RULE_FILE = ROOT / "k8s" / "overlays" / "prod" / "prometheusrule-database.yaml"
@@ -78,7 +81,14 @@ def prometheus_rule() -> dict[str, Any]:
         "metadata": {"name": "user-service", "labels": dict(LABELS)},
         # The SLO groups as deploy/slo/ renders them (not read back from their file, which
         # this same run may be rewriting), then the hand-written cause alerts.
-        "spec": {"groups": [*slo_rule_groups(), *rule_groups(), *rule_groups(PROBE_RULES_FILE)]},
+        "spec": {
+            "groups": [
+                *slo_rule_groups(),
+                *rule_groups(),
+                *rule_groups(PROBE_RULES_FILE),
+                *rule_groups(KUBERNETES_RULES_FILE),
+            ]
+        },
     }
 
 

@@ -47,12 +47,33 @@ PROBE_RULE_GROUP = "user-service-probes"
 PROBE_JOB = "user-service-probe"
 # What the blackbox exporter reports for each probe (its prober/http.go and probe metrics).
 PROBE_SERIES = frozenset({"probe_success", "probe_ssl_earliest_cert_expiry"})
-RULES_FILES = (SLO_RULES_FILE, RULES_FILE, PROBE_RULES_FILE, DATABASE_RULES_FILE)
+# The containers' alerts: cAdvisor's series through the kubelet, kube-state-metrics'.
+KUBERNETES_RULES_FILE = PROMETHEUS_DIR / "rules" / "user-service-kubernetes.rules.yml"
+CONTAINER_SERIES = frozenset(
+    {
+        "container_cpu_cfs_periods_total",
+        "container_cpu_cfs_throttled_periods_total",
+        "container_memory_working_set_bytes",
+        "container_spec_memory_limit_bytes",
+    }
+)
+KUBE_STATE_SERIES = frozenset(
+    {
+        "kube_pod_container_status_restarts_total",
+        "kube_pod_container_status_last_terminated_reason",
+        "kube_pod_container_status_waiting_reason",
+        "kube_horizontalpodautoscaler_status_current_replicas",
+        "kube_horizontalpodautoscaler_spec_max_replicas",
+    }
+)
+RULES_FILES = (SLO_RULES_FILE, RULES_FILE, PROBE_RULES_FILE, KUBERNETES_RULES_FILE, DATABASE_RULES_FILE)
 # Rule groups that read another job's series than the service's: the job every selector
 # names and the series they may read beside the service's catalogue.
 FOREIGN_RULE_GROUPS = {
     DATABASE_RULE_GROUP: (DATABASE_JOB, DATABASE_SERIES),
     PROBE_RULE_GROUP: (PROBE_JOB, PROBE_SERIES),
+    "user-service-containers": ("kubelet", CONTAINER_SERIES),
+    "user-service-kube-state": ("kube-state-metrics", KUBE_STATE_SERIES),
 }
 LOAD_TEST_DASHBOARD = "load-test.json"
 DEPENDENCIES_DASHBOARD = "dependencies.json"

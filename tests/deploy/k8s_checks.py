@@ -39,7 +39,7 @@ from app.main import create_app
 from app.settings import DatabaseSettings, Environment, MetricsSettings, Settings, SmtpSecurity, TokenSettings
 from app.system.health import READY_DB_TIMEOUT_SECONDS
 from deploy.grafana.model import DASHBOARDS_DIR, JOB
-from deploy.k8s_artifacts import DATABASE_RULES_FILE, PROBE_RULES_FILE, RULES_FILE
+from deploy.k8s_artifacts import DATABASE_RULES_FILE, KUBERNETES_RULES_FILE, PROBE_RULES_FILE, RULES_FILE
 from deploy.slo.generate import RULES_FILE as SLO_RULES_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1292,7 +1292,7 @@ def custom_resource_problems(obj: Obj) -> list[str]:
 def copies_problems(objs: list[Obj]) -> list[str]:
     """The PrometheusRule and the dashboard ConfigMaps hold exactly what deploy/ holds."""
     problems: list[str] = []
-    sources = (SLO_RULES_FILE, RULES_FILE, PROBE_RULES_FILE)
+    sources = (SLO_RULES_FILE, RULES_FILE, PROBE_RULES_FILE, KUBERNETES_RULES_FILE)
     rules = [group for path in sources for group in yaml.safe_load(path.read_text())["groups"]]
     if one(objs, "PrometheusRule", SERVER)["spec"]["groups"] != rules:
         problems.append(f"the PrometheusRule's groups differ from {', '.join(path.name for path in sources)}")
