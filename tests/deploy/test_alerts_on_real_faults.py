@@ -27,7 +27,7 @@ import pytest
 
 from testkit.server_process import SLOW_SINGLE_THREAD_HASHING, ServerProcess
 from testkit.smtp_server import smtp_server
-from tests.deploy.alert_stack import TIME_SCALE, AlertStack, alert_stack
+from tests.deploy.alert_stack import DEADMAN_PATH, TIME_SCALE, WATCHDOG, AlertStack, alert_stack
 from tests.integration.faults import LOGIN, REGISTER, UNTHROTTLED, proxied_server, register_body
 from tests.integration.helpers import PASSWORD
 
@@ -291,6 +291,28 @@ async def test_killing_the_service_pages_and_the_page_reaches_the_pager(
         server.stop()
 
 
+async def test_the_watchdog_heartbeat_reaches_the_dead_mans_switch(
+    server_process: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The always-firing Watchdog leaves Alertmanager for the dead man's switch at once and
+    then every minute, with the switch's key from its file, and goes nowhere else."""
+    server = server_process().start()
+    try:
+        async with alert_stack(tmp_path / "stack", target_of(server)) as stack:
+            started = time.monotonic()
+            while not [n for n in stack.sink.received if n.path == DEADMAN_PATH]:
+                assert time.monotonic() - started < ARRIVES_WITHIN, f"no heartbeat: {stack.sink.received}"
+                await asyncio.sleep(0.25)
+            report("rules loaded -> first Watchdog heartbeat", time.monotonic() - started, scaled=False)
+            beat = next(n for n in stack.sink.received if n.path == DEADMAN_PATH)
+            assert beat.authorization == "GenieKey test-deadman-key"
+            assert [a["labels"]["alertname"] for a in beat.body["alerts"]] == [WATCHDOG]
+            assert await stack.alerts(WATCHDOG)
+            assert not stack.notifications()
+    finally:
+        server.stop()
+
+
 async def test_normal_load_for_as_long_fires_nothing(
     server_process: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
@@ -312,6 +334,6 @@ async def test_normal_load_for_as_long_fires_nothing(
                 sys.stdout.write(f"\n[normal load] pending for a moment, never firing: {sorted(pending)}\n")
             assert await stack.alerts() == []
             assert set(t.statuses) == {200}, t.statuses
-            assert not stack.sink.received
+            assert not stack.notifications()
     finally:
         server.stop()

@@ -125,7 +125,9 @@ def test_compose_alertmanager_routes_as_the_shipped_one_and_mails_mailpit(compos
     assert [r["name"] for r in composed["receivers"]] == [r["name"] for r in shipped["receivers"]]
     mailpit = environment(service(compose, "mailpit"))
     assert composed["global"]["smtp_smarthost"] == "mailpit:" + mailpit["MP_SMTP_BIND_ADDR"].rsplit(":", 1)[1]
-    assert all(set(r) == {"name", "email_configs"} for r in composed["receivers"])
+    # Mail for people; the dead man's switch has nothing outside to reach on one machine.
+    assert all(set(r) == {"name", "email_configs"} for r in composed["receivers"] if r["name"] != "deadman")
+    assert {"name": "deadman"} in composed["receivers"]
     alertmanager = service(compose, "alertmanager")
     assert mount_source(alertmanager, "/etc/alertmanager/alertmanager.yml") == ALERTMANAGER_COMPOSE_CONFIG
     assert set(alertmanager["networks"]) & set(service(compose, "mailpit")["networks"])

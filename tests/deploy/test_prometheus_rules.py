@@ -75,7 +75,8 @@ def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
         tier = f"{rule.alert} {rule.labels}"
         if not fires:
             missing.append(f"{tier}: no case where it fires")
-        if not stays_silent:
+        # The Watchdog fires always, by design: there is no quiet case to write.
+        if not stays_silent and rule.alert != "UserServiceWatchdog":
             missing.append(f"{tier}: no case where it stays silent")
     assert not missing, "\n".join(missing)
 
@@ -90,7 +91,8 @@ def test_every_alert_has_severity_summary_description_and_an_existing_runbook_se
     problems: list[str] = []
     for rule in alerts():
         name = rule.alert
-        if rule.labels.get("severity") not in {"page", "ticket"}:
+        allowed = {"none"} if name == "UserServiceWatchdog" else {"page", "ticket"}
+        if rule.labels.get("severity") not in allowed:
             problems.append(f"{name}: severity must be page or ticket, is {rule.labels.get('severity')!r}")
         problems.extend(
             f"{name}: no {key} annotation"
