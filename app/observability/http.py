@@ -25,6 +25,8 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "O
 UNMATCHED_ROUTE = "unmatched"
 # Scrapes are not traffic: counting them would make every dashboard show the scraper.
 UNMEASURED_PATHS = frozenset({"/metrics"})
+# Enough for any real client's User-Agent; a longer one is cut, not logged whole.
+USER_AGENT_MAX_CHARS = 256
 
 _access = get_logger("user_service.access")
 
@@ -97,6 +99,17 @@ class HttpTelemetry:
             duration_ms=round(duration * 1000, 2),
             request_id=request_id,
             user_id=str(user.id) if user is not None and hasattr(user, "id") else None,
+            # Who, as the trusted-proxy layer above resolved it, and with which client: "which
+            # client version?" is answerable from the log.
+            client_address=client[0] if (client := scope.get("client")) else None,
+            user_agent=_user_agent(scope),
             trace_id=seen.get("trace_id"),
             span_id=seen.get("span_id"),
         )
+
+
+def _user_agent(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"user-agent":
+            return bytes(value[:USER_AGENT_MAX_CHARS]).decode("latin-1")
+    return None

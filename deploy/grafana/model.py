@@ -111,17 +111,18 @@ def _datasource() -> sdk_dashboard_models.DataSourceRef:
     return sdk_dashboard_models.DataSourceRef(type_val=PROMETHEUS["type"], uid=PROMETHEUS["uid"])
 
 
-def _query(target: Target, ref_id: str) -> sdk_prometheus.Dataquery:
-    return (
+def _query(target: Target, ref_id: str, *, instant: bool = False) -> sdk_prometheus.Dataquery:
+    query = (
         sdk_prometheus.Dataquery()
         .datasource(_datasource())
         .editor_mode(sdk_prometheus_models.QueryEditorMode.CODE)
         .exemplar(target.exemplar)
         .expr(target.expr)
-        .range()
-        .legend_format(target.legend)
-        .ref_id(ref_id)
     )
+    # A stat shows one number: an instant query computes it once, where a range query
+    # would recompute it (a 30-day sum_over_time, for the budget stats) at every step.
+    query = query.instant() if instant else query.range()
+    return query.legend_format(target.legend).ref_id(ref_id)
 
 
 def _thresholds(panel: Panel) -> sdk_dashboard.ThresholdsConfig:
@@ -144,7 +145,7 @@ def _common(builder: Any, panel: Panel, panel_targets: Sequence[Target]) -> Any:
         .height(panel.height)
     )
     for index, target in enumerate(panel_targets):
-        builder = builder.with_target(_query(target, chr(ord("A") + index)))
+        builder = builder.with_target(_query(target, chr(ord("A") + index), instant=panel.kind == "stat"))
     if panel.minimum is not None:
         builder = builder.min(panel.minimum)
     if panel.maximum is not None:

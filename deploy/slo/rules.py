@@ -13,8 +13,8 @@ evaluation's ratios, not the previous one's, as rules in separate groups could):
 - one alert per burn-rate tier, all tiers of an SLO under one alert name and runbook
   section, told apart by the labels ``burn_rate``, ``long_window`` and ``short_window``
   (so Alertmanager can hold back the ticket while the page for the same SLO fires), each
-  also requiring ``MIN_BAD_EVENTS`` bad events in its long window (the minimum-traffic
-  guard: a single failure on a quiet service is no burn).
+  also requiring the SLO's ``x-min-bad-events`` bad events in its long window (the
+  minimum-traffic guard: a single failed request on a quiet service is no burn).
 
 A bad-event series exists only after its first bad event, so every error query is
 followed by ``or 0 * <total>``: "no errors yet" is 0, not an empty result that would
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.slo.spec import MIN_BAD_EVENTS, PERIOD_DAYS, TIERS, WINDOW, WINDOWS, Slo, Spec, Tier, duration, seconds
+from deploy.slo.spec import PERIOD_DAYS, TIERS, WINDOW, WINDOWS, Slo, Spec, Tier, duration, seconds
 
 RULES_NAME = "user-service-slo.rules.yml"
 
@@ -112,14 +112,16 @@ def alert(slo: Slo, tier: Tier, time_scale: float = 1) -> dict[str, Any]:
     long_window = scaled(tier.long_window, time_scale)
     # Bad events in the long window: their rate there times its length (scaled with it).
     bad_events = f"(\n{_indented(_query(slo.error_query, tier.long_window, time_scale))}\n) * {seconds(long_window)}"
+    # A ratio above the threshold already means one bad event at least: the guard is
+    # written only where it asks for more.
+    guard = f"and\n{bad_events} >= {slo.min_bad_events}\n" if slo.min_bad_events > 1 else ""
     return {
         "alert": slo.alert_name,
         "expr": (
             f"{slo.rule('ratio', tier.long_window)} > {threshold}\n"
             f"and\n"
             f"{slo.rule('ratio', tier.short_window)} > {threshold}\n"
-            f"and\n"
-            f"{bad_events} >= {MIN_BAD_EVENTS}\n"
+            f"{guard}"
         ),
         "for": scaled(tier.for_, time_scale),
         "labels": tier_labels(slo, tier),

@@ -72,12 +72,6 @@ TIERS = (
     Tier(1, "3d", "6h", "3h", "ticket"),
 )
 PERIOD_DAYS = 30
-# The minimum-traffic guard: a tier fires only with at least this many bad events in its
-# long window. Ratios alone page on a quiet service for a single failure (one 5xx at one
-# request a minute is 1.7 % over the hour, above the 14.4x tier's 1.44 %); five failed
-# requests in an hour, or in the longer windows, is worth a person's attention at any
-# traffic.
-MIN_BAD_EVENTS = 5
 # Every window a recording rule is kept for: the tiers' and the dashboards' 5m.
 WINDOWS = tuple(sorted({w for t in TIERS for w in (t.long_window, t.short_window)}, key=seconds))
 
@@ -106,6 +100,9 @@ class Slo:
     good_series: tuple[str, ...]
     bad_series: tuple[str, ...]
     loadtest: LoadtestObjective
+    # The minimum-traffic guard (x-min-bad-events): a tier fires only with at least this
+    # many bad events in its long window.
+    min_bad_events: int = 1
 
     @property
     def budget(self) -> float:
@@ -164,7 +161,7 @@ def _slo(raw: dict[str, Any], index: int) -> Slo:
         raw,
         where,
         {"name", "objective", "description", "sli", "alerting", "x-record", "x-bad-events", "x-promtool-series"},
-        {"x-loadtest"},
+        {"x-loadtest", "x-min-bad-events"},
     )
     _take(raw["sli"], f"{where}.sli", {"events"})
     events = raw["sli"]["events"]
@@ -210,7 +207,14 @@ def _slo(raw: dict[str, Any], index: int) -> Slo:
             percentile_of=tuple(loadtest.get("percentile_of", ())),
             threshold_ms=float(loadtest["threshold_ms"]) if "threshold_ms" in loadtest else None,
         ),
+        min_bad_events=_positive_int(raw.get("x-min-bad-events", 1), f"{where}.x-min-bad-events"),
     )
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError(f"{where}: a whole number of at least 1, not {value!r}")
+    return value
 
 
 def load(path: Path = SPEC_FILE) -> Spec:

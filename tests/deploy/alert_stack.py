@@ -262,7 +262,14 @@ async def running_prometheus(
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     config_file = folder / "prometheus.yml"
     _write(config_file, json.dumps(config))  # JSON is YAML
-    flags = (f"--config.file={config_file}", f"--storage.tsdb.path={folder / 'tsdb'}")
+    flags = (
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={folder / 'tsdb'}",
+        # Prometheus resends a firing alert every minute (its default), time-scaled like the
+        # rules: an alert that fired before Alertmanager was discovered (the always-firing
+        # Watchdog, at start) is dropped once and sent again a second later, not a minute.
+        "--rules.alert.resend-delay=1s",
+    )
     async with _serving("Prometheus", [binary, *flags], port, folder / "prometheus.log") as url:
         yield url
 

@@ -148,6 +148,10 @@ def test_prometheus_mounts_what_it_is_told_to_read(compose: dict[str, Any]) -> N
         name, _, value = argument.removeprefix("--").partition("=")
         flags[name] = value
     assert flags["enable-feature"] == "exemplar-storage"
+    # The SLO panels sum 30 days: the data must be there for them.
+    retention = flags["storage.tsdb.retention.time"]
+    assert retention.endswith("d")
+    assert int(retention[:-1]) >= 30
     config_path = flags["config.file"]
     assert mount_source(prometheus, config_path) == PROMETHEUS_COMPOSE_CONFIG
     assert (

@@ -67,6 +67,11 @@ def test_dashboard_is_valid_grafana_json(path: Path) -> None:
             if "http_server_request_duration_seconds_bucket" in target["expr"]:
                 # Latency panels of the HTTP histogram link their exemplars to traces.
                 assert target["exemplar"] is True, f"{title}: exemplars off"
+            # A stat shows one number: computed once (instant), not once per step of the
+            # range (the budget stats' 30-day sums would be recomputed hundreds of times).
+            if panel["type"] == "stat":
+                assert target.get("instant") is True, f"{title}: a range query behind a stat"
+                assert not target.get("range"), f"{title}: a range query behind a stat"
 
 
 def test_panels_do_not_overlap() -> None:

@@ -80,7 +80,9 @@ async def test_one_access_line_per_request_with_route_ids_and_user(logged: tuple
     client, capture = logged
     await register(client, "traced_user")
     tokens = (await login(client, "traced_user")).json()
-    response = await client.get(ME, headers={**bearer(tokens), "X-Request-ID": "req-abc-123"})
+    response = await client.get(
+        ME, headers={**bearer(tokens), "X-Request-ID": "req-abc-123", "User-Agent": "acme-ios/4.2.0 " + "x" * 400}
+    )
     user_id = response.json()["id"]
     await client.get(f"{USERS}/0190a000-0000-7000-8000-000000000000", headers=bearer(tokens))
 
@@ -94,6 +96,9 @@ async def test_one_access_line_per_request_with_route_ids_and_user(logged: tuple
     assert me_line["duration_ms"] >= 0
     assert me_line["level"] == "info"
     assert me_line["timestamp"].endswith("Z")
+    # "Which client version?": the address and the User-Agent, the latter cut at 256 characters.
+    assert me_line["client_address"] == "127.0.0.1"
+    assert me_line["user_agent"] == ("acme-ios/4.2.0 " + "x" * 400)[:256]
     forbidden = lines[-1]
     assert (forbidden["http_route"], forbidden["http_status"]) == ("/api/v1/users/{user_id}", 403)
 
