@@ -101,10 +101,12 @@ def auth() -> Dashboard:
     )
 
     def hash_quantiles(metric: str) -> tuple[Target, ...]:
+        # Both hashing histograms carry the request's trace id as an exemplar.
         return tuple(
             Target(
                 f"histogram_quantile({q}, sum by (operation, le) (rate({metric}{sel()}{RATE})))",
                 f"p{round(q * 100)} {{{{operation}}}}",
+                exemplar=True,
             )
             for q in QUANTILES
         )

@@ -29,6 +29,7 @@ DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
 # The scrape job every rule and panel selects (deploy/prometheus/prometheus.yml).
 JOB = 'job="user-service"'
 INSTANCE = 'instance=~"$instance"'
+JOB_SERIES_BUILD = "user_service_build_info{" + JOB + "}"
 # The SLOs come from their one source, deploy/slo/slos.yml.
 SLOS = load_slo_spec()
 # The threshold is in the SLI's query (le="0.25"); x-loadtest.threshold_ms states it in numbers.
@@ -57,8 +58,8 @@ def or_zero(expr: str) -> str:
 class Target:
     expr: str
     legend: str = "__auto"
-    # Ask Grafana to fetch exemplars (trace ids) for this query: only the HTTP duration
-    # histogram carries them.
+    # Ask Grafana to fetch exemplars (trace ids) for this query: the HTTP duration and the
+    # two hashing histograms carry them.
     exemplar: bool = False
 
 
@@ -238,6 +239,26 @@ def _links() -> list[Any]:
     ]
 
 
+# Marks on every time series: when an alert of this service fired, and when a build started
+# serving on an instance (its build_info series appears: a deploy, a restart, a scale-up).
+# "Did it start with the deploy?" and "what was firing then?" without leaving the panel.
+ANNOTATIONS = (
+    (
+        "Alerts firing",
+        'ALERTS{alertstate="firing", alertname=~"UserService.+", alertname!="UserServiceWatchdog"}',
+        "red",
+    ),
+    ("Deploys and restarts", f"count by (version) ({JOB_SERIES_BUILD} unless {JOB_SERIES_BUILD} offset 5m)", "blue"),
+)
+
+
+def _annotations() -> list[Any]:
+    return [
+        sdk_dashboard.AnnotationQuery().name(name).datasource(_datasource()).expr(expr).enable(True).icon_color(color)
+        for name, expr, color in ANNOTATIONS
+    ]
+
+
 def _check_tiling(row: Row) -> None:
     """The SDK fills a line left to right and starts a new one only once a line is full, so
     the widths of a row's panels must add up to whole lines of 24 columns as they go."""
@@ -265,6 +286,8 @@ def build(dashboard: Dashboard) -> Any:
     )
     for link in _links():
         builder = builder.link(link)
+    for annotation in _annotations():
+        builder = builder.annotation(annotation)
     # Expanded rows: in Grafana's model an open row is followed by its panels at the top
     # level (only a collapsed row holds them), so the SREs see every panel on opening.
     for row in dashboard.rows:

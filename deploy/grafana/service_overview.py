@@ -15,6 +15,7 @@ from deploy.grafana.model import (
 )
 from deploy.grafana.panels import (
     FIVE_XX,
+    HTTP_BUCKET,
     HTTP_COUNT,
     NOT_PROBES,
     RATE,
@@ -23,7 +24,7 @@ from deploy.grafana.panels import (
     hashing_saturation,
     latency_quantile,
 )
-from deploy.slo.spec import TIERS, Slo
+from deploy.slo.spec import TIERS, WINDOWS, Slo
 
 # --- service overview ------------------------------------------------------------------------
 
@@ -71,7 +72,8 @@ def compliance(slo: Slo) -> Panel:
 
 def burn_rate(slo: Slo) -> Panel:
     job = sel(instance=False)
-    windows = ("5m", *(tier.long_window for tier in TIERS))
+    # Every window a tier reads (long and short), so each alert's two conditions show.
+    windows = WINDOWS
     tiers = ", ".join(f"{t.burn_label}x ({t.long_window} and {t.short_window}, {t.severity_kind})" for t in TIERS)
     return Panel(
         title=f"{slo.name} burn rate",
@@ -186,6 +188,132 @@ def service_overview() -> Dashboard:
             ),
         ),
     )
+    by_instance = Row(
+        "By instance (find the bad pod)",
+        (
+            Panel(
+                title="Request rate by instance",
+                description="API requests per second each instance served (health probes left out).",
+                targets=(Target(f"sum by (instance) (rate({HTTP_COUNT}{sel(NOT_PROBES)}{RATE}))", "{{instance}}"),),
+                unit="reqps",
+                width=8,
+            ),
+            Panel(
+                title="5xx ratio by instance",
+                description=(
+                    "Share of each instance's answers that were 5xx (probes left out): one instance far above "
+                    "the others is the pod to look at (or delete)."
+                ),
+                targets=(
+                    Target(
+                        "(\n"
+                        f"  sum by (instance) (rate({HTTP_COUNT}{sel(NOT_PROBES, FIVE_XX)}{RATE}))\n  or\n"
+                        f"  0 * sum by (instance) (rate({HTTP_COUNT}{sel(NOT_PROBES)}{RATE}))\n)\n/\n"
+                        f"sum by (instance) (rate({HTTP_COUNT}{sel(NOT_PROBES)}{RATE}))",
+                        "{{instance}}",
+                    ),
+                ),
+                unit="percentunit",
+                width=8,
+            ),
+            Panel(
+                title="p99 latency by instance",
+                description=(
+                    "99th percentile of request duration per instance, every route together (probes left out). "
+                    "Exemplar dots link to a slow request's trace."
+                ),
+                targets=(
+                    Target(
+                        f"histogram_quantile(0.99, sum by (instance, le) (rate({HTTP_BUCKET}{sel(NOT_PROBES)}{RATE})))",
+                        "{{instance}}",
+                        exemplar=True,
+                    ),
+                ),
+                unit="s",
+                width=8,
+            ),
+        ),
+    )
+    process = Row(
+        "Process (utilisation, saturation, errors)",
+        (
+            Panel(
+                title="CPU",
+                description=(
+                    "Cores each process used (user + system). At the hashing pool's size (the container's CPU "
+                    "limit in Kubernetes) the pod is saturated; UserServiceCPUThrottled says when the limit bit."
+                ),
+                targets=(Target(f"sum by (instance) (rate(process_cpu_seconds_total{sel()}{RATE}))", "{{instance}}"),),
+                width=8,
+            ),
+            Panel(
+                title="Memory",
+                description=(
+                    "Resident memory of each process. Each running hash adds its memory cost (46 MiB at the "
+                    "defaults) while it runs; UserServiceMemoryNearLimit compares it with the container's limit."
+                ),
+                targets=(Target(f"max by (instance) (process_resident_memory_bytes{sel()})", "{{instance}}"),),
+                unit="bytes",
+                width=8,
+            ),
+            Panel(
+                title="Event-loop lag (p99)",
+                description=(
+                    "How late the event loop woke a timer that sleeps 0.5 s (user_service_event_loop_lag_seconds): "
+                    "the wait every request on the process shared. Above a few milliseconds the loop is blocked "
+                    "or starved of CPU."
+                ),
+                targets=(
+                    Target(
+                        "histogram_quantile(0.99, sum by (instance, le) "
+                        f"(rate(user_service_event_loop_lag_seconds_bucket{sel()}{RATE})))",
+                        "{{instance}}",
+                    ),
+                ),
+                unit="s",
+                width=8,
+            ),
+            Panel(
+                title="Open file descriptors",
+                description=(
+                    "Sockets and files each process holds, against its limit: client connections, database "
+                    "connections, log files. Near the limit, new connections fail."
+                ),
+                targets=(
+                    Target(
+                        f"max by (instance) (process_open_fds{sel()}) / max by (instance) (process_max_fds{sel()})",
+                        "{{instance}}",
+                    ),
+                ),
+                unit="percentunit",
+                width=8,
+                maximum=1,
+            ),
+            Panel(
+                title="Garbage collections",
+                description="Python's collections per second by generation: a rise in generation 2 is long pauses.",
+                targets=(
+                    Target(
+                        f"sum by (instance, generation) (rate(python_gc_collections_total{sel()}{RATE}))",
+                        "{{instance}} gen {{generation}}",
+                    ),
+                ),
+                unit="ops",
+                width=8,
+            ),
+            Panel(
+                title="Restarts (last hour)",
+                description=(
+                    "Times each instance's process started in the last hour (a crash, an OOM kill, a deploy). "
+                    "UserServiceCrashLooping and UserServiceOOMKilled name the cause in Kubernetes."
+                ),
+                targets=(
+                    Target(f"max by (instance) (changes(process_start_time_seconds{sel()}[1h]))", "{{instance}}"),
+                ),
+                width=8,
+            ),
+        ),
+    )
     saturation = Row(
         "Saturation",
         (
@@ -290,5 +418,5 @@ def service_overview() -> Dashboard:
         title="User service / Overview",
         description="RED per route, SLOs and error budgets, hashing-pool and database-pool saturation, mail outbox.",
         filename="service-overview.json",
-        rows=(slo, traffic, saturation, mail, build),
+        rows=(slo, traffic, by_instance, saturation, process, mail, build),
     )
