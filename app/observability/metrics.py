@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -126,6 +127,32 @@ MAIL_DELIVERY_RESULTS = ("sent", "failed", "gave_up")
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def forget_dead_workers(directory: str) -> list[int]:
+    """Drop the live gauges of worker processes that no longer exist; their pids.
+
+    A worker that exits cleanly drops its own (``Metrics.process_exited``). One killed by
+    SIGKILL or the OOM killer cannot, and the supervisor starts a new one beside its files:
+    its ``livesum`` gauges (hashing workers, pool connections) would count twice for ever.
+    Its counters stay, as they must: what it counted happened."""
+    forgotten = []
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        if pid not in forgotten and not _alive(pid):
+            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+            forgotten.append(pid)
+    return forgotten
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process (a reused pid): not ours to judge
+        return True
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,7 +523,10 @@ class Metrics:
     def expose(self, accept_header: str) -> Exposition:
         """The text a scrape gets: OpenMetrics (with exemplars) when asked for, else Prometheus text."""
         registry = self.registry
-        if self.multiprocess:
+        if self.multiprocess and (directory := multiprocess_dir()) is not None:
+            # Every scrape, not only at a worker's start: a killed worker's gauges go at the
+            # next scrape, whether or not the supervisor has replaced it yet.
+            forget_dead_workers(directory)
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         encoder, content_type = choose_encoder(accept_header)

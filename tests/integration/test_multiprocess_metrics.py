@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,5 +71,51 @@ def test_two_workers_aggregate_and_never_reset(server_process: Callable[..., Ser
     try:
         hit_live(server.base_url, 5)
         assert live_requests(scrape(server.base_url)) == 5
+    finally:
+        server.stop()
+
+
+def _workers(supervisor_pid: int, metrics_dir: Path) -> set[int]:
+    """The supervisor's children that write metrics (not multiprocessing's helper process)."""
+    children = {int(pid) for pid in Path(f"/proc/{supervisor_pid}/task/{supervisor_pid}/children").read_text().split()}
+    writers = {int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("gauge_live*_*.db")}
+    return children & writers
+
+
+@pytest.mark.slow
+def test_a_killed_workers_gauges_do_not_count_twice(
+    server_process: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """SIGKILL (the OOM killer's signal) leaves a worker no time to drop its live gauges; the
+    supervisor starts another beside its files. The next scrape forgets the dead one's."""
+    server = server_process(
+        USER_SERVICE_SERVER__WORKERS="2",
+        USER_SERVICE_PASSWORDS__POOL_SIZE="3",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+    ).start()
+    try:
+        assert server.process is not None
+        deadline = time.monotonic() + 30
+        while scrape(server.base_url)[("user_service_password_hash_workers", ())] != 6:
+            assert time.monotonic() < deadline, "both workers never started their hashing pools"
+            time.sleep(0.2)
+        metrics_dir = tmp_path / "prometheus"
+        before = _workers(server.process.pid, metrics_dir)
+        assert len(before) == 2
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not _workers(server.process.pid, metrics_dir) - before:
+            assert time.monotonic() < deadline, "the supervisor did not replace the killed worker"
+            time.sleep(0.2)
+        # Until the new worker has started its pool: never the dead one's 3 threads on top
+        # of the two live workers' 6.
+        seen = []
+        while not seen or seen[-1] != 6:
+            assert time.monotonic() < deadline, f"hashing workers seen last: {seen[-5:]}"
+            hit_live(server.base_url, 2)
+            seen.append(scrape(server.base_url)[("user_service_password_hash_workers", ())])
+        assert max(seen) == 6, seen
+        assert not list(metrics_dir.glob(f"gauge_live*_{victim}.db"))
     finally:
         server.stop()
