@@ -27,6 +27,12 @@ UNMATCHED_ROUTE = "unmatched"
 UNMEASURED_PATHS = frozenset({"/metrics"})
 # Enough for any real client's User-Agent; a longer one is cut, not logged whole.
 USER_AGENT_MAX_CHARS = 256
+# OpenTelemetry's error.type, kept to a bounded set: an answered 5xx is its status code; an
+# exception that escaped every handler is its class when it is one of these (a client gone,
+# a server shutting down), and "_OTHER" otherwise. A class name taken as it comes would let
+# any library's exception mint a label value. The access line's log names the class anyway.
+KNOWN_ESCAPES = frozenset({"CancelledError", "ClientDisconnect", "TimeoutError", "ConnectionResetError"})
+OTHER_ERROR_TYPE = "_OTHER"
 
 _access = get_logger("user_service.access")
 
@@ -70,7 +76,9 @@ class HttpTelemetry:
         try:
             await app(scope, receive, observing_send)
         except BaseException as exc:
-            seen["error_type"] = type(exc).__qualname__
+            escaped = type(exc).__qualname__
+            seen["escaped"] = escaped
+            seen["error_type"] = escaped if escaped in KNOWN_ESCAPES else OTHER_ERROR_TYPE
             raise
         finally:
             duration = time.perf_counter() - started
@@ -105,6 +113,7 @@ class HttpTelemetry:
             user_agent=_user_agent(scope),
             trace_id=seen.get("trace_id"),
             span_id=seen.get("span_id"),
+            **({"exception": seen["escaped"]} if "escaped" in seen else {}),
         )
 
 

@@ -137,8 +137,8 @@ def service_overview() -> Dashboard:
             Panel(
                 title="5xx answers by route and error type",
                 description=(
-                    "5xx answers per second; error_type is the status code or, when the handler raised, the "
-                    "exception class (look for the request's error log line)."
+                    "5xx answers per second; error_type is the status code or, for an exception no handler "
+                    "answered, its class if known and _OTHER otherwise (the access line's exception field names it)."
                 ),
                 targets=(
                     Target(
