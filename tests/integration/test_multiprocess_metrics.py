@@ -110,7 +110,7 @@ def test_a_killed_workers_gauges_do_not_count_twice(
             time.sleep(0.2)
         # Until the new worker has started its pool: never the dead one's 3 threads on top
         # of the two live workers' 6.
-        seen = []
+        seen: list[float] = []
         while not seen or seen[-1] != 6:
             assert time.monotonic() < deadline, f"hashing workers seen last: {seen[-5:]}"
             hit_live(server.base_url, 2)
