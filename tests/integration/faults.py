@@ -8,6 +8,7 @@ in-flight logins and liveness under a saturated (not overflowing) pool; these go
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 
@@ -49,3 +50,29 @@ def proxied_server(
             yield server, proxy
         finally:
             server.stop()
+
+
+async def accounts_in_parallel(base_url: str, prefix: str, count: int) -> None:
+    """``count`` people at once, each through a session: register, log in, read /me and the
+    sessions, refresh, log out; every step's statements interleave with the others'."""
+
+    async def life(client: httpx.AsyncClient, n: int) -> None:
+        name = f"{prefix}{n}"
+        registered = await client.post(REGISTER, json=register_body(name))
+        assert registered.status_code == 201, registered.text
+        login = await client.post(LOGIN, json={"username": name, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        tokens = login.json()
+        bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+        me = await client.get("/api/v1/users/me", headers=bearer)
+        assert me.status_code == 200, me.text
+        assert me.json()["username"] == name
+        sessions = await client.get("/api/v1/users/me/sessions", headers=bearer)
+        assert sessions.status_code == 200, sessions.text
+        refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        assert refreshed.status_code == 200, refreshed.text
+        logout = await client.post("/api/v1/auth/logout", json={"refresh_token": refreshed.json()["refresh_token"]})
+        assert logout.status_code == 204, logout.text
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        await asyncio.gather(*(life(client, n) for n in range(count)))

@@ -11,7 +11,6 @@ point 5), on a real PostgreSQL of its own that speaks TLS only.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +29,7 @@ from app.settings import DatabaseSettings, DatabaseSslMode
 from testkit.postgres import migrate, throwaway_postgres
 from testkit.server_process import ROOT, ServerProcess
 from testkit.tls import LoopbackCertificate, loopback_certificate
-from tests.integration.faults import LOGIN, REGISTER, register_body
-from tests.integration.helpers import PASSWORD
+from tests.integration.faults import accounts_in_parallel
 
 CLUSTER_MANIFEST = ROOT / "k8s" / "overlays" / "prod" / "postgres-cluster.yaml"
 OWNER = "user_service"
@@ -193,32 +191,9 @@ def test_the_service_serves_as_the_runtime_role_over_verified_tls(
         **_verify_full(certificate),
     ).start()
     try:
-        anyio.run(_account_lives, server.base_url)
+        # Each step's writes land on tables the owner created.
+        anyio.run(accounts_in_parallel, server.base_url, "runtime", 4)
         assert httpx.get(f"{server.base_url}/health/ready", timeout=10).status_code == 200
     finally:
         server.stop()
     assert "permission denied" not in server.output
-
-
-async def _account_lives(base_url: str) -> None:
-    """What a user does in a session, each step's writes on tables the owner created."""
-
-    async def life(client: httpx.AsyncClient, n: int) -> None:
-        name = f"runtime{n}"
-        registered = await client.post(REGISTER, json=register_body(name))
-        assert registered.status_code == 201, registered.text
-        login = await client.post(LOGIN, json={"username": name, "password": PASSWORD})
-        assert login.status_code == 200, login.text
-        tokens = login.json()
-        bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
-        me = await client.get("/api/v1/users/me", headers=bearer)
-        assert me.status_code == 200, me.text
-        sessions = await client.get("/api/v1/users/me/sessions", headers=bearer)
-        assert sessions.status_code == 200, sessions.text
-        refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
-        assert refreshed.status_code == 200, refreshed.text
-        logout = await client.post("/api/v1/auth/logout", json={"refresh_token": refreshed.json()["refresh_token"]})
-        assert logout.status_code == 204, logout.text
-
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-        await asyncio.gather(*(life(client, n) for n in range(4)))

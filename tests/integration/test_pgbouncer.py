@@ -24,12 +24,7 @@ from app.settings import DatabaseSettings
 from testkit.pgbouncer import throwaway_pgbouncer
 from testkit.postgres import migrate
 from testkit.server_process import ServerProcess
-from tests.integration.faults import LOGIN, REGISTER, register_body
-from tests.integration.helpers import PASSWORD
-
-ME = "/api/v1/users/me"
-REFRESH = "/api/v1/auth/refresh"
-LOGOUT = "/api/v1/auth/logout"
+from tests.integration.faults import accounts_in_parallel
 
 
 @pytest.fixture
@@ -89,31 +84,9 @@ def test_the_service_serves_through_pgbouncer(pooled: str, signing_key_file: Pat
         USER_SERVICE_DB__TRANSACTION_POOLER="true",
     ).start()
     try:
-        anyio.run(_accounts_in_parallel, server.base_url)
+        # Sixteen people at once; each step's statements interleave on two server connections.
+        anyio.run(accounts_in_parallel, server.base_url, "pooled", 16)
         assert httpx.get(f"{server.base_url}/health/ready", timeout=10).status_code == 200
     finally:
         server.stop()
     assert "prepared statement" not in server.output
-
-
-async def _accounts_in_parallel(base_url: str) -> None:
-    """Sixteen people at once: register, log in, read, refresh, log out; each step's
-    statements interleave on two server connections."""
-
-    async def life(client: httpx.AsyncClient, n: int) -> None:
-        name = f"pooled{n}"
-        registered = await client.post(REGISTER, json=register_body(name))
-        assert registered.status_code == 201, registered.text
-        login = await client.post(LOGIN, json={"username": name, "password": PASSWORD})
-        assert login.status_code == 200, login.text
-        tokens = login.json()
-        me = await client.get(ME, headers={"Authorization": f"Bearer {tokens['access_token']}"})
-        assert me.status_code == 200, me.text
-        assert me.json()["username"] == name
-        refreshed = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
-        assert refreshed.status_code == 200, refreshed.text
-        logout = await client.post(LOGOUT, json={"refresh_token": refreshed.json()["refresh_token"]})
-        assert logout.status_code == 204, logout.text
-
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-        await asyncio.gather(*(life(client, n) for n in range(16)))
