@@ -12,6 +12,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.routes import HTTPRoute
 from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -132,7 +133,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         route_handlers.append(metrics_endpoint)
         dependencies["metrics"] = _provide(observability.metrics)
 
-    return UserServiceApp(
+    app = UserServiceApp(
         container=container,
         outer=outer_chain(
             settings.http,
@@ -192,3 +193,20 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         logging_config=None,
         debug=settings.http.debug,
     )
+    if observability.metrics is not None:
+        observability.metrics.start_error_series(_api_operations(app))
+    return app
+
+
+# The routes the availability SLI counts (deploy/slo/slos.yml: http_route=~"/api/.+").
+API_PREFIX = "/api/"
+
+
+def _api_operations(app: Litestar) -> list[tuple[str, str]]:
+    """(method, route template) of each API operation: what the SLIs measure."""
+    return [
+        (method, route.path_format)
+        for route in app.routes
+        if isinstance(route, HTTPRoute) and route.path_format.startswith(API_PREFIX)
+        for method in sorted(route.methods - {"OPTIONS", "HEAD"})
+    ]

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from deploy import k8s_artifacts
+from deploy import alert_links, k8s_artifacts
 from deploy.grafana import generate as grafana
 from deploy.slo import generate as slo
 
@@ -33,7 +33,7 @@ COMMAND = "uv run python -m deploy.generate"
 
 def rendered() -> dict[Path, str]:
     """Every generated file and the text it should contain."""
-    return {**slo.rendered(), **grafana.rendered(), **k8s_artifacts.rendered()}
+    return {**slo.rendered(), **grafana.rendered(), **alert_links.rendered(), **k8s_artifacts.rendered()}
 
 
 def _shown(path: Path) -> str:

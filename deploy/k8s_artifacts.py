@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from deploy.alert_links import relinked
 from deploy.grafana.generate import rendered as rendered_dashboards
 from deploy.slo.generate import slo_rule_groups
 from deploy.yaml_text import to_yaml
@@ -67,7 +68,7 @@ def _header(source: str) -> str:
 
 
 def rule_groups(path: Path = RULES_FILE) -> list[Any]:
-    document = yaml.safe_load(path.read_text())
+    document = yaml.safe_load(relinked(path.read_text()))
     groups = document.get("groups") if isinstance(document, dict) else None
     if not isinstance(groups, list) or not groups:
         raise ValueError(f"{path}: no rule groups")

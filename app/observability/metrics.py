@@ -9,6 +9,7 @@ them: counters and histograms sum, gauges sum over live processes ("livesum").
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 # OpenTelemetry's recommended boundaries for http.server.request.duration, plus 1 and
 # 2.5 ms below them: the probes, /users/me from the caller cache and the JWKS answer in about
 # a millisecond, and OpenTelemetry's first boundary (5 ms) put them all in one bucket.
+# The 5xx statuses the service answers with itself; start_error_series pre-creates them.
+SERVICE_ERROR_STATUSES = ("500", "503")
 HTTP_DURATION_BUCKETS = (
     *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75),
     *(1.0, 2.5, 5.0, 7.5, 10.0),
@@ -519,6 +522,23 @@ class Metrics:
         for purpose in MFA_CHALLENGE_PURPOSES:
             for result in MFA_CHALLENGE_RESULTS:
                 self.mfa_challenges.labels(purpose=purpose, result=result)
+
+    def start_error_series(self, routes: Iterable[tuple[str, str]]) -> None:
+        """The 5xx series of each (method, route template) at 0 before its first failure.
+
+        rate() and increase() see a series' first sample as its start, so a failure that
+        creates its series is invisible to them: on a quiet service the first 500 of a route
+        would never reach the availability SLO nor page. Only the statuses the service itself
+        answers with (500 for a fault, 503 for a shed or an unready dependency), and only for
+        the routes given (the API's), which bounds the cost at 2 x (buckets + 3) series per
+        route and method.
+        """
+        for method, route in routes:
+            for status in SERVICE_ERROR_STATUSES:
+                self.http_duration.labels(
+                    http_request_method=method, http_route=route, http_response_status_code=status
+                )
+                self.http_errors.labels(http_request_method=method, http_route=route, error_type=status)
 
     def expose(self, accept_header: str) -> Exposition:
         """The text a scrape gets: OpenMetrics (with exemplars) when asked for, else Prometheus text."""

@@ -13,6 +13,7 @@ from deploy.grafana.model import (
     or_zero,
     sel,
 )
+from deploy.grafana.outside import container_panels, outside_in_row
 from deploy.grafana.panels import (
     FIVE_XX,
     HTTP_BUCKET,
@@ -312,6 +313,7 @@ def service_overview() -> Dashboard:
                 ),
                 width=8,
             ),
+            *container_panels(),
         ),
     )
     saturation = Row(
@@ -418,5 +420,5 @@ def service_overview() -> Dashboard:
         title="User service / Overview",
         description="RED per route, SLOs and error budgets, hashing-pool and database-pool saturation, mail outbox.",
         filename="service-overview.json",
-        rows=(slo, traffic, by_instance, saturation, process, mail, build),
+        rows=(slo, outside_in_row(), traffic, by_instance, saturation, process, mail, build),
     )

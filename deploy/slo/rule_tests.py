@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
+from deploy.alert_links import links
 from deploy.slo.rules import RULES_NAME, description, summary, tier_labels
 from deploy.slo.spec import TIERS, WINDOWS, Slo, Spec, Tier, seconds
 
@@ -86,7 +88,7 @@ def expected_alert(slo: Slo, tier: Tier, ratio: float) -> dict[str, Any]:
         "exp_annotations": {
             "summary": summary(slo, tier),
             "description": description(slo, tier, humanize_percentage(ratio)),
-            "runbook_url": slo.runbook_url,
+            **asdict(links(slo.alert_name)),
         },
     }
 

@@ -26,8 +26,10 @@ the production windows), so that a test can run the real alert logic in seconds.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
+from deploy.alert_links import links
 from deploy.slo.spec import PERIOD_DAYS, TIERS, WINDOW, WINDOWS, Slo, Spec, Tier, duration, seconds
 
 RULES_NAME = "user-service-slo.rules.yml"
@@ -128,7 +130,7 @@ def alert(slo: Slo, tier: Tier, time_scale: float = 1) -> dict[str, Any]:
         "annotations": {
             "summary": summary(slo, tier),
             "description": description(slo, tier),
-            "runbook_url": slo.runbook_url,
+            **asdict(links(slo.alert_name)),
         },
     }
 

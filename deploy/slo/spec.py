@@ -92,7 +92,6 @@ class Slo:
     total_query: str
     alert_name: str
     summary: str
-    runbook_url: str
     page_labels: dict[str, str]
     ticket_labels: dict[str, str]
     record: str
@@ -171,7 +170,7 @@ def _slo(raw: dict[str, Any], index: int) -> Slo:
             raise SpecError(f"{where}.sli.events.{key}: no {WINDOW} placeholder")
     alerting = raw["alerting"]
     _take(alerting, f"{where}.alerting", {"name", "annotations", "page_alert", "ticket_alert"})
-    _take(alerting["annotations"], f"{where}.alerting.annotations", {"summary", "runbook_url"})
+    _take(alerting["annotations"], f"{where}.alerting.annotations", {"summary"})
     series = raw["x-promtool-series"]
     _take(series, f"{where}.x-promtool-series", {"good", "bad"})
     loadtest = raw.get("x-loadtest") or {}
@@ -195,7 +194,6 @@ def _slo(raw: dict[str, Any], index: int) -> Slo:
         total_query=str(events["total_query"]).strip(),
         alert_name=str(alerting["name"]),
         summary=str(alerting["annotations"]["summary"]),
-        runbook_url=str(alerting["annotations"]["runbook_url"]),
         page_labels=_labels(alerting["page_alert"], f"{where}.alerting.page_alert"),
         ticket_labels=_labels(alerting["ticket_alert"], f"{where}.alerting.ticket_alert"),
         record=str(raw["x-record"]),

@@ -15,8 +15,9 @@ import pytest
 from tests.deploy.alert_stack import ALERTMANAGER_CONFIG, alert_stack
 from tests.deploy.artifacts import load_rules, require_tool
 
-# The receiver each severity routes to; the Watchdog (severity none) goes to the dead man's switch.
-SEVERITIES = {"page": "page", "ticket": "ticket", "none": "deadman"}
+# The receiver each severity routes to (critical pages, warning opens a ticket, as the usual
+# routing trees expect); the Watchdog (severity none) goes to the dead man's switch.
+SEVERITIES = {"critical": "page", "warning": "ticket", "none": "deadman"}
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -74,22 +75,42 @@ def _alert(labels: dict[str, str]) -> dict[str, object]:
 def _key(labels: dict[str, str]) -> str:
     tier = labels.get("burn_rate", labels.get("instance", ""))
     if labels["alertname"] == "UserServiceCertificateExpiry":
-        tier = labels["severity"]
+        tier = labels["urgency"]
     return f"{labels['alertname']} {tier}".strip()
 
 
 @pytest.mark.slow
 async def test_a_page_holds_back_the_tickets_of_the_same_slo_and_nothing_else(tmp_path: Path) -> None:
     burn = "UserServiceAvailabilityBudgetBurn"
-    page = {"alertname": burn, "slo": "availability", "severity": "page", "burn_rate": "14.4"}
-    ticket = {"alertname": burn, "slo": "availability", "severity": "ticket", "burn_rate": "3"}
-    other_slo = {"alertname": "UserServiceLoginLatencyBudgetBurn", "slo": "login-latency", "severity": "ticket"}
-    everyone_down = {"alertname": "UserServiceDown", "severity": "page"}
-    one_down = {"alertname": "UserServiceTargetDown", "severity": "ticket", "instance": "a:8000"}
-    from_outside = {"alertname": "UserServiceProbeFailing", "severity": "page", "job": "user-service-probe"}
-    not_ready = {"alertname": "UserServiceNotReady", "severity": "page"}
-    expiring = {"alertname": "UserServiceCertificateExpiry", "severity": "page", "job": "user-service-probe"}
-    renewal = {"alertname": "UserServiceCertificateExpiry", "severity": "ticket", "job": "user-service-probe"}
+    page = {"alertname": burn, "slo": "availability", "severity": "critical", "urgency": "page", "burn_rate": "14.4"}
+    ticket = {"alertname": burn, "slo": "availability", "severity": "warning", "urgency": "ticket", "burn_rate": "3"}
+    other_slo = {
+        "alertname": "UserServiceLoginLatencyBudgetBurn",
+        "slo": "login-latency",
+        "severity": "warning",
+        "urgency": "ticket",
+    }
+    everyone_down = {"alertname": "UserServiceDown", "severity": "critical", "urgency": "page"}
+    one_down = {"alertname": "UserServiceTargetDown", "severity": "warning", "urgency": "ticket", "instance": "a:8000"}
+    from_outside = {
+        "alertname": "UserServiceProbeFailing",
+        "severity": "critical",
+        "urgency": "page",
+        "job": "user-service-probe",
+    }
+    not_ready = {"alertname": "UserServiceNotReady", "severity": "critical", "urgency": "page"}
+    expiring = {
+        "alertname": "UserServiceCertificateExpiry",
+        "severity": "critical",
+        "urgency": "page",
+        "job": "user-service-probe",
+    }
+    renewal = {
+        "alertname": "UserServiceCertificateExpiry",
+        "severity": "warning",
+        "urgency": "ticket",
+        "job": "user-service-probe",
+    }
     # No rules: only the alerts posted here (an empty Prometheus would raise TargetMissing).
     async with alert_stack(tmp_path, target=None, with_rules=False) as stack:
         async with httpx.AsyncClient(base_url=stack.alertmanager_url) as client:

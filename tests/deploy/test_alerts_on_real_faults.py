@@ -145,9 +145,9 @@ async def test_a_database_outage_nobody_calls_through_still_pages(
             await quiet_start(stack)
             proxy.cut()
             cut = time.monotonic()
-            await stack.wait_for("UserServiceProbeFailing", ARRIVES_WITHIN, severity="page")
+            await stack.wait_for("UserServiceProbeFailing", ARRIVES_WITHIN, severity="critical")
             report("database cut, no traffic -> UserServiceProbeFailing page", time.monotonic() - cut)
-            await stack.wait_for("UserServiceNotReady", ARRIVES_WITHIN, severity="page")
+            await stack.wait_for("UserServiceNotReady", ARRIVES_WITHIN, severity="critical")
             report("database cut, no traffic -> UserServiceNotReady page", time.monotonic() - cut)
             while not [n for n in stack.sink.received if n.path == "/pagerduty"]:
                 assert time.monotonic() - cut < 2 * ARRIVES_WITHIN, f"no page sent: {stack.sink.received}"
@@ -241,7 +241,7 @@ async def test_a_mail_server_refusing_opens_the_outbox_and_delivery_tickets_and_
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
                     assert (await client.post(REGISTER, json=register_body("waiting"))).status_code == 201
                 refused = time.monotonic()
-                fired = await stack.wait_for("UserServiceMailOutboxStuck", ARRIVES_WITHIN, severity="ticket")
+                fired = await stack.wait_for("UserServiceMailOutboxStuck", ARRIVES_WITHIN, severity="warning")
                 report("mail server refusing -> UserServiceMailOutboxStuck", fired)
                 assert smtp.refusals > 0
                 smtp.accept()
@@ -255,7 +255,7 @@ async def test_a_mail_server_refusing_opens_the_outbox_and_delivery_tickets_and_
                 smtp.refuse_for(3600, reply="550 5.7.1 Sender rejected")
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
                     assert (await client.post(REGISTER, json=register_body("lost"))).status_code == 201
-                fired = await stack.wait_for("UserServiceMailDeliveryBudgetBurn", ARRIVES_WITHIN, severity="ticket")
+                fired = await stack.wait_for("UserServiceMailDeliveryBudgetBurn", ARRIVES_WITHIN, severity="warning")
                 report("mail refused for good -> UserServiceMailDeliveryBudgetBurn", fired)
                 smtp.accept()
                 resolved = await stack.wait_until_gone("UserServiceMailDeliveryBudgetBurn", RESOLVES_WITHIN)
@@ -273,7 +273,7 @@ async def test_killing_the_service_pages_and_the_page_reaches_the_pager(
             await quiet_start(stack)
             server.kill()
             killed = time.monotonic()
-            fired = await stack.wait_for("UserServiceDown", ARRIVES_WITHIN, severity="page")
+            fired = await stack.wait_for("UserServiceDown", ARRIVES_WITHIN, severity="critical")
             report("service killed -> UserServiceDown page at Alertmanager", fired)
             # The shipped route sends a page after its 10 s group_wait, to the pager. (The
             # outside probe fails too; its page may go first, and is then held back.)

@@ -287,7 +287,12 @@ async def test_a_page_in_the_compose_alertmanager_arrives_as_mail(tmp_path: Path
         async with running_alertmanager(config_file, tmp_path) as url, httpx.AsyncClient(base_url=url) as client:
             now = datetime.now(UTC)
             alert = {
-                "labels": {"alertname": "UserServiceDown", "job": "user-service", "severity": "page"},
+                "labels": {
+                    "alertname": "UserServiceDown",
+                    "job": "user-service",
+                    "severity": "critical",
+                    "urgency": "page",
+                },
                 "annotations": {"summary": "Every instance of the user service is down"},
                 "startsAt": now.isoformat(),
                 "endsAt": (now + timedelta(minutes=5)).isoformat(),

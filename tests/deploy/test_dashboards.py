@@ -13,9 +13,12 @@ from deploy.grafana import generate
 from deploy.grafana.dependencies import EXPORTER_SERIES
 from loadtests.locust_series import SERIES as LOCUST_SERIES
 from tests.deploy.artifacts import (
+    CONTAINER_SERIES,
     DASHBOARDS_DIR,
     DEPENDENCIES_DASHBOARD,
     LOAD_TEST_DASHBOARD,
+    PROBE_JOB,
+    PROBE_SERIES,
     all_panels,
     catalogue_series,
     dashboard_queries,
@@ -25,6 +28,10 @@ from tests.deploy.artifacts import (
 )
 
 DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
+OVERVIEW_DASHBOARD = "service-overview.json"
+# What the overview reads beside the service's own series, and the job each such query must
+# select: the outside-in probes and the container as the kubelet's cAdvisor reports it.
+OVERVIEW_FOREIGN = {f'job="{PROBE_JOB}"': PROBE_SERIES, 'job="kubelet"': CONTAINER_SERIES}
 
 
 def test_every_dashboard_is_committed() -> None:
@@ -87,9 +94,14 @@ def test_panels_do_not_overlap() -> None:
 
 def test_queries_read_only_catalogued_metrics_and_recording_rules() -> None:
     """...and, on the load-test dashboard only, Locust's own series; on the dependencies
-    dashboard only, the exporters' series it lists."""
+    dashboard only, the exporters' series it lists; on the overview, the probes' and the
+    container's."""
     allowed = catalogue_series() | recording_rule_names()
-    also = {LOAD_TEST_DASHBOARD: LOCUST_SERIES, DEPENDENCIES_DASHBOARD: EXPORTER_SERIES}
+    also = {
+        LOAD_TEST_DASHBOARD: LOCUST_SERIES,
+        DEPENDENCIES_DASHBOARD: EXPORTER_SERIES,
+        OVERVIEW_DASHBOARD: PROBE_SERIES | CONTAINER_SERIES,
+    }
     unknown = sorted(
         f"{query.dashboard} / {query.panel}: {name}"
         for query in dashboard_queries()
@@ -105,8 +117,14 @@ def test_every_query_selects_the_user_service_job() -> None:
     offenders = [
         f"{query.dashboard} / {query.panel}"
         for query in dashboard_queries()
-        if 'job="user-service"' not in query.expr and metric_names(query.expr) - LOCUST_SERIES - EXPORTER_SERIES
+        if 'job="user-service"' not in query.expr
+        and metric_names(query.expr) - LOCUST_SERIES - EXPORTER_SERIES - PROBE_SERIES - CONTAINER_SERIES
     ]
+    foreign = [q for q in dashboard_queries() if metric_names(q.expr) & (PROBE_SERIES | CONTAINER_SERIES)]
+    assert len(foreign) == 4
+    for query in foreign:
+        needed = [job for job, series in OVERVIEW_FOREIGN.items() if metric_names(query.expr) & series]
+        assert all(job in query.expr for job in needed), f"{query.panel}: {query.expr}"
     exporters = [q for q in dashboard_queries() if metric_names(q.expr) & EXPORTER_SERIES]
     assert exporters
     for query in exporters:

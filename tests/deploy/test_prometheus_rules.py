@@ -1,16 +1,20 @@
 """The Prometheus configuration and rules: promtool accepts them and their unit tests pass,
 every alert is unit-tested firing and not firing, carries what an on-call engineer needs
-(severity, summary, description, a runbook section that exists), and reads only metrics
-the service exports."""
+(severity, summary, description, absolute links to a runbook section and a dashboard panel
+that exist), and reads only metrics the service exports."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from tests.deploy.artifacts import (
+    DASHBOARDS_DIR,
     FOREIGN_RULE_GROUPS,
     PROMETHEUS_CONFIG,
     PROMETHEUS_SYNTHETIC,
@@ -26,6 +30,11 @@ from tests.deploy.artifacts import (
     recording_rule_names,
     require_tool,
 )
+
+# The setting the links are built from, read as an adopter writes it.
+LINKS = {
+    key: str(value).rstrip("/") for key, value in yaml.safe_load((ROOT / "deploy" / "links.yml").read_text()).items()
+}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -91,20 +100,48 @@ def test_every_alert_has_severity_summary_description_and_an_existing_runbook_se
     problems: list[str] = []
     for rule in alerts():
         name = rule.alert
-        allowed = {"none"} if name == "UserServiceWatchdog" else {"page", "ticket"}
-        if rule.labels.get("severity") not in allowed:
-            problems.append(f"{name}: severity must be page or ticket, is {rule.labels.get('severity')!r}")
+        # The usual severities for routing trees that match on them, and page or ticket
+        # beside them, saying the same, for trees that route on urgency.
+        allowed = {("none", None)} if name == "UserServiceWatchdog" else {("critical", "page"), ("warning", "ticket")}
+        severity = (rule.labels.get("severity"), rule.labels.get("urgency"))
+        if severity not in allowed:
+            problems.append(f"{name}: (severity, urgency) must be one of {sorted(map(str, allowed))}, is {severity}")
         problems.extend(
             f"{name}: no {key} annotation"
-            for key in ("summary", "description", "runbook_url")
+            for key in ("summary", "description", "runbook_url", "dashboard_url")
             if not rule.annotations.get(key, "").strip()
         )
         url = rule.annotations.get("runbook_url", "")
         path, _, anchor = url.partition("#")
-        if path != "docs/runbook.md" or anchor != str(name).lower():
-            problems.append(f"{name}: runbook_url should be docs/runbook.md#{str(name).lower()}, is {url!r}")
+        if path != LINKS["runbook"] or anchor != str(name).lower():
+            problems.append(f"{name}: runbook_url should be {LINKS['runbook']}#{str(name).lower()}, is {url!r}")
         elif anchor not in anchors:
             problems.append(f"{name}: docs/runbook.md has no section #{anchor}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_alert_links_a_panel_of_a_committed_dashboard() -> None:
+    """Absolute, under the Grafana of deploy/links.yml, to a dashboard and panel that exist."""
+    panels: dict[str, dict[int, str]] = {}
+    for path in DASHBOARDS_DIR.glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        stack, ids = list(dashboard["panels"]), {}
+        while stack:
+            panel = stack.pop()
+            ids[panel["id"]] = panel["title"]
+            stack.extend(panel.get("panels", []))
+        panels[dashboard["uid"]] = ids
+    problems: list[str] = []
+    for rule in alerts():
+        url = urlsplit(rule.annotations.get("dashboard_url", ""))
+        base, _, uid = f"{url.scheme}://{url.netloc}{url.path}".rpartition("/d/")
+        view = parse_qs(url.query).get("viewPanel", [])
+        if base != LINKS["grafana"] or uid not in panels:
+            problems.append(
+                f"{rule.alert}: {rule.annotations.get('dashboard_url')!r} is no dashboard under {LINKS['grafana']}"
+            )
+        elif view and int(view[0]) not in panels[uid]:
+            problems.append(f"{rule.alert}: dashboard {uid} has no panel {view[0]}")
     assert not problems, "\n".join(problems)
 
 

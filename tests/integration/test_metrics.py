@@ -118,3 +118,35 @@ async def test_latency_exemplars_carry_the_trace_id_in_openmetrics(settings: Set
     assert "trace_id" not in plain.text  # the classic text format has no exemplars
     hash_lines = [line for line in response.text.splitlines() if line.startswith("user_service_password_hash_duration")]
     assert any(f'# {{trace_id="{trace_id}"}}' in line for line in hash_lines), "the hash links to its request's trace"
+
+
+async def test_every_api_operation_has_its_5xx_series_before_its_first_failure(client: Client) -> None:
+    """A failure that creates its series is invisible to rate(): the first 500 of a quiet
+    route would never reach the availability SLO. So they exist, at 0, from the start; only
+    the API's, only 500 and 503, so that the cost stays bounded."""
+    samples = await scrape(client)
+    count = "http_server_request_duration_seconds_count"
+    for method, route in [
+        ("POST", "/api/v1/auth/login"),
+        ("GET", "/api/v1/users/me"),
+        ("DELETE", "/api/v1/users/{user_id}"),
+    ]:
+        for status in ("500", "503"):
+            assert (
+                value(samples, count, http_request_method=method, http_route=route, http_response_status_code=status)
+                == 0
+            )
+            assert (
+                value(
+                    samples, "http_server_errors_total", http_request_method=method, http_route=route, error_type=status
+                )
+                == 0
+            )
+    precreated = {
+        (s.labels["http_request_method"], s.labels["http_route"])
+        for s in samples
+        if s.name == count and s.labels["http_response_status_code"] in {"500", "503"}
+    }
+    assert all(route.startswith("/api/") for _, route in precreated)
+    assert not {method for method, _ in precreated} & {"OPTIONS", "HEAD"}
+    assert 20 <= len(precreated) <= 60
