@@ -52,8 +52,27 @@ COPY README.md ./
 COPY app ./app
 RUN /opt/uv/bin/uv sync --locked --no-dev --no-editable
 
-# --- runtime: the base, the virtual environment, a user; no uv, no compiler, no source ------
-FROM ${PYTHON_IMAGE} AS runtime
+# --- rootfs: the runtime's whole filesystem, gathered from the stage above ----------------
+# The interpreter and its standard library, the virtual environment, the shared libraries
+# they link (as ldd resolves them), CA certificates, /etc/passwd with the service's user,
+# and the copyright and dpkg records of the Debian packages those files came from (for
+# scanners). No shell, no package manager, no pip: see deploy/container/runtime_root.py.
+FROM builder AS rootfs
+# strip (binutils) for the extension modules: deploy/container/build-base-image.sh's base has
+# it; on the official image Debian's is installed here, in a stage nothing of which but
+# /rootfs reaches the runtime image, so the version is whatever bookworm ships today.
+# hadolint ignore=DL3008
+RUN command -v strip >/dev/null \
+    || { apt-get update && apt-get install -y --no-install-recommends binutils && rm -rf /var/lib/apt/lists/*; }
+COPY deploy/container/runtime_root.py /tmp/runtime_root.py
+RUN /opt/venv/bin/python /tmp/runtime_root.py /rootfs --uid 10001
+
+# --- runtime: that filesystem on an empty image (distroless) ---------------------------------
+# Nothing an intruder with code execution could use to fetch or install tools, and half the
+# size of the base. Everything is owned by root: the service cannot change its own code.
+# Debug a running pod with an ephemeral container instead of a shell (docs/deploy-image.md).
+FROM scratch AS runtime
+COPY --from=rootfs /rootfs /
 
 # Build identity: OCI labels for registries and scanners, and the same values in the
 # user_service_build_info metric. deploy/container/build-image.sh fills them from git and
@@ -68,20 +87,15 @@ LABEL org.opencontainers.image.title="user-service" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
 
-# A fixed UID/GID (Kubernetes' runAsUser and file permissions can name it) with no home
-# and no shell. Everything in the image stays owned by root: the service cannot change
-# its own code.
-RUN groupadd --gid 10001 app \
-    && useradd --uid 10001 --gid 10001 --no-create-home --no-log-init \
-        --home-dir /nonexistent --shell /usr/sbin/nologin app
+# The fixed UID/GID 10001 (Kubernetes' runAsUser and file permissions can name it) is in
+# the /etc/passwd runtime_root.py wrote, with no home and no shell.
 
-COPY --from=builder /opt/venv /opt/venv
-
-# HOME=/tmp: the only writable place on a read-only root filesystem (a tmpfs/emptyDir);
+# PATH: the venv's bin alone (an empty image has no other, and "$PATH" would add an empty
+# entry, the working directory). HOME=/tmp: the only writable place on a read-only root filesystem (a tmpfs/emptyDir);
 # the metrics folder of multi-worker mode is under /tmp too (USER_SERVICE_SERVER__METRICS_DIR).
 # Production mode by default: without a PostgreSQL URL and a signing key the service
 # refuses to start and names the missing setting.
-ENV PATH=/opt/venv/bin:$PATH \
+ENV PATH=/opt/venv/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
@@ -97,7 +111,8 @@ USER 10001:10001
 EXPOSE 8000
 
 # /health/live never touches the database, so an outage of PostgreSQL does not get the
-# container restarted (readiness handles that). Python, since slim images have no curl.
+# container restarted (readiness handles that). Python in exec form: there is no shell and
+# no curl.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('USER_SERVICE_SERVER__PORT', '8000') + '/health/live', timeout=2)"]
 

@@ -11,7 +11,6 @@ hashing pool bounds (pool size x argon2 memory).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -23,10 +22,10 @@ def keep_hash_memory_mapped() -> bool:
     """Apply the glibc settings to this process; False where there is no glibc mallopt."""
     if not sys.platform.startswith("linux"):
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None)  # musl has none
+    # The C library the interpreter already runs on, from the process's own symbols
+    # (dlopen(NULL)), not found by name: ctypes.util.find_library asks ldconfig or a
+    # compiler, which a runtime image without a shell or toolchain does not have.
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # musl has none
     if mallopt is None:
         return False
     return bool(mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _KEEP) == 1)

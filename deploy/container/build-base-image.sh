@@ -24,8 +24,9 @@ CA_DIR=${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 IMAGE_REPO=${BASE_IMAGE_REPO:-localhost/user-service-base}
 # What the official slim image has (ca-certificates, netbase, tzdata) plus Debian's
 # python3 (3.11 on bookworm) and python3-venv, whose ensurepip the Dockerfile's builder
-# stage uses to install uv.
-PACKAGES=python3,python3-venv,ca-certificates,netbase,tzdata
+# stage uses to install uv, and binutils, whose strip the rootfs stage runs on extension
+# modules. This base is only ever a build stage: the runtime image starts from scratch.
+PACKAGES=python3,python3-venv,ca-certificates,netbase,tzdata,binutils
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [[ -z "${CONTAINERS_CONF:-}" && -f "$here/containers.conf" ]]; then
@@ -98,11 +99,13 @@ in_root update-ca-certificates >/dev/null
 in_root python3 --version >&2
 umount "$rootfs/proc"
 
-# What a container image does not need: package indexes and caches, documentation,
-# translations, logs, and the build host's resolver configuration (the container engine
-# provides its own).
+# What a container image does not need: package indexes and caches, documentation (but
+# each package's copyright file: the runtime image carries those of the packages it takes
+# files from), translations, logs, and the build host's resolver configuration (the
+# container engine provides its own).
+find "$rootfs"/usr/share/doc -type f ! -name copyright -delete
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/cache/debconf/*-old \
-  "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+  "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
   "$rootfs"/usr/share/locale/* "$rootfs"/var/log/* "$rootfs"/tmp/* "$rootfs"/var/tmp/* \
   "$rootfs"/etc/resolv.conf "$rootfs"/etc/hostname
 

@@ -198,6 +198,86 @@ def test_runtime_stage_has_only_the_environment_and_the_service(image: BuiltImag
     assert found["compiled"], "bytecode is compiled at build time (nothing can be written at run time)"
 
 
+READ_FILE = "import sys; sys.stdout.write(open(sys.argv[1], errors='replace').read())"
+# Tools an intruder would reach for, and the package managers of Debian and Python.
+FORBIDDEN_PATHS = (
+    *("/bin/sh", "/usr/bin/sh", "/bin/bash", "/usr/bin/bash", "/bin/dash", "/usr/bin/dash", "/bin/busybox"),
+    *("/usr/bin/apt", "/usr/bin/apt-get", "/usr/bin/dpkg", "/usr/bin/dpkg-query", "/var/lib/dpkg/status"),
+    *("/usr/bin/curl", "/usr/bin/wget", "/usr/bin/perl", "/bin/cat", "/usr/bin/env", "/bin/ls"),
+    *("/usr/local/bin/pip", "/usr/local/bin/pip3", "/usr/bin/pip", "/usr/bin/pip3", "/opt/venv/bin/pip"),
+)
+INSPECT_CONTENTS = """
+import importlib.metadata, importlib.util, json, os, sys
+print(json.dumps({
+    "present": [path for path in json.loads(sys.argv[1]) if os.path.lexists(path)],
+    "modules": {name: importlib.util.find_spec(name) is not None for name in ("pip", "ensurepip", "setuptools")},
+    "distributions": sorted({d.metadata["Name"].lower().replace("_", "-") for d in importlib.metadata.distributions()}),
+    "debian_packages": sorted(os.listdir("/var/lib/dpkg/status.d")),
+    "copyrights": sorted(os.listdir("/usr/share/doc")),
+    "files": sum(
+        len(files)
+        for top in ("/etc", "/lib", "/lib64", "/usr", "/opt", "/var", "/app")
+        if os.path.isdir(top) and not os.path.islink(top)
+        for _, _, files in os.walk(top)
+    ),
+}))
+"""
+# Packages the tests, load tests and linters use: none may reach the image.
+TEST_ONLY = frozenset({"faker", "polyfactory", "pytest", "locust", "mypy", "ruff", "schemathesis", "playwright"})
+MAX_SIZE_MIB = 150
+
+
+def runtime_distributions() -> set[str]:
+    """What uv.lock installs without the dev group, on this platform (markers applied)."""
+    exported = subprocess.run(
+        ["uv", "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names: set[str] = set()
+    for line in exported.splitlines():
+        if not line or line.startswith(("#", " ")):
+            continue
+        requirement, _, marker = line.partition(";")
+        if "sys_platform == 'never'" in marker or "sys_platform == 'win32'" in marker:
+            continue
+        names.add(re.split(r"[=<>\[ ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_runtime_image_has_no_shell_no_package_manager_and_no_test_packages(
+    image: BuiltImage, request: pytest.FixtureRequest
+) -> None:
+    result = podman(
+        *("run", "--rm", "--network", "none", "--entrypoint", "python", image.name),
+        *("-c", INSPECT_CONTENTS, json.dumps(FORBIDDEN_PATHS)),
+        timeout=300,
+    )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["present"] == [], f"in the runtime image: {found['present']}"
+    assert found["modules"] == {"pip": False, "ensurepip": False, "setuptools": False}, found["modules"]
+    distributions = set(found["distributions"]) - {"user-service"}
+    assert not distributions & TEST_ONLY, f"test-only packages in the image: {distributions & TEST_ONLY}"
+    runtime = runtime_distributions()
+    assert distributions <= runtime, f"not in uv.lock's runtime set: {distributions - runtime}"
+    # The Debian packages whose files were copied keep their dpkg record (for scanners) and
+    # copyright file.
+    assert "libc6" in found["debian_packages"], found["debian_packages"]
+    assert set(found["debian_packages"]) <= set(found["copyrights"]), "a package without its copyright file"
+    # No entry point can start a shell either.
+    for shell in ("/bin/sh", "sh"):
+        refused = podman("run", "--rm", "--network", "none", "--entrypoint", shell, image.name, "-c", "id", check=False)
+        assert refused.returncode != 0, refused.stdout
+    assert image.size < MAX_SIZE_MIB * 2**20, f"{image.size / 2**20:.0f} MiB"
+    report(
+        request,
+        f"contents: {found['files']} files, {len(found['debian_packages'])} Debian packages "
+        f"({', '.join(found['debian_packages'])}), {len(distributions)} Python distributions",
+    )
+
+
 # --- the image against PostgreSQL ---------------------------------------------------------
 
 
@@ -286,13 +366,22 @@ def test_image_migrates_and_serves_read_only_as_non_root_and_stops_cleanly(
             "the build identity reaches the metric"
         )
 
-        # PID 1 is the server itself, running as the fixed non-root user.
-        status = podman("exec", name, "cat", "/proc/1/status").stdout
+        # PID 1 is the server itself, running as the fixed non-root user (read with Python:
+        # the image has no cat).
+        status = podman("exec", name, "python", "-c", READ_FILE, "/proc/1/status").stdout
         uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)", status, re.MULTILINE)
         assert uids is not None, status
         assert uids.groups() == (str(UID), str(UID)), "real and effective UID"
-        cmdline = podman("exec", name, "cat", "/proc/1/cmdline").stdout.split("\0")
+        cmdline = podman("exec", name, "python", "-c", READ_FILE, "/proc/1/cmdline").stdout.split("\0")
         assert cmdline[:3] == ["python", "-m", "app"], cmdline
+
+        # Someone with a foothold in the pod finds no shell to run.
+        for shell in ("sh", "/bin/sh", "bash", "/bin/bash", "/usr/bin/dash", "busybox"):
+            attempt = podman("exec", name, shell, "-c", "id", check=False)
+            assert attempt.returncode != 0, f"{shell} ran in the container: {attempt.stdout}"
+        # glibc's allocator tuning for argon2 still applies without ldconfig or a compiler.
+        tuned = [json.loads(line) for line in podman("logs", name).stdout.splitlines() if "allocator_tuned" in line]
+        assert [line.get("applied") for line in tuned] == [True], tuned
 
         # Only /tmp is writable.
         write = "import sys; open(sys.argv[1], 'w').write('x')"

@@ -119,8 +119,18 @@ def _stage_problems(dockerfile: str, steps: list[tuple[str, str]]) -> list[str]:
     if base is None or not re.fullmatch(r"python:3\.1[1-9][\w.]*-slim-bookworm@sha256:[0-9a-f]{64}", base[1]):
         problems.append("the default base must be an official slim (glibc) Python image pinned by digest")
     froms = [arguments for keyword, arguments in steps if keyword == "FROM"]
-    if len(froms) < 2 or any(not value.startswith("${PYTHON_IMAGE} AS ") for value in froms):
-        problems.append("every stage must start FROM ${PYTHON_IMAGE} (builder and runtime)")
+    if not froms or froms[0] != "${PYTHON_IMAGE} AS builder":
+        problems.append("the builder must start FROM ${PYTHON_IMAGE} (the venv's interpreter is the base's)")
+    # Distroless: the runtime starts empty and gets only the root runtime_root.py assembled,
+    # so no shell, package manager or pip of a base can come along.
+    if not froms or froms[-1] != "scratch AS runtime":
+        problems.append("the runtime stage must start FROM scratch")
+    final = steps[max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM") :]
+    copies = [arguments for keyword, arguments in final if keyword in {"COPY", "ADD"}]
+    if copies != ["--from=rootfs /rootfs /"]:
+        problems.append(f"the runtime stage must copy only the assembled root (COPY --from=rootfs /rootfs /): {copies}")
+    if any(keyword == "RUN" for keyword, _ in final):
+        problems.append("the runtime stage cannot RUN anything: it has no shell")
     return problems
 
 
@@ -180,17 +190,15 @@ def test_dockerfile_follows_the_repository_rules() -> None:
 POLICY_BREAKAGES = {
     "digest": (r"(ARG PYTHON_IMAGE=python:3\.11-slim-bookworm)@sha256:[0-9a-f]+", r"\1"),
     "alpine": (r"ARG PYTHON_IMAGE=python:3\.11-slim-bookworm", "ARG PYTHON_IMAGE=python:3.11-alpine"),
-    "stage": (r"FROM \$\{PYTHON_IMAGE\} AS runtime", "FROM debian:bookworm-slim AS runtime"),
+    "stage": (r"^FROM scratch AS runtime$", "FROM ${PYTHON_IMAGE} AS runtime"),
+    "builder": (r"^FROM \$\{PYTHON_IMAGE\} AS builder$", "FROM debian:bookworm-slim AS builder"),
     "USER": (r"^USER 10001:10001$", "USER 0"),
     "ENTRYPOINT": (r"^ENTRYPOINT .*$", 'ENTRYPOINT ["sh", "-c", "python -m app"]'),
     "EXPOSE": (r"^EXPOSE 8000$", "EXPOSE 8080"),
     "HEALTHCHECK": (r"(CMD \[.*)/health/live", r"\1/health/ready"),
     "STOPSIGNAL": (r"^STOPSIGNAL SIGTERM$", "STOPSIGNAL SIGKILL"),
     "USER_SERVICE_SERVER__HOTS": (r"USER_SERVICE_SERVER__HOST=", "USER_SERVICE_SERVER__HOTS="),
-    "uv": (
-        r"^COPY --from=builder /opt/venv /opt/venv$",
-        "COPY --from=builder /opt/venv /opt/venv\nCOPY --from=builder /opt/uv /opt/uv",
-    ),
+    "uv": (r"^COPY --from=rootfs /rootfs /$", "COPY --from=rootfs /rootfs /\nCOPY --from=builder /opt/uv /opt/uv"),
 }
 
 
@@ -210,7 +218,7 @@ def test_build_context_is_an_allowlist() -> None:
     ]
     assert patterns[0] == "*", "start by excluding everything"
     allowed = {pattern[1:].rstrip("/") for pattern in patterns if pattern.startswith("!")}
-    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "app"}
+    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "app", "deploy/container/runtime_root.py"}
     copied = {
         source
         for keyword, arguments in instructions(DOCKERFILE.read_text())
