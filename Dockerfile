@@ -66,6 +66,13 @@ RUN command -v strip >/dev/null \
     || { apt-get update && apt-get install -y --no-install-recommends binutils && rm -rf /var/lib/apt/lists/*; }
 COPY deploy/container/runtime_root.py /tmp/runtime_root.py
 RUN /opt/venv/bin/python /tmp/runtime_root.py /rootfs --uid 10001
+# The build identity as a file of the root too. Not only for people: buildah's layer cache
+# ignores build arguments except in RUN, and the runtime stage runs nothing, so without a
+# root that differs per revision a rebuild reused the last build's LABEL and ENV layers and
+# the image named the wrong commit.
+ARG VERSION=""
+ARG REVISION=unknown
+RUN printf 'VERSION=%s\nREVISION=%s\n' "${VERSION}" "${REVISION}" > /rootfs/etc/user-service-release
 
 # --- runtime: that filesystem on an empty image (distroless) ---------------------------------
 # Nothing an intruder with code execution could use to fetch or install tools, and half the

@@ -28,6 +28,7 @@ import pytest
 from testkit.server_process import SLOW_SINGLE_THREAD_HASHING, ServerProcess
 from testkit.smtp_server import smtp_server
 from tests.deploy.alert_stack import DEADMAN_PATH, TIME_SCALE, WATCHDOG, AlertStack, Notification, alert_stack
+from tests.deploy.artifacts import dashboard_queries, substitute_variables
 from tests.integration.faults import LOGIN, REGISTER, UNTHROTTLED, proxied_server, register_body
 from tests.integration.helpers import PASSWORD
 
@@ -129,6 +130,17 @@ async def test_a_database_cut_pages_for_availability_and_resolves_after_recovery
             report("database back -> 14.4x page resolved", resolved)
 
 
+PROBE_PANEL = "Outside-in probes"
+
+
+async def panel_values(stack: AlertStack, title: str) -> list[float]:
+    """What the overview panel titled ``title`` shows now, one value per series."""
+    (expr,) = [q.expr for q in dashboard_queries() if q.panel == title]
+    async with httpx.AsyncClient(base_url=stack.prometheus_url, timeout=5) as api:
+        body = (await api.post("/api/v1/query", data={"query": substitute_variables(expr)})).json()
+    return [float(series["value"][1]) for series in body["data"]["result"]]
+
+
 async def test_a_database_outage_nobody_calls_through_still_pages(
     server_process: Callable[..., ServerProcess], clean_database: str, tmp_path: Path
 ) -> None:
@@ -143,10 +155,18 @@ async def test_a_database_outage_nobody_calls_through_still_pages(
     ):
         async with alert_stack(tmp_path / "stack", target_of(server)) as stack:
             await quiet_start(stack)
+            # The overview's probe panel (the alert's dashboard_url) shows the probes
+            # succeeding, and then the outage.
+            before = await panel_values(stack, PROBE_PANEL)
+            assert len(before) == 1, before
+            assert before[0] > 0.5, before
             proxy.cut()
             cut = time.monotonic()
             await stack.wait_for("UserServiceProbeFailing", ARRIVES_WITHIN, severity="critical")
             report("database cut, no traffic -> UserServiceProbeFailing page", time.monotonic() - cut)
+            shown = await panel_values(stack, PROBE_PANEL)
+            assert len(shown) == 1, shown
+            assert shown[0] < before[0], (before, shown)
             await stack.wait_for("UserServiceNotReady", ARRIVES_WITHIN, severity="critical")
             report("database cut, no traffic -> UserServiceNotReady page", time.monotonic() - cut)
             while not [n for n in stack.sink.received if n.path == "/pagerduty"]:

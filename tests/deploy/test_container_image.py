@@ -158,6 +158,13 @@ def test_image_carries_its_build_identity(image: BuiltImage) -> None:
     assert "org.opencontainers.image.source" in labels
     if revision.returncode == 0:
         assert labels["org.opencontainers.image.revision"].startswith(revision.stdout.strip())
+    # The same identity as a file of the root, whose content changes per revision and so keeps
+    # buildah's layer cache from handing back the last build's labels (see the Dockerfile).
+    release = podman(
+        *("run", "--rm", "--network", "none", "--entrypoint", "python", image.name),
+        *("-c", READ_FILE, "/etc/user-service-release"),
+    ).stdout
+    assert f"REVISION={labels['org.opencontainers.image.revision']}\n" in release, release
 
 
 INSPECT_RUNTIME = """
