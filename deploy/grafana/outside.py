@@ -2,29 +2,17 @@
 blackbox exporter, job ``user-service-probe``) and the container as Kubernetes limits it
 (cAdvisor through the kubelet). They answer what the process cannot see: whether clients
 reach it at all, and whether its CPU quota or memory limit is what slows or kills it.
-``FOREIGN_SERIES`` lists every series read here, with the job each query must select.
+tests/deploy/test_dashboards.py holds the series each may read and the job it must select.
 """
 
 from __future__ import annotations
 
 from deploy.grafana.model import Panel, Row, Target, Threshold
+from deploy.grafana.panels import RATE
 
 PROBE = 'job="user-service-probe"'
 # The container as deploy/prometheus/rules/user-service-kubernetes.rules.yml selects it.
 CONTAINER = 'job="kubelet", namespace="user-service", container="user-service"'
-RATE = "[$__rate_interval]"
-
-FOREIGN_SERIES = {
-    PROBE: frozenset({"probe_success", "probe_ssl_earliest_cert_expiry"}),
-    CONTAINER: frozenset(
-        {
-            "container_cpu_cfs_periods_total",
-            "container_cpu_cfs_throttled_periods_total",
-            "container_memory_working_set_bytes",
-            "container_spec_memory_limit_bytes",
-        }
-    ),
-}
 
 
 def outside_in_row() -> Row:
