@@ -264,7 +264,9 @@ def main() -> int:
         if os.path.lexists(path):
             assembly.copy(path)
     write_accounts(assembly, args.uid)
-    tmp = assembly.target("/tmp")  # noqa: S108 - the image's own /tmp, under ROOT
+    # The image's own scratch directory, under ROOT (a relative path: nothing here touches
+    # the build machine's /tmp).
+    tmp = assembly.target("tmp")
     tmp.mkdir(exist_ok=True)
     tmp.chmod(0o1777)
 
