@@ -9,7 +9,11 @@ DIR/user-service-probes.rules.yml (the hand-written alerts with every range sele
 subquery, ``offset`` and ``for:`` divided the same way).
 Rule names and labels keep their production windows, so routes, inhibitions and
 dashboards work on the scaled rules unchanged. A duration that would fall under one
-second becomes one second; a range this cannot scale (``1h30m``, ``500ms``) is an error.
+second becomes one second, and a range selector's window is at least ``MIN_RANGE``
+(production's shortest window, 2m, holds eight scrapes at 15 s; scaled to 2 s at the
+tests' 1 s interval it would hold one or two, and one late scrape under load empties it,
+which resets every ``for:`` built on it). A range this cannot scale (``1h30m``,
+``500ms``) is an error.
 A threshold that is a time in seconds is scaled only where a PromQL comment marks it
 (``> 600  # seconds``); other numbers are values and stay. So a rate threshold keeps its
 meaning, but a count over a window does not: ``increase(x[15m]) > 10`` becomes ten events
@@ -30,6 +34,7 @@ import yaml
 
 from deploy.slo.generate import ROOT, rules_text
 from deploy.slo.rules import RULES_NAME, scaled
+from deploy.slo.spec import duration, seconds
 from deploy.yaml_text import to_yaml_document
 
 # The hand-written rules: the cause alerts, and the outside-in probe's.
@@ -42,6 +47,8 @@ _RANGE = re.compile(r"\[(\d+[smhd])(?::(\d+[smhd])?)?\]")
 # Any range or subquery at all: what _RANGE cannot scale (1h30m, 500ms, 1w) is an error,
 # not a window silently left at production length.
 _ANY_RANGE = re.compile(r"\[[^\]]*\d[^\]]*\]")
+# Four scrapes at the time-scaled tests' 1 s interval (tests/deploy/alert_stack.py).
+MIN_RANGE = "4s"
 _OFFSET = re.compile(r"\boffset\s+(\d+[smhd])\b")
 # A threshold that is a time in seconds (an age), marked so by a PromQL comment.
 _SECONDS_VALUE = re.compile(r"(\d+(?:\.\d+)?)(\s*#\s*seconds\b)")
@@ -53,7 +60,7 @@ def scale(value: str, time_scale: float) -> str:
 
 def scale_expr(expr: str, time_scale: float) -> str:
     def ranged(match: re.Match[str]) -> str:
-        window = scale(match.group(1), time_scale)
+        window = duration(max(seconds(MIN_RANGE), seconds(scale(match.group(1), time_scale))))
         step = match.group(2)
         if step:
             return f"[{window}:{scale(step, time_scale)}]"

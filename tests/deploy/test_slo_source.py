@@ -93,14 +93,15 @@ def test_time_scaled_rules_keep_names_and_labels_and_shorten_every_window(tmp_pa
     assert "[72m]" in rule_by_name(fast, availability.rule("ratio", "3d"))["expr"]
     causes = yaml.safe_load(causes_file.read_text())
     readiness = rule_by_name(causes, "instance:user_service_readiness_failing:bool")
-    assert "[2s]" in readiness["expr"]
+    # 2m would be 2 s, one or two scrapes: no window holds fewer than four.
+    assert "[4s]" in readiness["expr"]
     assert "[2m]" not in readiness["expr"]
     down = rule_by_name(causes, "UserServiceDown")
     assert seconds(down["for"]) < 60
     # The guard's count is the scaled window's: rate over [1m] times 60 s.
     assert ") * 60 >= 5" in page["expr"]
     probe_failing = rule_by_name(yaml.safe_load(probes_file.read_text()), "UserServiceProbeFailing")
-    assert "[2s]" in probe_failing["expr"]
+    assert "[4s]" in probe_failing["expr"]
     result = subprocess.run(
         [require_tool("promtool"), "check", "rules", str(slo_file), str(causes_file), str(probes_file)],
         capture_output=True,
@@ -115,4 +116,8 @@ def test_scaling_rewrites_ranges_subqueries_offsets_and_marked_seconds_only() ->
     expr = 'rate(x{le="0.25"}[5m]) > 2 * avg_over_time(y[1h:1m] offset 7d) and z > 600\nand age > 600  # seconds'
     assert scaled.scale_expr(expr, 60) == (
         'rate(x{le="0.25"}[5s]) > 2 * avg_over_time(y[1m:1s] offset 168m) and z > 600\nand age > 10  # seconds'
+    )
+    # A window keeps four scrapes of the tests' 1 s interval; offsets and steps are not ranges.
+    assert scaled.scale_expr("increase(x[2m] offset 2m) > 0 and max_over_time(y[1m:1m])", 60) == (
+        "increase(x[4s] offset 2s) > 0 and max_over_time(y[4s:1s])"
     )
