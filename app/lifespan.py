@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.accounts.account_tokens import purge_finished_tokens
 from app.accounts.audit import purge_old_events
+from app.accounts.mfa_store import purge_ended_challenges
 from app.accounts.sessions import Purged, forget_known_clients, purge_ended_sessions
 from app.container import Container
 from app.db.migrate import SchemaFit, schema_state, upgrade_to_head
@@ -155,13 +156,15 @@ async def _housekeeping(container: Container) -> None:
     counters and expired rate-limit windows (a credential-stuffing run sees millions of
     keys once each; Redis expires its keys by itself), ended sessions and expired
     refresh tokens (one row per login and per rotation), the outbox's sent and
-    given-up mails (one row per mail), and used or expired mailed-link tokens."""
+    given-up mails (one row per mail), used or expired mailed-link tokens and second-factor
+    challenges, clients not seen for long, and the audit trail past its retention."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         await forget_stale_abuse_state(container.login_throttle, container.rate_limit_store)
         await purge_ended_sessions_round(container)
         await purge_outbox_round(container)
         await purge_account_tokens_round(container)
+        await purge_mfa_challenges_round(container)
         await purge_audit_round(container)
 
 
@@ -259,6 +262,15 @@ async def purge_account_tokens_round(container: Container) -> int | None:
     ended_before = dt.datetime.now(dt.UTC) - ACCOUNT_TOKENS_KEPT
     return await _counted_purge(
         container, "account_token", purge_finished_tokens(container.database.get_engine(), ended_before=ended_before)
+    )
+
+
+async def purge_mfa_challenges_round(container: Container) -> int | None:
+    """The second factor's login challenges, a day after they expired or were redeemed (as
+    the mailed-link tokens: a replayed token is still traced to its account meanwhile)."""
+    ended_before = dt.datetime.now(dt.UTC) - ACCOUNT_TOKENS_KEPT
+    return await _counted_purge(
+        container, "mfa_challenge", purge_ended_challenges(container.database.get_engine(), ended_before=ended_before)
     )
 
 

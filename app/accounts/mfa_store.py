@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from sqlalchemy import delete, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import MfaChallenge, MfaRecoveryCode, MfaTotp, Role, User, utcnow
 
@@ -37,6 +37,17 @@ class PendingChallenge:
     password_hash: str
     can_authenticate: bool
     mfa_enabled: bool
+
+
+async def purge_ended_challenges(engine: AsyncEngine, *, ended_before: dt.datetime) -> int:
+    """Housekeeping: delete login challenges that expired or were redeemed before
+    ``ended_before``. A new challenge deletes its account's ended ones, but the last of
+    every account that never logs in again would otherwise stay. Returns how many went."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            delete(MfaChallenge).where(or_(MfaChallenge.expires_at < ended_before, MfaChallenge.used_at < ended_before))
+        )
+    return _rows(result)
 
 
 def _rows(result: object) -> int:

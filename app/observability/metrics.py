@@ -123,7 +123,15 @@ SECURITY_EVENT_TYPES = (
     "deleted",
 )
 # What the housekeeping round deletes (the "kind" label of housekeeping_purged).
-HOUSEKEEPING_KINDS = ("session", "refresh_token", "outbox_message", "account_token", "known_client", "security_event")
+HOUSEKEEPING_KINDS = (
+    "session",
+    "refresh_token",
+    "outbox_message",
+    "account_token",
+    "mfa_challenge",
+    "known_client",
+    "security_event",
+)
 # What became of one delivery attempt from the outbox (the "result" label).
 MAIL_DELIVERY_RESULTS = ("sent", "failed", "gave_up")
 
@@ -311,7 +319,9 @@ class Metrics:
             "user_service_housekeeping_purged",
             "Rows deleted by the periodic housekeeping, by kind (session: ended sessions with their tokens; "
             "refresh_token: expired refresh tokens, spent or not; outbox_message: mails sent or given up "
-            "longer ago than USER_SERVICE_MAIL__KEEP_SENT_SECONDS).",
+            "longer ago than USER_SERVICE_MAIL__KEEP_SENT_SECONDS; account_token and mfa_challenge: mailed-link "
+            "tokens and second-factor login challenges a day after use or expiry; known_client: clients not "
+            "seen for TOKENS__KNOWN_CLIENT_DAYS; security_event: the audit trail past AUDIT__RETENTION_DAYS).",
             ["kind"],
             registry=r,
         )

@@ -6,6 +6,7 @@ live sessions are counted into a gauge."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from litestar.stores.memory import MemoryStore
 from sqlalchemy import text
@@ -13,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from app.container import container_of
 from app.identity.throttle import DatabaseThrottleStore, LoginThrottle, throttle_key
-from app.lifespan import count_sessions_round, forget_stale_abuse_state, purge_account_tokens_round, purge_outbox_round
+from app.lifespan import (
+    count_sessions_round,
+    forget_stale_abuse_state,
+    purge_account_tokens_round,
+    purge_mfa_challenges_round,
+    purge_outbox_round,
+)
 from app.mail.outbox import OutgoingMail, enqueue
 from app.main import create_app
 from app.settings import LoginThrottleSettings, MailSettings, Settings
@@ -148,6 +155,53 @@ async def test_a_round_purges_mailed_link_tokens_a_day_after_use_or_expiry(
         assert left == {"kept_fresh", "kept_recent"}
         metrics = (await client.get("/metrics")).text
     assert 'user_service_housekeeping_purged_total{kind="account_token"} 2.0' in metrics
+
+
+async def test_a_round_purges_second_factor_challenges_a_day_after_use_or_expiry(
+    settings: Settings, db_engine: AsyncEngine
+) -> None:
+    # A new challenge deletes its own account's ended ones; these are the ones nothing would
+    # otherwise delete: the last challenge of accounts that never log in again.
+    app = create_app(settings)
+    now = dt.datetime.now(dt.UTC)
+    old, recent = now - dt.timedelta(days=1, hours=1), now - dt.timedelta(hours=23)
+    challenges = {  # name: (expires_at, used_at)
+        "pending": (now + dt.timedelta(minutes=5), None),
+        "expired_recently": (recent, None),
+        "used_recently": (now + dt.timedelta(minutes=5), recent),
+        "expired_long_ago": (old, None),
+        "used_long_ago": (old - dt.timedelta(minutes=1), old),
+    }
+    async with serve(app) as client:
+        for name in challenges:
+            body = {"username": name, "email": f"{name}@example.com", "password": "violet-tangerine-47-harbor"}
+            assert (await client.post("/api/v1/auth/register", json=body)).status_code == 201
+        async with db_engine.begin() as conn:
+            for name, (expires_at, used_at) in challenges.items():
+                await conn.execute(
+                    text(
+                        "INSERT INTO mfa_challenges (id, user_id, token_hash, binding, created_at, expires_at, used_at)"
+                        " SELECT :id, id, :token, 'b', :created, :expires, :used FROM users WHERE username = :name"
+                    ),
+                    {
+                        "id": uuid.uuid4(),
+                        "token": name.ljust(64, "0"),
+                        "created": expires_at - dt.timedelta(minutes=5),
+                        "expires": expires_at,
+                        "used": used_at,
+                        "name": name,
+                    },
+                )
+        assert await purge_mfa_challenges_round(container_of(app)) == 2
+        async with db_engine.connect() as conn:
+            left = set(
+                (
+                    await conn.execute(text("SELECT u.username FROM mfa_challenges c JOIN users u ON u.id = c.user_id"))
+                ).scalars()
+            )
+        assert left == {"pending", "expired_recently", "used_recently"}
+        metrics = (await client.get("/metrics")).text
+    assert 'user_service_housekeeping_purged_total{kind="mfa_challenge"} 2.0' in metrics
 
 
 # --- the count of live sessions ------------------------------------------------------------------
