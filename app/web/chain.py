@@ -13,6 +13,8 @@ Outside in (each layer wraps the ones below it):
 5. header limit     431 for oversized headers before any parsing (app/web/limits.py)
 6. edge shedding    503 for a login or registration while the hashing pool is full, before
                     the body is read (app/web/shedding.py)
+7. HEAD as GET      Litestar gets a HEAD as a GET, the answer goes out without its content;
+                    the layers above still see HEAD (app/web/head.py)
 
 then Litestar itself, whose own middleware runs in the order create_app lists it: CORS,
 per-address rate limits, bearer authentication; then routing and the exception handlers
@@ -33,6 +35,7 @@ from app.observability.request_id import with_request_id
 from app.settings import HttpSettings
 from app.web.after_response import running_work_after_response
 from app.web.client_address import behind_trusted_proxies
+from app.web.head import answering_head_as_get
 from app.web.headers import with_response_headers
 from app.web.limits import limit_header_bytes
 
@@ -60,6 +63,7 @@ def outer_chain(
         lambda app: with_response_headers(app, hsts_seconds=http.hsts_seconds, pages_path=pages_path),
         lambda app: limit_header_bytes(app, http.max_header_bytes),
         edge_shedding,
+        answering_head_as_get,
     ]
 
     def wrap(litestar: ASGIApp) -> ASGIApp:

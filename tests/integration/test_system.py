@@ -9,7 +9,7 @@ from app.main import create_app
 from app.settings import Settings
 from testkit.live_server import serve
 from tests.conftest import make_settings
-from tests.integration.helpers import AUTH, Client, assert_problem
+from tests.integration.helpers import AUTH, ME, Client, assert_problem, bearer, login, register
 
 
 async def test_probes_are_ok_on_a_healthy_service(client: Client) -> None:
@@ -67,6 +67,29 @@ async def test_http_level_errors_are_problem_details(client: Client) -> None:
     assert_problem(await client.get("/no/such/path"), 404)
     assert_problem(await client.get(f"{AUTH}/login"), 405)
     assert_problem(await client.get("/api/v1/users/not-a-uuid"), 404)
+
+
+async def test_head_answers_as_get_without_content_and_is_measured_as_head(client: Client) -> None:
+    # RFC 9110: HEAD is GET's status and headers without content. Uptime checks, link
+    # checkers and load balancers send it to the probes and reads.
+    assert (await register(client, "header")).status_code == 201
+    auth = bearer((await login(client, "header")).json())
+    for path, headers in (("/health/live", {}), ("/health/ready", {}), (ME, auth), ("/.well-known/jwks.json", {})):
+        got = await client.get(path, headers=headers)
+        head = await client.head(path, headers=headers)
+        assert (head.status_code, head.content) == (got.status_code, b""), path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers["content-length"] == str(len(got.content)), path
+        assert head.headers["x-request-id"], path
+    # Refusals are the GET's too: no token, no such path, a route without GET.
+    assert (await client.head(ME)).status_code == 401
+    assert (await client.head("/no/such/path")).status_code == 404
+    refused = await client.head(f"{AUTH}/login")
+    assert (refused.status_code, refused.content) == (405, b"")
+    assert "POST" in refused.headers["allow"]
+    metrics = (await client.get("/metrics")).text
+    head_of_me = [line for line in metrics.splitlines() if 'http_request_method="HEAD"' in line and ME in line]
+    assert any('http_response_status_code="200"' in line for line in head_of_me), head_of_me
 
 
 async def test_openapi_document_describes_the_contract(client: Client) -> None:
