@@ -633,6 +633,12 @@ class Settings(BaseSettings):
                 "USER_SERVICE_MAIL__SMTP_SECURITY: 'none' with USER_SERVICE_MAIL__SMTP_USERNAME set would send "
                 "the SMTP password in clear text; use starttls or tls"
             )
+        link = self.mail.link_base_url
+        if link.scheme != "https" and not _is_loopback_host(link.host):
+            problems.append(
+                f"USER_SERVICE_MAIL__LINK_BASE_URL: {link} would send password-reset, verification and "
+                "email-change tokens over plain HTTP; use https (plain HTTP only on a loopback host)"
+            )
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
@@ -648,6 +654,17 @@ class Settings(BaseSettings):
         if "*" in self.http.cors_allow_origins:
             off.append("USER_SERVICE_HTTP__CORS_ALLOW_ORIGINS=*: any web page may call the API from a browser")
         return off
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_dev_key_path(path: Path) -> bool:

@@ -342,6 +342,23 @@ def test_production_accepts_plain_smtp_without_a_username_and_tls_with_one(key_f
         )
 
 
+def test_production_refuses_mailed_links_over_plain_http_except_on_loopback(key_file: Path) -> None:
+    def production(link: str) -> Settings:
+        return Settings(
+            environment="production",
+            db=DatabaseSettings(url=POSTGRES_URL),
+            tokens=TokenSettings(signing_key_file=key_file),
+            mail=MailSettings(link_base_url=link),
+        )
+
+    for clear in ("http://users.example.com", "http://10.0.0.5:8000", "http://localhost.example.com"):
+        with pytest.raises(ValidationError, match="USER_SERVICE_MAIL__LINK_BASE_URL"):
+            production(clear)
+    for fine in ("https://users.example.com", "http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"):
+        assert str(production(fine).mail.link_base_url).startswith(fine)
+    assert MailSettings(link_base_url="http://users.example.com")  # development takes anything
+
+
 def test_mail_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USER_SERVICE_MAIL__SMTP_HOST", "mail.example.com")
     monkeypatch.setenv("USER_SERVICE_MAIL__SMTP_SECURITY", "tls")
