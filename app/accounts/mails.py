@@ -31,6 +31,7 @@ EMAIL_CHANGE_CONFIRM = _Template("email_change_confirm", "Confirm your new email
 EMAIL_CHANGE_TAKEN = _Template("email_change_taken", "Someone tried to use this address")
 EMAIL_CHANGE_NOTICE = _Template("email_change_notice", "Your email address is being changed")
 NEW_LOGIN = _Template("new_login", "New sign-in to your account")
+SECOND_FACTOR_REMOVED = _Template("second_factor_removed", "The second factor of your account was removed")
 
 
 # Built once per process: it compiles each template on first use and keeps it. Escaping
@@ -92,6 +93,11 @@ class AccountMails:
         """To the account's address, on a login from a client pair never seen for it. The
         user agent is the client's own text: the HTML body escapes it."""
         return self._render(NEW_LOGIN, to, username=username, ip=ip, user_agent=user_agent)
+
+    def second_factor_removed(self, to: str, *, username: str) -> OutgoingMail:
+        """To the account's address, when an admin removed its second factor: signing in
+        needs only the password from now on, and the owner may not have asked."""
+        return self._render(SECOND_FACTOR_REMOVED, to, username=username)
 
     def _render(self, template: _Template, to: str, **values: Any) -> OutgoingMail:
         values["service_name"] = self._service_name

@@ -126,6 +126,19 @@ class UsersController(Controller):
     ) -> None:
         await session_management.end_all(request.user.id, user_id)
 
+    @delete(
+        "/{user_id:uuid}/mfa/totp",
+        opt=ADMINS,
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Remove a user's second factor (admin): for an owner who lost the authenticator and the "
+        "recovery codes; the owner is mailed",
+        responses=problems(400, 401, 403, 404, 503),
+    )
+    async def remove_user_second_factor(
+        self, request: AuthedRequest, user_id: FromPath[UUID], user_administration: NamedDependency[UserAdministration]
+    ) -> None:
+        await user_administration.remove_second_factor(request.user, user_id)
+
     @get(
         "/{user_id:uuid}/events",
         opt=ADMINS,

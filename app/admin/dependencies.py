@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.account_tokens import AccountTokens
-from app.accounts.dependencies import audit_trail, login_sessions
+from app.accounts.dependencies import account_mails, audit_trail, login_sessions
 from app.accounts.repository import UserRepository
 from app.admin.services import UserAdministration
 from app.container import Container
@@ -25,5 +25,7 @@ def provide_user_administration(
         sessions=login_sessions(db_session, container),
         account_tokens=AccountTokens(db_session),
         events=container.events,
+        mails=account_mails(container),
+        mail_settings=container.settings.mail,
         audit=audit_trail(db_session, container, request),
     )

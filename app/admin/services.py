@@ -1,5 +1,6 @@
 """User administration by admins and moderators: look-ups, role and activation changes,
-soft deletion. A change that must end the user's sessions does so in its own transaction."""
+soft deletion, removing a second factor. A change that must end the user's sessions does so
+in its own transaction."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from uuid import UUID
 from app.accounts.account_tokens import AccountTokens
 from app.accounts.audit import AuditTrail
 from app.accounts.authentication import Principal
+from app.accounts.mails import AccountMails
+from app.accounts.mfa_store import MfaStore
 from app.accounts.repository import UserFilter, UserRepository
 from app.accounts.sessions import LoginSessions, RevokeReason
 from app.db.models import Role, User
-from app.errors import PermissionDenied
+from app.errors import MfaNotEnabled, PermissionDenied
+from app.mail.outbox import enqueue
 from app.observability.events import SecurityEvents
+from app.settings import MailSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,9 +35,14 @@ class UserAdministration:
         sessions: LoginSessions,
         account_tokens: AccountTokens,
         events: SecurityEvents,
+        mails: AccountMails,
+        mail_settings: MailSettings,
         audit: AuditTrail | None = None,
     ) -> None:
         self._db = db
+        self._mfa = MfaStore(db)
+        self._mails = mails
+        self._mail_settings = mail_settings
         self._audit = audit or AuditTrail(db)
         self._account_tokens = account_tokens
         self._users = users
@@ -93,6 +103,29 @@ class UserAdministration:
         self._audit.record("deleted", target.id, actor_id=actor.id)
         await self._db.commit()
         self._events.user_deleted(actor_id=actor.id, user_id=target.id)
+
+    async def remove_second_factor(self, actor: Principal, target_id: UUID) -> None:
+        """Support's way back in for an owner who lost both the authenticator and the
+        recovery codes: the factor goes as with DELETE /me/mfa/totp (its secret, recovery
+        codes and open login challenges), the owner is mailed, the trail names the admin.
+        Sessions stay, as when the owner turns it off; DELETE /{id}/sessions ends them."""
+        if await self._users.current_role(actor.id) is not Role.ADMIN:
+            raise PermissionDenied()
+        if actor.id == target_id:
+            # Here no code is asked for: a stolen admin session must not shed its own factor.
+            raise PermissionDenied("Turn your own second factor off at /api/v1/users/me/mfa/totp, with a code.")
+        target = await self._users.get_live(target_id, lock=True)
+        if not target.mfa_enabled:
+            raise MfaNotEnabled("This user has no second factor to remove.")
+        await self._mfa.remove(target.id)
+        self._audit.record("mfa_disabled", target.id, actor_id=actor.id)
+        # In the same transaction: no removal without its notice, no notice of a removal
+        # that did not happen.
+        await enqueue(
+            self._db, self._mails.second_factor_removed(target.email, username=target.username), self._mail_settings
+        )
+        await self._db.commit()
+        self._events.mfa_disabled(target.id, actor_id=actor.id)
 
     async def _lock_for_change(self, actor: Principal) -> tuple[Role | None, set[UUID]]:
         """Every administrative write starts here, in its own transaction: the active

@@ -186,8 +186,9 @@ class SecurityEvents:
         if self._metrics:
             self._metrics.mfa_enrolments.labels(result=result).inc()
 
-    def mfa_disabled(self, user_id: UUID) -> None:
-        _log.warning("mfa_disabled", user_id=str(user_id))
+    def mfa_disabled(self, user_id: UUID, actor_id: UUID | None = None) -> None:
+        """The factor is off: by its owner, or by the admin ``actor_id``."""
+        _log.warning("mfa_disabled", user_id=str(user_id), **({"actor_id": str(actor_id)} if actor_id else {}))
         self._count_change("mfa_disabled")
 
     def mfa_required(self, user_id: UUID) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from app.main import create_app
 from app.settings import Settings
 from testkit.live_server import serve
 from tests.conftest import make_settings
-from tests.integration.helpers import AUTH, ME, PASSWORD, Client, assert_problem, bearer, login, make_user
+from tests.integration.helpers import AUTH, ME, PASSWORD, USERS, Client, assert_problem, bearer, login, make_user
 
 TOTP = f"{ME}/mfa/totp"
 PROBLEMS = "https://user-service.dev/problems/"
@@ -343,3 +344,50 @@ async def test_the_factors_events_are_in_the_audit_trail(client: Client, db_engi
     ]
     assert items[1]["detail"]["amr"] == "pwd otp"
     assert items[3]["detail"] == {"reason": "wrong_mfa_code"}
+
+
+async def test_an_admin_removes_a_lost_factor_the_owner_is_mailed_and_the_trail_names_the_admin(
+    client: Client, db_engine: AsyncEngine
+) -> None:
+    user = await enrolled(client, db_engine)
+    admin = await make_user(client, db_engine, role="admin")
+    moderator = await make_user(client, db_engine, role="moderator")
+    removal = f"{USERS}/{user['id']}/mfa/totp"
+    for caller in (user, moderator):
+        assert_problem(await client.delete(removal, headers=caller["headers"]), 403)
+    assert_problem(await client.delete(f"{USERS}/{uuid.uuid4()}/mfa/totp", headers=admin["headers"]), 404)
+    # An admin's own factor goes only with a code (DELETE /me/mfa/totp), never through here.
+    own = await client.delete(f"{USERS}/{admin['id']}/mfa/totp", headers=admin["headers"])
+    assert assert_problem(own, 403)["detail"].endswith("with a code.")
+    opened = await mfa_token(client, user["username"])  # a login half done when the factor goes
+
+    assert (await client.delete(removal, headers=admin["headers"])).status_code == 204
+
+    # The password alone signs in; the half-done login and the old recovery codes are dead;
+    # the owner's session goes on and can enrol a new authenticator.
+    assert (await login(client, user["username"])).status_code == 200
+    assert_problem(await second_step(client, opened, user["recovery_codes"][1]), 401)
+    assert (await client.get(ME, headers=user["headers"])).json()["mfa_enabled"] is False
+    assert (await client.post(TOTP, json={"current_password": PASSWORD}, headers=user["headers"])).status_code == 200
+    again = await client.delete(removal, headers=admin["headers"])
+    assert assert_problem(again, 400)["type"] == PROBLEMS + "mfa-not-enabled"
+    async with db_engine.connect() as conn:
+        mailed = {
+            row.kind: row
+            for row in await conn.execute(
+                text("SELECT kind, subject, text_body, html_body FROM outbox_messages WHERE recipient = :to"),
+                {"to": user["email"]},
+            )
+        }
+        trail = (
+            await conn.execute(
+                text("SELECT actor_id FROM security_events WHERE user_id = :id AND type = 'mfa_disabled'"),
+                {"id": user["id"]},
+            )
+        ).scalars()
+        notice = mailed["second_factor_removed"]
+        assert notice.subject == "The second factor of your account was removed"
+        for body in (notice.text_body, notice.html_body):
+            assert user["username"] in body
+            assert "an administrator removed the second factor" in " ".join(body.split())
+        assert [str(actor) for actor in trail] == [admin["id"]]
