@@ -73,7 +73,7 @@ def _cors(settings: Settings) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=settings.http.cors_allow_origins,
         allow_credentials=settings.http.cors_allow_credentials,
-        allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+        allow_methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
         max_age=600,

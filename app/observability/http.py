@@ -71,6 +71,11 @@ class HttpTelemetry:
                     if template := scope.get("path_template"):
                         span.update_name(f"{method} {template}")
                         span.set_attribute("http.route", template)
+                    if method == "HEAD":
+                        # The tracing inside Litestar saw the GET that app/web/head.py
+                        # handed it: name and method say what the client sent.
+                        span.update_name(f"HEAD {template or scope['path']}")
+                        span.set_attribute("http.method", "HEAD")
             await send(message)
 
         try:

@@ -60,7 +60,7 @@ def scale(value: str, time_scale: float) -> str:
 
 def scale_expr(expr: str, time_scale: float) -> str:
     def ranged(match: re.Match[str]) -> str:
-        window = duration(max(seconds(MIN_RANGE), seconds(scale(match.group(1), time_scale))))
+        window = _at_least_min_range(scale(match.group(1), time_scale))
         step = match.group(2)
         if step:
             return f"[{window}:{scale(step, time_scale)}]"
@@ -72,7 +72,13 @@ def scale_expr(expr: str, time_scale: float) -> str:
         raise ValueError(f"cannot time-scale {unscalable} in: {expr}")
     result = _RANGE.sub(ranged, expr)
     result = _SECONDS_VALUE.sub(lambda m: f"{float(m.group(1)) / time_scale:g}{m.group(2)}", result)
-    return _OFFSET.sub(lambda m: f"offset {scale(m.group(1), time_scale)}", result)
+    # An offset gets the windows' floor too: "x unless x offset 2m" pairs with "[2m]" (a
+    # series new within the window), and the pair must keep covering the same span.
+    return _OFFSET.sub(lambda m: f"offset {_at_least_min_range(scale(m.group(1), time_scale))}", result)
+
+
+def _at_least_min_range(scaled_duration: str) -> str:
+    return duration(max(seconds(MIN_RANGE), seconds(scaled_duration)))
 
 
 def scale_rules(document: dict[str, Any], time_scale: float) -> dict[str, Any]:

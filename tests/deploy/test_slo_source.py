@@ -117,7 +117,8 @@ def test_scaling_rewrites_ranges_subqueries_offsets_and_marked_seconds_only() ->
     assert scaled.scale_expr(expr, 60) == (
         'rate(x{le="0.25"}[5s]) > 2 * avg_over_time(y[1m:1s] offset 168m) and z > 600\nand age > 10  # seconds'
     )
-    # A window keeps four scrapes of the tests' 1 s interval; offsets and steps are not ranges.
-    assert scaled.scale_expr("increase(x[2m] offset 2m) > 0 and max_over_time(y[1m:1m])", 60) == (
-        "increase(x[4s] offset 2s) > 0 and max_over_time(y[4s:1s])"
+    # A window keeps four scrapes of the tests' 1 s interval, and an offset (which pairs
+    # with a window) the same floor; a subquery's step is no window.
+    assert scaled.scale_expr("increase(x[2m]) > 0 unless x offset 2m and max_over_time(y[1m:1m])", 60) == (
+        "increase(x[4s]) > 0 unless x offset 4s and max_over_time(y[4s:1s])"
     )

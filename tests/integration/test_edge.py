@@ -194,6 +194,11 @@ async def test_cors_allows_only_the_configured_origins(settings: Settings) -> No
         assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
         assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
 
+        # A script's HEAD with a token needs a preflight too: allowed like the GET.
+        head = {"Access-Control-Request-Method": "HEAD", "Access-Control-Request-Headers": "authorization"}
+        allowed = await client.options(ME, headers={"Origin": "https://app.example.com", **head})
+        assert allowed.status_code in (200, 204), allowed.text
+
         other = await client.get("/health/live", headers={"Origin": "https://evil.example.net"})
         assert "Access-Control-Allow-Origin" not in other.headers
 

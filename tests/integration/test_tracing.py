@@ -77,6 +77,18 @@ async def test_incoming_traceparent_is_continued(traced: tuple[Client, InMemoryS
     assert format(server.parent.span_id, "016x") == parent_id
 
 
+async def test_a_head_is_traced_as_head(traced: tuple[Client, InMemorySpanExporter]) -> None:
+    # app/web/head.py hands Litestar (and the tracing inside it) a GET; the span says HEAD.
+    client, exporter = traced
+    for path in ("/.well-known/jwks.json", "/no/such/path"):
+        exporter.clear()
+        await client.head(path)
+        (server,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+        assert server.name.startswith("HEAD "), server.name
+        assert server.attributes is not None
+        assert server.attributes["http.method"] == "HEAD"
+
+
 async def test_probes_and_scrapes_are_not_traced(traced: tuple[Client, InMemorySpanExporter]) -> None:
     client, exporter = traced
     for path in ["/health/live", "/health/ready", "/metrics"]:
