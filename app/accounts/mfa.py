@@ -163,8 +163,8 @@ class SecondFactor:
 
     async def require_code(self, user: User, code: str | None, *, purpose: str) -> None:
         """For a sensitive change (password, email): with the factor on, a valid code is
-        required too (InvalidMfaCode otherwise). The code is spent in the caller's
-        transaction, which commits it with the change."""
+        required too (InvalidMfaCode otherwise). The code is spent and committed before the
+        change is made (see _spend)."""
         if not user.mfa_enabled:
             return
         factor = await self._store.factor_of(user.id)
@@ -179,7 +179,25 @@ class SecondFactor:
     async def check_code(self, user_id: UUID, factor: TotpFactor, code: str, *, purpose: str) -> str:
         """One code of a confirmed factor checked under the account's throttle: success (a
         TOTP code, its step now recorded), recovery_code (now spent), failed or replayed."""
-        return await self._checked(user_id, purpose, lambda: self._verify(user_id, factor, code))
+        return await self._checked(user_id, purpose, lambda: self._spend(user_id, factor, code, purpose))
+
+    async def _spend(self, user_id: UUID, factor: TotpFactor, code: str, purpose: str) -> str:
+        """_verify, then its outcome made final before the throttle settles: a code that
+        was good is committed as spent (with the audit row of a recovery code), anything
+        else is rolled back. The throttle settles on a connection of its own, and SQLite
+        lets one transaction write at a time: with the spend still open, the settlement
+        waited for this transaction's lock until it timed out, so every right code was
+        answered 503 on the embedded database. Committed first, a code is never good twice,
+        even when what it was for fails afterwards (a password changed meanwhile)."""
+        result = await self._verify(user_id, factor, code)
+        if result in _ACCEPTED:
+            if result == "recovery_code":
+                self._audit.record("recovery_code_used", user_id, purpose=purpose)
+            await self._db.commit()
+        else:
+            # A replayed code's UPDATE matched no row, but on SQLite it took the write lock.
+            await self._db.rollback()
+        return result
 
     async def _refuse_if_enabled(self, user_id: UUID) -> None:
         factor = await self._store.factor_of(user_id)
@@ -202,9 +220,6 @@ class SecondFactor:
             raise MfaCodesThrottled(exc.retry_after_seconds) from None
         block = check.counted.block_seconds if check.counted else 0
         self._events.mfa_challenge(purpose, result, user_id, **({"block_seconds": block} if block else {}))
-        if result == "recovery_code":
-            # Written with the spending of the code, in the caller's transaction.
-            self._audit.record("recovery_code_used", user_id, purpose=purpose)
         return result
 
     async def _verify(self, user_id: UUID, factor: TotpFactor, code: str) -> str:

@@ -222,7 +222,6 @@ class AccountRecovery:
         await self._password_check.check(user, current_password, purpose="email_change")
         if self._second_factor is not None:
             await self._second_factor.require_code(user, code, purpose="email_change")
-            await self._db.commit()  # the code's time step (or recovery code) is spent
         return EmailChangeRequest(user_id=user.id, new_email=address)
 
     async def send_email_change(self, request: EmailChangeRequest) -> None:

@@ -22,7 +22,18 @@ from app.main import create_app
 from app.settings import Settings
 from testkit.live_server import serve
 from tests.conftest import make_settings
-from tests.integration.helpers import AUTH, ME, PASSWORD, USERS, Client, assert_problem, bearer, login, make_user
+from tests.integration.helpers import (
+    AUTH,
+    ME,
+    PASSWORD,
+    USERS,
+    Client,
+    assert_problem,
+    bearer,
+    login,
+    make_user,
+    register,
+)
 
 TOTP = f"{ME}/mfa/totp"
 PROBLEMS = "https://user-service.dev/problems/"
@@ -391,3 +402,33 @@ async def test_an_admin_removes_a_lost_factor_the_owner_is_mailed_and_the_trail_
             assert user["username"] in body
             assert "an administrator removed the second factor" in " ".join(body.split())
         assert [str(actor) for actor in trail] == [admin["id"]]
+
+
+async def test_every_step_of_the_factor_works_on_the_embedded_database(signing_key_file: Path, tmp_path: Path) -> None:
+    # SQLite lets one transaction write at a time: a code spent in the request's transaction
+    # while the throttle settled on a connection of its own made every right code wait
+    # for the lock, then answer 503 (the README's run command is this database).
+    url = f"sqlite+aiosqlite:///{tmp_path}/embedded.sqlite3"
+    async with serve(create_app(make_settings(url, signing_key_file))) as embedded:
+        await clear_of_a_step_edge()
+        assert (await register(embedded, "lonely")).status_code == 201
+        headers = bearer((await login(embedded, "lonely")).json())
+        secret = (await embedded.post(TOTP, json={"current_password": PASSWORD}, headers=headers)).json()["secret"]
+        confirmed = await embedded.post(f"{TOTP}/confirm", json={"code": code(secret, -1)}, headers=headers)
+        assert confirmed.status_code == 200, confirmed.text
+        recovery = confirmed.json()["recovery_codes"]
+
+        started = time.monotonic()
+        signed_in = await second_step(embedded, await mfa_token(embedded, "lonely"), code(secret))
+        assert signed_in.status_code == 200, signed_in.text
+        replayed = await second_step(embedded, await mfa_token(embedded, "lonely"), code(secret))
+        assert_problem(replayed, 401)
+        by_recovery = await second_step(embedded, await mfa_token(embedded, "lonely"), recovery[0])
+        assert by_recovery.status_code == 200, by_recovery.text
+        off = await embedded.request(
+            "DELETE", TOTP, json={"current_password": PASSWORD, "code": recovery[1]}, headers=headers
+        )
+        assert off.status_code == 204, off.text
+        # Each answer came at once, none after waiting out a lock (5 s).
+        assert time.monotonic() - started < 5
+        assert (await login(embedded, "lonely")).status_code == 200
