@@ -292,9 +292,10 @@ class AccountService:
     async def logout(self, presented: str) -> None:
         """End the session the refresh token belongs to; unknown tokens are silently accepted."""
         found = await self._sessions.find_session_of(presented)
-        if found is not None:
+        # A token of a session that already ended is accepted the same way, and written
+        # nowhere: replaying one must not pad its owner's trail.
+        if found is not None and await self._sessions.revoke(found[0], RevokeReason.LOGOUT):
             session_id, user_id = found
-            await self._sessions.revoke(session_id, RevokeReason.LOGOUT)
             self._audit.record("logged_out", user_id, session_id=str(session_id))
             await self._db.commit()
             self._events.logged_out(user_id, session_id)

@@ -256,12 +256,14 @@ class LoginSessions:
         row = (await self._db.execute(statement)).one_or_none()
         return (row[0], row[1]) if row else None
 
-    async def revoke(self, session_id: UUID, reason: RevokeReason) -> None:
-        await self._db.execute(
+    async def revoke(self, session_id: UUID, reason: RevokeReason) -> bool:
+        """End the session; False when it had already ended (nothing changed)."""
+        result = await self._db.execute(
             update(AuthSession)
             .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
             .values(revoked_at=utcnow(), revoked_reason=reason.value)
         )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
 
     async def revoke_all_of(self, user_id: UUID, reason: RevokeReason, *, keep: UUID | None = None) -> None:
         """End every live session of a user, except ``keep`` (the caller's own, after a password change)."""

@@ -93,6 +93,16 @@ async def test_logout_ends_the_session_and_its_access_token(client: Client) -> N
     assert (await client.get(ME, headers=bearer(other))).status_code == 200
 
 
+async def test_a_replayed_logout_is_204_and_written_once(client: Client) -> None:
+    tokens = await signed_in(client, "repeater")
+    other = (await login(client, "repeater")).json()
+    for _ in range(3):
+        response = await client.post(f"{AUTH}/logout", json={"refresh_token": tokens["refresh_token"]})
+        assert response.status_code == 204
+    events = (await client.get(f"{ME}/events", headers=bearer(other))).json()["items"]
+    assert [event["type"] for event in events].count("logged_out") == 1
+
+
 async def test_logout_with_an_unknown_token_is_still_204(client: Client) -> None:
     response = await client.post(f"{AUTH}/logout", json={"refresh_token": "no-such-token"})
     assert response.status_code == 204
