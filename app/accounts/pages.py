@@ -5,8 +5,8 @@ Server-rendered HTML from Jinja2 (Litestar's template support, templates/pages/)
 at all, one stylesheet served from here. What keeps the token safe and the forms honest:
 
 - Opening a page never spends its token (mail scanners and link previews open links);
-  only the POST of its form does. The reset page asks ``check_reset_token``, which spends
-  nothing, so a dead link says so before the person types a password.
+  only the POST of its form does. Each page asks ``check_link_token``, which spends
+  nothing, so a dead link says so before the person presses anything or types a password.
 - The token goes from the GET to the POST as a hidden form field, not in the form's action
   URL: the page the POST answers with has no token in its address.
 - The forms carry Litestar's CSRF token (a signed double-submit cookie), checked by
@@ -51,6 +51,7 @@ from app.accounts.mails import CONFIRM_EMAIL_CHANGE_PAGE, RESET_PASSWORD_PAGE, V
 from app.accounts.recovery import AccountRecovery
 from app.accounts.schemas import RawPassword, RawToken
 from app.container import Container
+from app.db.models import TokenPurpose
 from app.errors import AlreadyRegistered, InvalidAccountToken, InvalidInput
 from app.settings import Environment as DeploymentEnvironment
 from app.settings import Settings
@@ -100,8 +101,10 @@ def _link_token(token: str | None) -> str:
 
 
 @get(_relative(VERIFY_EMAIL_PAGE))
-async def verify_email_page(token: LinkToken = None) -> Template:
-    return Template("verify_email.html", context={"token": _link_token(token), "action": VERIFY_EMAIL_PAGE})
+async def verify_email_page(recovery: NamedDependency[AccountRecovery], token: LinkToken = None) -> Template:
+    usable = _link_token(token)
+    await recovery.check_link_token(usable, TokenPurpose.VERIFY_EMAIL)  # spends nothing
+    return Template("verify_email.html", context={"token": usable, "action": VERIFY_EMAIL_PAGE})
 
 
 @post(_relative(VERIFY_EMAIL_PAGE), status_code=200, opt={RATE_LIMIT_OPT: LINK_CONFIRM_POLICY})
@@ -144,7 +147,7 @@ async def reset_password_page(
     recovery: NamedDependency[AccountRecovery], container: NamedDependency[Container], token: LinkToken = None
 ) -> Template:
     usable = _link_token(token)
-    await recovery.check_reset_token(usable)  # spends nothing: a scanner may have been here first
+    await recovery.check_link_token(usable, TokenPurpose.PASSWORD_RESET)  # spends nothing
     return _reset_form(container, usable)
 
 
@@ -156,7 +159,7 @@ async def reset_password(
 ) -> Template:
     if data.new_password != data.new_password_again:
         # A dead link says so first: no point retyping passwords for it.
-        await recovery.check_reset_token(data.token)
+        await recovery.check_link_token(data.token, TokenPurpose.PASSWORD_RESET)
         return _reset_form(container, data.token, ["The two passwords are not the same."])
     try:
         await recovery.confirm_password_reset(data.token, data.new_password)
@@ -169,10 +172,10 @@ async def reset_password(
 
 
 @get(_relative(CONFIRM_EMAIL_CHANGE_PAGE))
-async def confirm_email_change_page(token: LinkToken = None) -> Template:
-    return Template(
-        "confirm_email_change.html", context={"token": _link_token(token), "action": CONFIRM_EMAIL_CHANGE_PAGE}
-    )
+async def confirm_email_change_page(recovery: NamedDependency[AccountRecovery], token: LinkToken = None) -> Template:
+    usable = _link_token(token)
+    await recovery.check_link_token(usable, TokenPurpose.EMAIL_CHANGE)  # spends nothing
+    return Template("confirm_email_change.html", context={"token": usable, "action": CONFIRM_EMAIL_CHANGE_PAGE})
 
 
 @post(_relative(CONFIRM_EMAIL_CHANGE_PAGE), status_code=200, opt={RATE_LIMIT_OPT: LINK_CONFIRM_POLICY})

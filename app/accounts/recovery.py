@@ -167,10 +167,11 @@ class AccountRecovery:
         await self._db.commit()
         self._events.account_flow_requested("password_reset", "sent", user.id)
 
-    async def check_reset_token(self, token: str) -> None:
-        """InvalidAccountToken unless ``token`` would reset a password now. Spends nothing:
-        the page opened from the mail asks this before it shows its form."""
-        await self._redeemable(token, TokenPurpose.PASSWORD_RESET, lock=False)
+    async def check_link_token(self, token: str, purpose: TokenPurpose) -> None:
+        """InvalidAccountToken unless ``token`` could be used for ``purpose`` now. Spends
+        nothing: the page a mailed link opens asks this before it shows its button or form,
+        so a dead link says so at once."""
+        await self._redeemable(token, purpose, lock=False)
         await self._db.commit()
 
     async def confirm_password_reset(self, token: str, new_password: str) -> None:

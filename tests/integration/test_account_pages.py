@@ -19,6 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.container import container_of
 from app.errors import HashingCapacityExceeded
@@ -67,6 +69,18 @@ class Pages(MailedService):
         assert (await register(self.client, username)).status_code == 201
         tokens: dict[str, Any] = (await login(self.client, username)).json()
         return tokens
+
+    async def live_link(self, page: str, username: str) -> str:
+        """A token of a link to ``page`` that could be used now, mailed to a new account."""
+        tokens = await self.signed_in(username)
+        address = f"{username}@example.com"
+        if page == RESET_PAGE:
+            await self.client.post(f"{AUTH}/password-reset/request", json={"email": address})
+        elif page == CHANGE_PAGE:
+            address = f"{username}.new@example.com"
+            body = {"new_email": address, "current_password": PASSWORD}
+            assert (await self.client.post(f"{ME}/email", headers=bearer(tokens), json=body)).status_code == 202
+        return await self.link_to(address, page)
 
     async def me(self, tokens: dict[str, Any]) -> dict[str, Any]:
         account: dict[str, Any] = (await self.client.get(ME, headers=bearer(tokens))).json()
@@ -133,6 +147,7 @@ async def test_opening_the_verification_page_spends_nothing_and_its_button_verif
     assert_page(confirmed, 200, "Your email address is verified")
     assert (await pages.me(tokens))["is_verified"] is True
     assert_page(await pages.submit(second), 400, "This link cannot be used", "already been used")
+    assert_page(await pages.open(VERIFY_PAGE, token), 400, "This link cannot be used", "already been used")
 
 
 async def test_the_csrf_cookie_is_scoped_to_the_pages_and_invisible_to_scripts(pages: Pages) -> None:
@@ -158,7 +173,7 @@ async def test_the_csrf_cookie_is_scoped_to_the_pages_and_invisible_to_scripts(p
 
 @pytest.mark.parametrize("page", [VERIFY_PAGE, CHANGE_PAGE])
 async def test_pages_carry_a_strict_policy_no_referrer_and_no_store(pages: Pages, page: str) -> None:
-    response = await pages.open(page, "a-token-in-the-address")
+    response = await pages.open(page, await pages.live_link(page, "strict" + page.rsplit("-", 1)[-1]))
 
     assert_page(response, 200)
     policy = {
@@ -316,20 +331,25 @@ async def test_an_address_taken_meanwhile_is_a_page_saying_so(pages: Pages) -> N
 
 
 @pytest.mark.parametrize("page", [VERIFY_PAGE, RESET_PAGE, CHANGE_PAGE])
-async def test_a_dead_or_missing_token_is_a_page_in_words_with_status_400(pages: Pages, page: str) -> None:
-    # The reset page checks its token on opening; the others when their button is pressed.
+async def test_a_dead_or_missing_token_is_a_page_in_words_with_status_400(
+    pages: Pages, page: str, db_engine: AsyncEngine
+) -> None:
+    # Every page checks its token on opening (spending nothing), and again when its button
+    # or form is used (a link that died in between).
     opened = await pages.open(page, "not-a-token-we-ever-issued")
-    if page == RESET_PAGE:
-        assert_page(opened, 400, "This link cannot be used", "has expired", "Ask for a new one")
-    else:
-        posted = await pages.submit(opened)
-        assert_page(posted, 400, "This link cannot be used", "has expired", "Ask for a new one")
+    assert_page(opened, 400, "This link cannot be used", "has expired", "Ask for a new one")
+    assert "<form" not in opened.text
+    live = await pages.open(page, await pages.live_link(page, "dying" + page.rsplit("-", 1)[-1]))
+    async with db_engine.begin() as conn:  # the link expires while the page is open
+        await conn.execute(text("UPDATE account_tokens SET expires_at = now() - interval '1 minute'"))
+    fields = {"new_password": NEW_PASSWORD, "new_password_again": NEW_PASSWORD} if page == RESET_PAGE else {}
+    assert_page(await pages.submit(live, **fields), 400, "This link cannot be used", "has expired")
     assert_page(await pages.open(page, None), 400, "This link cannot be used")
     assert_page(await pages.open(page, ""), 400, "This link cannot be used")
 
 
 async def test_malformed_and_oversized_forms_are_pages_too(pages: Pages) -> None:
-    opened = await pages.open(VERIFY_PAGE, "some-token")
+    opened = await pages.open(VERIFY_PAGE, await pages.live_link(VERIFY_PAGE, "malformed"))
     hidden = form_of(opened.text).hidden
     incomplete = await pages.client.post(VERIFY_PAGE, data={"_csrf_token": hidden["_csrf_token"]})
     # The API's status for a body that breaks its schema, in words.
