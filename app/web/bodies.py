@@ -8,6 +8,12 @@ guess instead of an error. API.md asks for 422 on a wrong type, so the request c
 the decoded body against the handler's declared body type with ``strict=True`` first, the
 one place every JSON body of every endpoint passes through.
 
+A body is read as JSON only when it says so (``application/json`` or ``+json``) or says
+nothing; any other media type is 415. A browser sends ``text/plain`` across origins without
+a preflight, so a page on any site could otherwise make its visitors' browsers register
+accounts or try logins with a JSON body typed as text (FastAPI's CVE-2021-32677), spread
+over as many addresses as it has visitors. Programs that send no Content-Type still work.
+
 Only a value that lax mode *would* accept is refused here; anything lax mode refuses as well
 (a missing field, an unknown one, an array for an object, an empty body) is left to Litestar,
 so those answers keep exactly the shape they had.
@@ -19,7 +25,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request
-from litestar.exceptions import ClientException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 
 from app.web.limits import MAX_JSON_DEPTH, json_depth_exceeds
 
@@ -46,11 +52,24 @@ def _as_litestar_error(error: msgspec.ValidationError) -> ValidationException:
     return ValidationException(detail="Validation failed", extra=[{"message": message, "key": key, "source": "body"}])
 
 
+def is_json_media_type(content_type: str | None) -> bool:
+    """Whether a body with this Content-Type may be read as JSON: none given, or JSON's."""
+    if content_type is None or not content_type.strip():
+        return True
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
 class StrictJsonRequest(Request[Any, Any, Any]):
-    """Litestar's request, whose JSON body is refused when it nests too deeply (400) or when
-    a value has the wrong JSON type for the handler's body schema (422)."""
+    """Litestar's request, whose JSON body is refused when it is typed as something else
+    (415), nests too deeply (400), or has a value of the wrong JSON type for the handler's
+    body schema (422)."""
 
     async def json(self) -> Any:
+        if not is_json_media_type(self.headers.get("content-type")):
+            raise HTTPException(
+                status_code=415, detail="The body must be JSON, sent as Content-Type: application/json."
+            )
         try:
             value = await super().json()
         except RecursionError:

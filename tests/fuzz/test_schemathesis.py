@@ -72,6 +72,8 @@ NO_SUCCESS_EXPECTED = {
     "POST /api/v1/auth/email-change/confirm",
     # A random session id is never one of the caller's own live sessions.
     "DELETE /api/v1/users/me/sessions/{session_id}",
+    # Only a user with a second factor has one to remove, and turning one on takes a code.
+    "DELETE /api/v1/users/{user_id}/mfa/totp",
 }
 
 

@@ -111,3 +111,32 @@ async def test_profile_and_password_changes_refuse_wrong_json_types_and_change_n
 
     assert (await client.get(ME, headers=user["headers"])).json() == before
     assert (await login(client, user["username"])).status_code == 200  # the password is still the old one
+
+
+async def test_a_body_typed_as_anything_but_json_is_415_and_does_nothing(
+    client: Client, db_engine: AsyncEngine
+) -> None:
+    # What a form on any web site can make its visitors' browsers send without a preflight:
+    # a JSON text typed text/plain (or a form's own types).
+    def registration(name: str) -> str:
+        return f'{{"username": "{name}", "email": "{name}@example.com", "password": "{PASSWORD}"}}'
+
+    for media_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        name = unique_name("typed")
+        response = await client.post(
+            f"{AUTH}/register", content=registration(name), headers={"content-type": media_type}
+        )
+        assert assert_problem(response, 415)["type"].endswith("/unsupported-media-type")
+        async with db_engine.connect() as conn:
+            found = (await conn.execute(text("SELECT count(*) FROM users WHERE username = :n"), {"n": name})).scalar()
+        assert found == 0, media_type
+    refused = await client.post(
+        f"{AUTH}/login", content='{"username": "a", "password": "b"}', headers={"content-type": "text/plain"}
+    )
+    assert_problem(refused, 415)
+    # JSON's own types, with parameters or in any case, and no type at all are read as JSON.
+    for media_type in ("application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json", None):
+        name = unique_name("typed")
+        headers = {"content-type": media_type} if media_type else {}
+        response = await client.post(f"{AUTH}/register", content=registration(name), headers=headers)
+        assert response.status_code == 201, (media_type, response.text)
