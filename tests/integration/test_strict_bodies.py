@@ -135,8 +135,14 @@ async def test_a_body_typed_as_anything_but_json_is_415_and_does_nothing(
     )
     assert_problem(refused, 415)
     # JSON's own types, with parameters or in any case, and no type at all are read as JSON.
-    for media_type in ("application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json", None):
+    json_types: tuple[str | None, ...] = (
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/merge-patch+json",
+        None,
+    )
+    for json_type in json_types:
         name = unique_name("typed")
-        headers = {"content-type": media_type} if media_type else {}
+        headers = {"content-type": json_type} if json_type else {}
         response = await client.post(f"{AUTH}/register", content=registration(name), headers=headers)
-        assert response.status_code == 201, (media_type, response.text)
+        assert response.status_code == 201, (json_type, response.text)
