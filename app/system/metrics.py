@@ -25,7 +25,12 @@ logger = get_logger("user_service.metrics")
 @get("/metrics", exclude_from_auth=True, include_in_schema=False, sync_to_thread=False)
 def metrics_endpoint(request: Request[object, object, State], metrics: NamedDependency[Metrics]) -> Response[bytes]:
     exposition = metrics.expose(request.headers.get("accept", ""))
-    return Response(exposition.body, media_type=exposition.content_type)
+    # Litestar appends "; charset=utf-8" to every text/ type itself: the client's one, not
+    # twice ("text/plain; version=0.0.4; charset=utf-8; charset=utf-8").
+    media_type = exposition.content_type
+    if media_type.startswith("text/"):
+        media_type = "; ".join(part for part in media_type.split("; ") if not part.startswith("charset="))
+    return Response(exposition.body, media_type=media_type)
 
 
 # A scrape request is a request line and a handful of headers; anything slower or larger

@@ -22,7 +22,7 @@ from tests.integration.helpers import AUTH, ME, USERS, Client, bearer, login, ma
 async def scrape(client: Client) -> list[Sample]:
     response = await client.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"  # prometheus_client's
     return [sample for family in text_string_to_metric_families(response.text) for sample in family.samples]
 
 
