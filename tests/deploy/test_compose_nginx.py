@@ -344,9 +344,11 @@ async def check_nginx(site: NginxSite, seen: list[SeenRequest]) -> None:
         assert me.json()["username"] == "through_nginx"
 
         # The pages that mailed links open are routed too, with the app's own strict CSP
-        # (once: nginx's fallback steps aside when the app sets one).
+        # (once: nginx's fallback steps aside when the app sets one). A made-up link is the
+        # app's own page saying so.
         page = await client.get("/account/verify-email", params={"token": "a-link-from-a-mail"})
-        assert page.status_code == 200, page.text
+        assert page.status_code == 400, page.text
+        assert "This link cannot be used" in page.text
         assert page.headers["content-type"].startswith("text/html")
         assert page.headers.get_list("content-security-policy") == [
             "default-src 'none'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
