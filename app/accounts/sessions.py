@@ -263,7 +263,7 @@ class LoginSessions:
             .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
             .values(revoked_at=utcnow(), revoked_reason=reason.value)
         )
-        return int(getattr(result, "rowcount", 0) or 0) == 1
+        return bool(getattr(result, "rowcount", 0) == 1)
 
     async def revoke_all_of(self, user_id: UUID, reason: RevokeReason, *, keep: UUID | None = None) -> None:
         """End every live session of a user, except ``keep`` (the caller's own, after a password change)."""

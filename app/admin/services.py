@@ -109,7 +109,8 @@ class UserAdministration:
         recovery codes: the factor goes as with DELETE /me/mfa/totp (its secret, recovery
         codes and open login challenges), the owner is mailed, the trail names the admin.
         Sessions stay, as when the owner turns it off; DELETE /{id}/sessions ends them."""
-        if await self._users.current_role(actor.id) is not Role.ADMIN:
+        actor_role, _ = await self._lock_for_change(actor)
+        if actor_role is not Role.ADMIN:
             raise PermissionDenied()
         if actor.id == target_id:
             # Here no code is asked for: a stolen admin session must not shed its own factor.
